@@ -1,0 +1,55 @@
+# Task queue: every target bootstraps .venv from pyproject.toml first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-unit test-integration test-e2e lint fmt typecheck up down clean ci bench bench-quick chaos
+
+help: ## show the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP) ## start the whole stack (embedded Redis, api, 3 workers, scheduler, notifier, dashboard)
+	$(BIN)/python -m services.stack
+
+test: $(STAMP) ## run every test (starts Redis itself)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## unit tests only (no Redis needed)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## integration tests against real Redis
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: $(STAMP) ## end-to-end tests through the launcher
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check + format check + mypy
+	$(BIN)/ruff check shared services tests
+	$(BIN)/ruff format --check shared services tests
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## format the code
+	$(BIN)/ruff check --fix shared services tests
+	$(BIN)/ruff format shared services tests
+
+typecheck: $(STAMP) ## mypy (strict)
+	$(BIN)/mypy
+
+up: ## docker compose up (detached, waits for health)
+	docker compose up -d --wait
+
+down: ## docker compose down
+	docker compose down
+
+clean: ## remove the virtualenv, caches and local data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data tests/artifacts

@@ -1,0 +1,126 @@
+"""The REST gateway: FastAPI app factory, lifespan (Redis), body limit, routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api import errors
+from services.api.deps import require_api_key
+from services.api.routes import events, stats, tasks
+from shared import registry
+from shared.redis import create_redis
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """Refuse bodies over MAX_BODY_BYTES with 413 JSON, whether announced or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._refuse(send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = errors.error_response(413, f"request body is larger than {self.max_bytes} bytes")
+        await response({"type": "http"}, _empty_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b""}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    registry.load_task_modules(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.conn = create_redis(settings)
+        try:
+            await app.state.conn.load_scripts()
+        except Exception as exc:  # Redis may come later: routes answer 503 until it does
+            logger.warning("scripts not loaded at start (%s); they load on first use", exc)
+        yield
+        await app.state.conn.aclose()
+
+    app = FastAPI(
+        title="Task Queue API",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="REST gateway of the distributed task queue. See README.md.",
+    )
+    app.state.settings = settings
+    app.state.open_streams = 0
+    errors.install(app)
+    protected = [Depends(require_api_key)]
+    for prefix, in_schema in (("/api", True), ("", False)):
+        app.include_router(
+            tasks.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
+        )
+        app.include_router(
+            events.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
+        )
+        app.include_router(_stats_router(), prefix=prefix, include_in_schema=in_schema)
+    app.add_api_route(
+        "/metrics",
+        stats.metrics,
+        methods=["GET"],
+        dependencies=protected,
+        tags=["monitoring"],
+        response_class=PlainTextResponse,
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _stats_router() -> APIRouter:
+    """Health stays open; stats needs a key like every other route."""
+    router = APIRouter()
+    router.add_api_route("/health", stats.health, methods=["GET"], tags=["monitoring"])
+    router.add_api_route(
+        "/stats",
+        stats.stats,
+        methods=["GET"],
+        response_model=stats.Stats,
+        dependencies=[Depends(require_api_key)],
+        tags=["monitoring"],
+    )
+    return router
+
+
+def app_factory() -> Any:
+    """Entry for `uvicorn --factory services.api.app:app_factory`."""
+    from shared.settings import get_settings
+
+    return create_app(get_settings())

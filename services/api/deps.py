@@ -1,0 +1,59 @@
+"""FastAPI dependencies: the Redis connection, settings, and the API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from shared.redis import Conn
+from shared.settings import Settings
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_conn(request: Request) -> Conn:
+    conn: Conn = request.app.state.conn
+    return conn
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+ConnDep = Annotated[Conn, Depends(get_conn)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def _matches(candidate: str, keys: list[str]) -> bool:
+    # Compare against every key, in constant time each, so timing reveals nothing.
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(candidate.encode(), key.encode())
+    return found
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """With API_KEYS set, every route needs `Authorization: Bearer KEY` (SPEC section 2).
+
+    Keys in API_READ_KEYS may only read (GET), for dashboards and monitoring.
+    """
+    full, read_only = settings.api_key_list, settings.api_read_key_list
+    if not full and not read_only:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(
+            401,
+            "missing API key: send Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if _matches(token, full):
+        return
+    if _matches(token, read_only):
+        if request.method in READ_METHODS:
+            return
+        raise HTTPException(403, "this API key may only read")
+    raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})

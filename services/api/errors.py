@@ -1,0 +1,86 @@
+"""The one table from errors to HTTP answers: always `{"error": ..., "details": [...]}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+
+from shared.errors import (
+    InvalidTransition,
+    RedisUnavailable,
+    TaskNotFound,
+    TaskQueueError,
+    ValidationFailed,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[TaskQueueError], int] = {
+    ValidationFailed: 400,
+    TaskNotFound: 404,
+    InvalidTransition: 409,
+    RedisUnavailable: 503,
+}
+
+
+def error_response(status: int, message: str, details: list[Any] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "details": details or []}, status_code=status)
+
+
+def _clean(errors: list[Any]) -> list[dict[str, Any]]:
+    """Pydantic error entries without their echo of the input (it may be huge or secret)."""
+    return [
+        {"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"invalid request: {where}: {first['msg']}{more}"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the JSON error shape."""
+
+    @app.exception_handler(TaskQueueError)
+    async def _domain(_: Request, exc: TaskQueueError) -> JSONResponse:
+        status = next(
+            (code for kind, code in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 500
+        )
+        return error_response(status, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _clean(list(exc.errors()))
+        if any(d["type"] == "json_invalid" for d in details):
+            return error_response(400, "malformed JSON body", details)
+        return error_response(400, _summary(details), details)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        response = error_response(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(503, f"redis unavailable: {exc}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal error")

@@ -1,0 +1,98 @@
+"""Task routes: create (one or a batch), read, list, details, retry, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+
+from services.api.deps import ConnDep, SettingsDep
+from services.api.schemas import ERROR_RESPONSES, BatchCreate, BatchCreated, RetryAccepted
+from shared import queries, transitions
+from shared.errors import ValidationFailed
+from shared.models import Task, TaskCreate, TaskDetails, TaskStatus
+
+router = APIRouter(tags=["tasks"], responses=ERROR_RESPONSES)
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+def _idempotency(key: str | None) -> str | None:
+    if key is not None and (not key.strip() or not key.isprintable()):
+        raise ValidationFailed("Idempotency-Key must be 1..200 printable characters")
+    return key
+
+
+@router.post("/tasks", status_code=status.HTTP_201_CREATED, response_model=Task)
+async def create_task(
+    body: TaskCreate,
+    response: Response,
+    conn: ConnDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Task:
+    tasks, replayed = await transitions.enqueue(
+        conn, [body], settings, idempotency_key=_idempotency(idempotency_key)
+    )
+    if replayed:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return tasks[0]
+
+
+@router.post("/tasks/batch", status_code=status.HTTP_201_CREATED, response_model=BatchCreated)
+async def create_batch(
+    body: BatchCreate,
+    response: Response,
+    conn: ConnDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchCreated:
+    tasks, replayed = await transitions.enqueue(
+        conn, body.tasks, settings, idempotency_key=_idempotency(idempotency_key)
+    )
+    if replayed:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return BatchCreated(tasks=tasks)
+
+
+@router.get("/tasks", response_model=list[Task])
+async def list_tasks(
+    request: Request,
+    response: Response,
+    conn: ConnDep,
+    status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
+    task_type: Annotated[str | None, Query(alias="type", max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> list[Task]:
+    page = await queries.list_tasks(
+        conn, status=status_filter, task_type=task_type, limit=limit, cursor=cursor
+    )
+    if page.next_cursor:
+        params = {**request.query_params, "cursor": page.next_cursor}
+        response.headers["X-Next-Cursor"] = page.next_cursor
+        response.headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
+    return page.tasks
+
+
+@router.get("/tasks/{task_id}", response_model=Task)
+async def get_task(task_id: str, conn: ConnDep) -> Task:
+    return await queries.get_task(conn, task_id)
+
+
+@router.get("/tasks/{task_id}/details", response_model=TaskDetails)
+async def get_details(task_id: str, conn: ConnDep) -> TaskDetails:
+    return await queries.get_details(conn, task_id)
+
+
+@router.post("/tasks/{task_id}/retry", response_model=RetryAccepted)
+async def retry_task(task_id: str, conn: ConnDep) -> RetryAccepted:
+    await transitions.retry_failed(conn, task_id)
+    return RetryAccepted(task_id=task_id)
+
+
+@router.delete("/tasks/{task_id}", response_model=Task)
+async def cancel_task(task_id: str, conn: ConnDep, settings: SettingsDep) -> Task:
+    return await transitions.cancel(conn, task_id, settings)

@@ -1,0 +1,64 @@
+"""Move due scheduled tasks and due retries to the ready queues, waking at the next due time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from shared import codec, transitions
+from shared.events import subscribe
+from shared.redis import Conn
+
+logger = logging.getLogger(__name__)
+IDLE_CHECK_SECONDS = 5.0  # upper bound on a sleep, in case a wake-up message was missed
+
+
+async def promote_loop(conn: Conn, stop: asyncio.Event) -> None:
+    """Sleep exactly until the earliest due time; a wake-up message cuts the sleep short."""
+    woken = asyncio.Event()
+    listener = asyncio.create_task(_listen(conn, woken))
+    try:
+        while not stop.is_set():
+            woken.clear()
+            try:
+                moved, next_due = await transitions.promote_due(conn)
+                if moved:
+                    logger.info("promoted %d due tasks", moved)
+                    continue  # a full batch may mean more are due
+            except Exception:
+                logger.exception("promote failed; retrying")
+                next_due = codec.now_ms() + 1000
+            delay = IDLE_CHECK_SECONDS if next_due is None else (next_due - codec.now_ms()) / 1000
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        _either(woken, stop), timeout=min(delay, IDLE_CHECK_SECONDS)
+                    )
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+
+
+async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
+    waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+
+
+async def _listen(conn: Conn, woken: asyncio.Event) -> None:
+    """Set `woken` whenever a script announces an earlier due time; resubscribe on errors."""
+    while True:
+        try:
+            async for _ in subscribe(conn, conn.keys.scheduler_wake):
+                woken.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("wake-up subscription lost (%s); resubscribing", exc)
+            woken.set()
+            await asyncio.sleep(1)

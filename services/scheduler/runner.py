@@ -1,0 +1,46 @@
+"""The scheduler: promotion of due tasks, recovery of lost ones, retention, and a heartbeat.
+
+Every move is an idempotent script, so a second scheduler running at once is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+from services.scheduler.promote import promote_loop
+from services.scheduler.recover import recover_once
+from services.scheduler.retention import purge_once
+from shared import heartbeats
+from shared.redis import Conn, connect
+from shared.runtime import every, instance_id, stop_event_on_signals
+from shared.settings import Settings
+
+SERVICE = "scheduler"
+RECOVER_EVERY_SECONDS = 0.5
+RETENTION_EVERY_SECONDS = 30.0
+
+
+async def main(settings: Settings) -> None:
+    stop = stop_event_on_signals()
+    async with connect(settings) as conn:
+        await run_scheduler(conn, settings, stop)
+
+
+async def run_scheduler(conn: Conn, settings: Settings, stop: asyncio.Event) -> None:
+    iid = instance_id(SERVICE)
+    info = {"pid": os.getpid(), "host": socket.gethostname()}
+
+    async def beat() -> None:
+        await heartbeats.beat(conn, SERVICE, iid, info, settings.heartbeat_seconds * 5)
+
+    try:
+        await asyncio.gather(
+            promote_loop(conn, stop),
+            every(stop, RECOVER_EVERY_SECONDS, lambda: recover_once(conn, settings), "recover"),
+            every(stop, RETENTION_EVERY_SECONDS, lambda: purge_once(conn), "retention"),
+            every(stop, settings.heartbeat_seconds, beat, "heartbeat"),
+        )
+    finally:
+        await heartbeats.leave(conn, SERVICE, iid)

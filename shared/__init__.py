@@ -1,0 +1,1 @@
+"""The common package: task model, Redis key schema, atomic transitions, settings and registry."""

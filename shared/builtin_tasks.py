@@ -1,0 +1,84 @@
+"""The built-in task types: `image` (a simulated demo job), `email` and `webhook`.
+
+Email and webhook tasks run in the notifier (lane "notify"), the only service that speaks SMTP
+and HTTP; this module only validates their payloads so the API can refuse bad ones early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from shared.errors import ValidationFailed
+from shared.netguard import check_webhook_url
+from shared.registry import TaskContext, TaskType, register
+from shared.settings import Settings
+
+_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def _details(field: str, message: str) -> list[dict[str, Any]]:
+    return [{"loc": ["body", "payload", *([field] if field else [])], "msg": message}]
+
+
+def validate_email(payload: Any, settings: Settings) -> None:
+    """An address string, or {"to", "subject", "text", "html"?} with string values."""
+    if isinstance(payload, str):
+        if not _ADDRESS.match(payload):
+            raise ValidationFailed("email payload is not an email address", _details("", payload))
+        return
+    if not isinstance(payload, dict):
+        raise ValidationFailed(
+            'email payload must be an address or {"to", "subject", "text", "html"?}',
+            _details("", "wrong type"),
+        )
+    unknown = set(payload) - {"to", "subject", "text", "html"}
+    if unknown:
+        raise ValidationFailed(f"unknown email fields: {sorted(unknown)}", _details("", "extra"))
+    for field in ("to", "subject", "text"):
+        if not isinstance(payload.get(field), str) or not payload[field]:
+            raise ValidationFailed(
+                f"email payload needs a string {field!r}", _details(field, "missing")
+            )
+    if "html" in payload and not isinstance(payload["html"], str):
+        raise ValidationFailed("email 'html' must be a string", _details("html", "wrong type"))
+    if not _ADDRESS.match(payload["to"]):
+        raise ValidationFailed("email 'to' is not an email address", _details("to", payload["to"]))
+
+
+def validate_webhook(payload: Any, settings: Settings) -> None:
+    """A URL string, or {"url", "body"?, "headers"?}."""
+    if isinstance(payload, str):
+        url = payload
+    elif isinstance(payload, dict) and isinstance(payload.get("url"), str):
+        unknown = set(payload) - {"url", "body", "headers"}
+        if unknown:
+            raise ValidationFailed(
+                f"unknown webhook fields: {sorted(unknown)}", _details("", "extra")
+            )
+        headers = payload.get("headers", {})
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ValidationFailed(
+                "webhook 'headers' must map strings to strings", _details("headers", "wrong type")
+            )
+        url = payload["url"]
+    else:
+        raise ValidationFailed(
+            'webhook payload must be a URL or {"url", "body"?, "headers"?}',
+            _details("", "wrong type"),
+        )
+    check_webhook_url(url, allow_private=settings.webhook_allow_private_networks)
+
+
+async def simulate_image(payload: Any, ctx: TaskContext) -> dict[str, Any]:
+    """Demo work, as in the seed: waits IMAGE_TASK_SECONDS and reports what it 'processed'."""
+    await asyncio.sleep(ctx.settings.image_task_seconds)
+    return {"processed": payload, "seconds": ctx.settings.image_task_seconds}
+
+
+register(TaskType("image", handler=simulate_image, description="simulated image processing (demo)"))
+register(TaskType("email", lane="notify", validate=validate_email, description="send an email"))
+register(TaskType("webhook", lane="notify", validate=validate_webhook, description="POST to a URL"))

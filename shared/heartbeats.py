@@ -1,0 +1,79 @@
+"""Service liveness: each instance beats into a ZSET; health and worker_count read it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from shared import codec
+from shared.redis import Conn, guarded
+
+SERVICES = ("api", "worker", "scheduler", "notifier", "dashboard")
+
+
+async def beat(
+    conn: Conn, service: str, instance_id: str, info: dict[str, Any], ttl_seconds: float
+) -> None:
+    """Record that an instance is alive, with what it is doing (one MULTI round trip)."""
+    k = conn.keys
+    async with conn.redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(k.heartbeats(service), {instance_id: codec.now_ms()})
+        pipe.set(k.instance(service, instance_id), codec.dumps(info), px=int(ttl_seconds * 1000))
+        await guarded(pipe.execute())
+
+
+async def leave(conn: Conn, service: str, instance_id: str) -> None:
+    """Remove an instance on clean shutdown, so it stops counting at once."""
+    k = conn.keys
+    async with conn.redis.pipeline(transaction=True) as pipe:
+        pipe.zrem(k.heartbeats(service), instance_id)
+        pipe.delete(k.instance(service, instance_id))
+        await guarded(pipe.execute())
+
+
+async def live_counts(conn: Conn, dead_after_seconds: float) -> dict[str, int]:
+    """Live instances per service, counted by recent heartbeats."""
+    since = codec.now_ms() - int(dead_after_seconds * 1000)
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        for service in SERVICES:
+            pipe.zcount(conn.keys.heartbeats(service), since, "+inf")
+        replies = await guarded(pipe.execute())
+    return {service: int(n) for service, n in zip(SERVICES, replies, strict=True)}
+
+
+async def instances(conn: Conn, service: str, dead_after_seconds: float) -> list[dict[str, Any]]:
+    """Live instances of a service with their last beat and info (current tasks, pid, host)."""
+    k = conn.keys
+    since = codec.now_ms() - int(dead_after_seconds * 1000)
+    members = await guarded(
+        conn.redis.zrangebyscore(k.heartbeats(service), since, "+inf", withscores=True)
+    )
+    if not members:
+        return []
+    infos = await guarded(conn.redis.mget([k.instance(service, iid) for iid, _ in members]))
+    result = []
+    for (iid, last_ms), raw in zip(members, infos, strict=True):
+        info = codec.loads(raw) if raw else {}
+        result.append({"instance_id": iid, "last_beat_ms": int(last_ms), **info})
+    return result
+
+
+async def dead_instances(conn: Conn, service: str, dead_after_seconds: float) -> Sequence[str]:
+    """Instances whose last beat is older than `dead_after_seconds` (candidates for recovery)."""
+    before = codec.now_ms() - int(dead_after_seconds * 1000)
+    return list(
+        await guarded(conn.redis.zrangebyscore(conn.keys.heartbeats(service), "-inf", f"({before}"))
+    )
+
+
+async def forget(conn: Conn, service: str, instance_id: str) -> None:
+    """Drop a dead instance once its tasks are recovered."""
+    k = conn.keys
+    async with conn.redis.pipeline(transaction=True) as pipe:
+        pipe.zrem(k.heartbeats(service), instance_id)
+        pipe.delete(k.held(instance_id))
+        await guarded(pipe.execute())
+
+
+async def held_tasks(conn: Conn, instance_id: str) -> list[str]:
+    return list(await guarded(conn.redis.smembers(conn.keys.held(instance_id))))

@@ -1,0 +1,121 @@
+"""The Redis key schema: the only module that formats a key or channel name.
+
+Every key of one queue carries the hash tag `{<queue>}`, so all keys one script touches live
+in one Redis Cluster slot (SPEC section 8). More queues spread over more slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENTS_CHANNEL = "task_events"  # pub/sub; name fixed by SPEC section 6
+PRIORITIES = (5, 4, 3, 2, 1)  # claim order: 5 is the most urgent
+LANES = ("work", "notify")  # workers claim "work"; the notifier claims "notify"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one queue."""
+
+    queue: str = "default"
+
+    @property
+    def prefix(self) -> str:
+        return f"tq:{{{self.queue}}}:"
+
+    @property
+    def task_prefix(self) -> str:
+        """Prefix of task records, handed to scripts that learn ids while they run."""
+        return f"{self.prefix}task:"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.task_prefix}{task_id}"  # HASH: the task record (see codec.py)
+
+    def task_events(self, task_id: str) -> str:
+        return f"{self.task_prefix}{task_id}:events"  # LIST: JSON events, oldest first
+
+    def task_deliveries(self, task_id: str) -> str:
+        return f"{self.task_prefix}{task_id}:deliveries"  # LIST: JSON webhook attempts
+
+    @property
+    def index_prefix(self) -> str:
+        return f"{self.prefix}index:"
+
+    @property
+    def ready_prefix(self) -> str:
+        return f"{self.prefix}ready:"
+
+    @property
+    def wake_prefix(self) -> str:
+        return f"{self.prefix}wake:"
+
+    @property
+    def held_prefix(self) -> str:
+        return f"{self.prefix}held:"
+
+    @property
+    def delivery_prefix(self) -> str:
+        return f"{self.prefix}delivery:"
+
+    def ready(self, lane: str, priority: int) -> str:
+        return f"{self.ready_prefix}{lane}:{priority}"  # LIST: ready ids, FIFO (RPUSH/LPOP)
+
+    def ready_all(self, lane: str) -> list[str]:
+        """Ready lists of one lane, most urgent first."""
+        return [self.ready(lane, p) for p in PRIORITIES]
+
+    def wake(self, lane: str) -> str:
+        return f"{self.wake_prefix}{lane}"  # LIST: tokens that wake a BLPOP-ing consumer
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}delayed"  # ZSET: scheduled and retrying ids, scored by due ms
+
+    @property
+    def scheduler_wake(self) -> str:
+        return f"{self.prefix}wake:scheduler"  # channel: "the earliest due time moved"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}leases"  # ZSET: processing ids, scored by lease deadline ms
+
+    def held(self, instance_id: str) -> str:
+        return f"{self.held_prefix}{instance_id}"  # SET: ids one consumer instance holds
+
+    @property
+    def expiry(self) -> str:
+        return f"{self.prefix}expiry"  # ZSET: final ids, scored by purge time ms
+
+    @property
+    def index_all(self) -> str:
+        return f"{self.prefix}index:all"  # ZSET: every id, scored by created ms
+
+    def index_status(self, status: str) -> str:
+        return f"{self.index_prefix}{status}"  # ZSET: ids in one status, scored by created ms
+
+    @property
+    def counts(self) -> str:
+        return f"{self.prefix}counts"  # HASH: one field per status + "total" + "done:<status>"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}idem:{key}"  # STRING EX 24 h: task id for an Idempotency-Key
+
+    @property
+    def idempotency_prefix(self) -> str:
+        return f"{self.prefix}idem:"
+
+    def heartbeats(self, service: str) -> str:
+        return f"{self.prefix}hb:{service}"  # ZSET: instance ids scored by last beat ms
+
+    def instance(self, service: str, instance_id: str) -> str:
+        return f"{self.prefix}instance:{service}:{instance_id}"  # STRING EX: JSON instance info
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}outbox"  # ZSET: completion-webhook delivery ids, by due ms
+
+    def delivery(self, delivery_id: str) -> str:
+        return f"{self.delivery_prefix}{delivery_id}"  # HASH: one pending completion webhook
+
+    def throughput(self, epoch_minute: int) -> str:
+        return f"{self.prefix}tp:{epoch_minute}"  # HASH: "<second>:<c|f>" -> count, EX 1 h

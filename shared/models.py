@@ -1,0 +1,134 @@
+"""The task model and every JSON shape that crosses a service boundary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class TaskStatus(StrEnum):
+    """Statuses of SPEC section 3."""
+
+    SCHEDULED = "scheduled"
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+CANCELLABLE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RETRYING})
+RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+DEFAULT_PRIORITY = 3
+DEFAULT_MAX_RETRIES = 2
+
+
+class TaskCreate(BaseModel):
+    """The body of `POST /api/tasks` (seed fields; only type and payload are required)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    payload: Any = Field(description="Any JSON value, at most 64 KiB serialised")
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=1, le=5, strict=True)
+    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=10, strict=True)
+    scheduled_for: datetime | None = None
+    webhook: str | None = Field(default=None, max_length=2048)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=86_400)
+
+    @field_validator("scheduled_for")
+    @classmethod
+    def _require_offset(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.utcoffset() is None:
+            raise ValueError("scheduled_for needs a UTC offset, e.g. 2025-12-06T18:30:00Z")
+        return value
+
+
+class Task(BaseModel):
+    """A task as the API returns it; times are aware UTC datetimes."""
+
+    id: str
+    type: str
+    payload: Any
+    status: TaskStatus
+    priority: int
+    max_retries: int
+    retry_count: int
+    scheduled_for: datetime | None = None
+    webhook: str | None = None
+    timeout_seconds: float | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error: str | None = None
+    result: Any = None
+
+
+class TaskEvent(BaseModel):
+    """One transition, as published on `task_events` and kept in a task's history."""
+
+    event: str  # task.<verb>, e.g. task.created, task.claimed, task.completed
+    task_id: str
+    status: TaskStatus
+    at: datetime
+    type: str | None = None
+    priority: int | None = None
+    attempt: int | None = None
+    worker: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+class Attempt(BaseModel):
+    """One run of a task, derived from its events."""
+
+    number: int
+    worker: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: str | None = None  # completed, retrying, failed, requeued, or None while running
+    error: str | None = None
+
+
+class WebhookDelivery(BaseModel):
+    """One attempt to deliver a completion webhook."""
+
+    webhook_id: str
+    event: str
+    attempt: int
+    at: datetime
+    url: str
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float
+    outcome: str  # delivered, retrying, failed, refused
+
+
+class TaskDetails(BaseModel):
+    task: Task
+    attempts: list[Attempt]
+    events: list[TaskEvent]
+    webhook_deliveries: list[WebhookDelivery]
+
+
+class Stats(BaseModel):
+    total_tasks: int
+    pending_count: int
+    processing_count: int
+    completed_count: int
+    failed_count: int
+    scheduled_count: int
+    retrying_count: int
+    cancelled_count: int
+    worker_count: int
+    queue_depth_by_priority: dict[str, int]
+    delayed_count: int
+    notifier_queue_depth: int

@@ -1,0 +1,94 @@
+"""Redis connections and the transition scripts, loaded once per client at service start."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.errors import RedisUnavailable
+from shared.keys import Keys
+from shared.settings import Settings
+
+SCRIPT_NAMES = (
+    "enqueue",
+    "claim",
+    "complete",
+    "fail",
+    "requeue",
+    "promote_due",
+    "cancel",
+    "retry_failed",
+    "purge_expired",
+)
+
+T = TypeVar("T")
+
+
+def _script_source(name: str) -> str:
+    folder = resources.files("shared") / "scripts"
+    return (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+@dataclass
+class Conn:
+    """A Redis client with the key schema and every transition script registered on it."""
+
+    redis: aioredis.Redis
+    keys: Keys
+    scripts: dict[str, AsyncScript]
+
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD every script, so a broken script fails at boot, not at first use."""
+        for script in self.scripts.values():
+            script.sha = await guarded(self.redis.script_load(script.script))
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
+def create_redis(settings: Settings, **overrides: Any) -> Conn:
+    """Build the client every service uses: decoded strings, health checks, bounded timeouts."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 15,
+        "socket_connect_timeout": 3,
+        "socket_keepalive": True,
+        "retry_on_timeout": False,
+        "max_connections": 256,
+    }
+    options.update(overrides)
+    client = aioredis.Redis.from_url(settings.redis_url, **options)
+    scripts = {name: client.register_script(_script_source(name)) for name in SCRIPT_NAMES}
+    return Conn(redis=client, keys=Keys(settings.queue_name), scripts=scripts)
+
+
+@asynccontextmanager
+async def connect(settings: Settings) -> AsyncIterator[Conn]:
+    """A Conn with its scripts loaded, closed on exit."""
+    conn = create_redis(settings)
+    try:
+        await conn.load_scripts()
+        yield conn
+    finally:
+        await conn.aclose()
+
+
+async def guarded(call: Awaitable[T]) -> T:
+    """Await a Redis call, turning connection trouble into RedisUnavailable."""
+    try:
+        return await call
+    except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
+        raise RedisUnavailable(str(exc) or type(exc).__name__) from exc
+    except RedisError as exc:
+        if "LOADING" in str(exc) or "MISCONF" in str(exc):
+            raise RedisUnavailable(str(exc)) from exc
+        raise

@@ -1,0 +1,94 @@
+"""Task handlers: the `@task` decorator, the registry, and loading of TASK_MODULES plugins."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import ValidationFailed
+from shared.models import Task
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a handler gets besides its payload."""
+
+    task: Task
+    attempt: int
+    settings: Settings
+
+
+Handler = Callable[[Any, TaskContext], Awaitable[Any] | Any]
+PayloadValidator = Callable[[Any, Settings], Any]
+
+
+@dataclass
+class TaskType:
+    """One registered task type."""
+
+    name: str
+    lane: str = "work"  # "work": run by workers; "notify": run by the notifier (SMTP, HTTP)
+    handler: Handler | None = None
+    validate: PayloadValidator | None = None
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_registry: dict[str, TaskType] = {}
+
+
+def register(task_type: TaskType) -> TaskType:
+    """Add or replace a task type (a later handler for an existing name keeps its validator)."""
+    existing = _registry.get(task_type.name)
+    if existing is not None:
+        task_type.validate = task_type.validate or existing.validate
+        task_type.description = task_type.description or existing.description
+    _registry[task_type.name] = task_type
+    return task_type
+
+
+def task(
+    name: str, *, validate: PayloadValidator | None = None, description: str = ""
+) -> Callable[[Handler], Handler]:
+    """Register a worker handler: `@task("resize")` over `def resize(payload, ctx): ...`.
+
+    The handler may be async or a plain function; a plain function runs in a thread so it
+    never blocks the worker's event loop. Its return value (JSON-serialisable) is the result.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        register(TaskType(name=name, handler=handler, validate=validate, description=description))
+        return handler
+
+    return decorate
+
+
+def get(name: str) -> TaskType | None:
+    return _registry.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_registry)
+
+
+def validate_payload(name: str, payload: Any, settings: Settings) -> TaskType:
+    """Check the type is known and its payload valid; returns the type (for its lane)."""
+    task_type = _registry.get(name)
+    if task_type is None:
+        raise ValidationFailed(
+            f"unknown task type {name!r}; known types: {', '.join(names())}",
+            [{"loc": ["body", "type"], "msg": "unknown task type", "known_types": names()}],
+        )
+    if task_type.validate is not None:
+        task_type.validate(payload, settings)
+    return task_type
+
+
+def load_task_modules(settings: Settings) -> None:
+    """Import the built-in types and every module named in TASK_MODULES."""
+    importlib.import_module("shared.builtin_tasks")
+    for module in settings.task_module_list:
+        importlib.import_module(module)

@@ -1,0 +1,59 @@
+"""Process plumbing shared by the long-running services: stop signals and supervised loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def instance_id(service: str) -> str:
+    """A unique id for this process, readable in logs: <service>-<host>-<pid>-<random>."""
+    return f"{service}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def stop_event_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, so loops finish their work and exit cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True if the stop event fired meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0))
+    return stop.is_set()
+
+
+async def every(
+    stop: asyncio.Event, seconds: float, tick: Callable[[], Awaitable[Any]], name: str
+) -> None:
+    """Run `tick` every `seconds` until stopped; an error is logged and the loop goes on."""
+    while not stop.is_set():
+        try:
+            await tick()
+        except Exception:
+            logger.exception("%s tick failed; retrying in %.1fs", name, seconds)
+        if await wait_or_stop(stop, seconds):
+            return
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run with uvloop when it is installed."""
+    try:
+        import uvloop
+
+        uvloop.run(main)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we ship
+        asyncio.run(main)

@@ -1,0 +1,71 @@
+-- enqueue: new -> pending | scheduled, for one or many tasks, all or nothing.
+--
+-- KEYS[1] -> tq:{q}:counts          HASH  per-status counters + total
+-- KEYS[2] -> tq:{q}:index:all       ZSET  every id by created ms
+-- KEYS[3] -> tq:{q}:delayed         ZSET  scheduled ids by due ms
+-- KEYS[4] -> tq:{q}:idem:<key>      STRING id list for an Idempotency-Key (unused when ARGV[9] = '')
+-- ARGV[1] -> now (ms)
+-- ARGV[2] -> task prefix            tq:{q}:task:
+-- ARGV[3] -> index prefix           tq:{q}:index:
+-- ARGV[4] -> ready prefix           tq:{q}:ready:
+-- ARGV[5] -> wake prefix            tq:{q}:wake:
+-- ARGV[6] -> events channel         task_events
+-- ARGV[7] -> scheduler wake channel
+-- ARGV[8] -> idempotency TTL (s)
+-- ARGV[9] -> idempotency key in use: '1' or ''
+-- ARGV[10..] -> one JSON spec per task: {id, type, payload, priority, max_retries, run_at,
+--              webhook, timeout, lane}; payload is JSON text already
+--
+-- Returns {'created', ''} or {'replayed', 'id1,id2,...'} when the Idempotency-Key was seen,
+-- or {'duplicate', id} when an id exists (nothing written).
+-- Side effects: HSET task, ZADD indexes, HINCRBY counts, RPUSH ready or ZADD delayed,
+-- wake tokens, PUBLISH task.created per task.
+local now = tonumber(ARGV[1])
+local task_prefix, index_prefix, ready_prefix, wake_prefix = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local channel, sched_channel = ARGV[6], ARGV[7]
+
+if ARGV[9] == '1' then
+  local seen = redis.call('GET', KEYS[4])
+  if seen then return {'replayed', seen} end
+end
+
+-- Guard first, so a rejected batch leaves nothing half-written.
+local specs = {}
+for i = 10, #ARGV do
+  local spec = cjson.decode(ARGV[i])
+  if redis.call('EXISTS', task_prefix .. spec.id) == 1 then return {'duplicate', spec.id} end
+  specs[#specs + 1] = spec
+end
+
+local ids = {}
+for _, spec in ipairs(specs) do
+  local id = spec.id
+  local key = task_prefix .. id
+  local run_at = tonumber(spec.run_at) or 0
+  local status = 'pending'
+  if run_at > now then status = 'scheduled' end
+  redis.call('HSET', key, 'id', id, 'type', spec.type, 'payload', spec.payload,
+    'status', status, 'priority', spec.priority, 'max_retries', spec.max_retries,
+    'retry_count', 0, 'attempt', 0, 'lane', spec.lane, 'created', now, 'updated', now)
+  if run_at > 0 then redis.call('HSET', key, 'run_at', run_at) end
+  if spec.webhook and spec.webhook ~= cjson.null then redis.call('HSET', key, 'webhook', spec.webhook) end
+  if spec.timeout and spec.timeout ~= cjson.null then redis.call('HSET', key, 'timeout', spec.timeout) end
+  redis.call('ZADD', KEYS[2], now, id)
+  redis.call('ZADD', index_prefix .. status, now, id)
+  redis.call('HINCRBY', KEYS[1], status, 1)
+  redis.call('HINCRBY', KEYS[1], 'total', 1)
+  if status == 'scheduled' then
+    add_delayed(KEYS[3], sched_channel, run_at, id)
+  else
+    make_ready(key, ready_prefix, wake_prefix, id, false)
+  end
+  -- The created event is published but not stored: queries.py derives it from the record.
+  redis.call('PUBLISH', channel, cjson.encode({event = 'task.created', task_id = id,
+    status = status, type = spec.type, priority = spec.priority, at_ms = now}))
+  ids[#ids + 1] = id
+end
+
+if ARGV[9] == '1' then
+  redis.call('SET', KEYS[4], table.concat(ids, ','), 'EX', ARGV[8])
+end
+return {'created', ''}

@@ -1,0 +1,85 @@
+-- fail: processing -> retrying (budget left) | failed (budget spent); or, for a task whose
+-- consumer was lost, processing -> pending without spending budget (up to a limit).
+--
+-- KEYS[1] -> tq:{q}:task:<id>       HASH
+-- KEYS[2] -> tq:{q}:task:<id>:events LIST
+-- KEYS[3] -> tq:{q}:counts          HASH
+-- KEYS[4] -> tq:{q}:leases          ZSET
+-- KEYS[5] -> tq:{q}:delayed         ZSET
+-- KEYS[6] -> tq:{q}:expiry          ZSET
+-- KEYS[7] -> tq:{q}:outbox          ZSET
+-- KEYS[8] -> tq:{q}:tp:<minute>     HASH
+-- ARGV[1] -> task id
+-- ARGV[2] -> attempt the caller holds, or '' (recovery: any attempt)
+-- ARGV[3] -> now (ms)
+-- ARGV[4] -> error message
+-- ARGV[5] -> mode: 'worker' | 'lease' (lease must have expired) | 'lost:<instance>' (owner must match)
+-- ARGV[6] -> backoff base (ms)
+-- ARGV[7] -> backoff cap (ms)
+-- ARGV[8] -> jitter in [0, 1) (drawn by the caller, so the script stays deterministic)
+-- ARGV[9] -> purge time (ms) if the task ends
+-- ARGV[10] -> index prefix
+-- ARGV[11] -> held prefix
+-- ARGV[12] -> ready prefix
+-- ARGV[13] -> wake prefix
+-- ARGV[14] -> events channel
+-- ARGV[15] -> scheduler wake channel
+-- ARGV[16] -> delivery id      ARGV[17] -> delivery prefix
+-- ARGV[18] -> throughput field <epoch second>:f
+-- ARGV[19] -> free recoveries: how many lost attempts are requeued without spending budget
+--
+-- Returns {'retrying', retry_at_ms} | {'failed'} | {'recovered'} | {'missing'} |
+-- {'stale', status} | {'alive'} (lease mode: the lease was renewed meanwhile).
+local id, now, err, mode = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status ~= 'processing' then return {'stale', status} end
+local attempt = redis.call('HGET', KEYS[1], 'attempt')
+if ARGV[2] ~= '' and attempt ~= ARGV[2] then return {'stale', status} end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if mode == 'lease' then
+  local deadline = redis.call('ZSCORE', KEYS[4], id)
+  if deadline and tonumber(deadline) > now then return {'alive'} end
+elseif string.sub(mode, 1, 5) == 'lost:' then
+  if owner ~= string.sub(mode, 6) then return {'stale', status} end
+end
+
+redis.call('ZREM', KEYS[4], id)
+if owner then redis.call('SREM', ARGV[11] .. owner, id) end
+redis.call('HDEL', KEYS[1], 'owner')
+redis.call('HSET', KEYS[1], 'updated', now, 'error', err)
+local event = {task_id = id, attempt = tonumber(attempt), error = err, at_ms = now}
+
+-- A lost consumer is not the task's fault: requeue it at the front, a bounded number of times.
+if mode ~= 'worker' then
+  local recoveries = redis.call('HINCRBY', KEYS[1], 'recoveries', 1)
+  if recoveries <= tonumber(ARGV[19]) then
+    move_status(KEYS[1], ARGV[10], KEYS[3], id, 'processing', 'pending')
+    make_ready(KEYS[1], ARGV[12], ARGV[13], id, true)
+    event.event, event.status = 'task.recovered', 'pending'
+    emit(KEYS[2], ARGV[14], event)
+    return {'recovered'}
+  end
+end
+
+local retries = tonumber(redis.call('HGET', KEYS[1], 'retry_count'))
+if retries < tonumber(redis.call('HGET', KEYS[1], 'max_retries')) then
+  -- Exponential backoff with equal jitter: half fixed, half random.
+  local delay = math.min(tonumber(ARGV[7]), tonumber(ARGV[6]) * (2 ^ retries))
+  local retry_at = math.floor(now + delay / 2 + delay / 2 * tonumber(ARGV[8]))
+  move_status(KEYS[1], ARGV[10], KEYS[3], id, 'processing', 'retrying')
+  redis.call('HSET', KEYS[1], 'retry_count', retries + 1)
+  add_delayed(KEYS[5], ARGV[15], retry_at, id)
+  event.event, event.status, event.retry_at_ms = 'task.retrying', 'retrying', retry_at
+  emit(KEYS[2], ARGV[14], event)
+  return {'retrying', tostring(retry_at)}
+end
+
+move_status(KEYS[1], ARGV[10], KEYS[3], id, 'processing', 'failed')
+redis.call('HSET', KEYS[1], 'completed', now)
+redis.call('ZADD', KEYS[6], ARGV[9], id)
+count_throughput(KEYS[8], ARGV[18])
+queue_webhook(KEYS[1], KEYS[7], ARGV[17], ARGV[13], ARGV[16], id, 'task.failed', now)
+event.event, event.status = 'task.failed', 'failed'
+emit(KEYS[2], ARGV[14], event)
+return {'failed'}

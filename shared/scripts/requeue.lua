@@ -1,0 +1,28 @@
+-- requeue: processing -> pending, handing a task back (SIGTERM drain) without spending budget.
+--
+-- KEYS[1] -> tq:{q}:task:<id>       HASH
+-- KEYS[2] -> tq:{q}:task:<id>:events LIST
+-- KEYS[3] -> tq:{q}:counts          HASH
+-- KEYS[4] -> tq:{q}:leases          ZSET
+-- ARGV[1] -> task id   ARGV[2] -> attempt the caller holds   ARGV[3] -> now (ms)
+-- ARGV[4] -> index prefix   ARGV[5] -> held prefix   ARGV[6] -> ready prefix
+-- ARGV[7] -> wake prefix    ARGV[8] -> events channel   ARGV[9] -> reason
+--
+-- Returns {'ok'} | {'missing'} | {'stale', status}.
+-- Side effects: LPUSH to the front of its ready list so it keeps its place.
+local id, now = ARGV[1], ARGV[3]
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status ~= 'processing' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then
+  return {'stale', status}
+end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+redis.call('ZREM', KEYS[4], id)
+if owner then redis.call('SREM', ARGV[5] .. owner, id) end
+redis.call('HDEL', KEYS[1], 'owner')
+redis.call('HSET', KEYS[1], 'updated', now)
+move_status(KEYS[1], ARGV[4], KEYS[3], id, 'processing', 'pending')
+make_ready(KEYS[1], ARGV[6], ARGV[7], id, true)
+emit(KEYS[2], ARGV[8], {event = 'task.requeued', task_id = id, status = 'pending',
+  attempt = tonumber(ARGV[2]), error = ARGV[9], at_ms = tonumber(now)})
+return {'ok'}

@@ -1,0 +1,90 @@
+"""One settings class for every service, read from the environment and an optional `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+class Settings(BaseSettings):
+    """Every variable of SPEC section 2; env names are the upper-case field names."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+
+    redis_url: str = DEFAULT_REDIS_URL
+    queue_name: str = Field(default="default", pattern=r"^[a-z0-9_-]{1,32}$")
+    bind_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    dashboard_port: int = Field(default=8081, ge=1, le=65535)
+    worker_replicas: int = Field(default=3, ge=0, le=64)
+    worker_concurrency: int = Field(default=16, ge=1, le=1000)
+    api_keys: str = ""
+    api_read_keys: str = ""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "Task Queue <no-reply@taskqueue.local>"
+    smtp_tls: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_timeout_seconds: float = Field(default=15.0, gt=0)
+
+    webhook_secret: str = ""
+    webhook_allow_private_networks: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=6, ge=1, le=50)
+    notifier_concurrency: int = Field(default=32, ge=1, le=1000)
+
+    retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=600.0, ge=0)
+    task_lease_seconds: float = Field(default=30.0, gt=0)
+    heartbeat_seconds: float = Field(default=1.0, gt=0)
+    dead_after_seconds: float = Field(default=4.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=7.0, ge=0)
+    instance_name: str = ""
+    default_timeout_seconds: float = Field(default=300.0, gt=0)
+    image_task_seconds: float = Field(default=3.0, ge=0)
+    result_ttl_seconds: int = Field(default=604_800, ge=1)
+    task_modules: str = ""
+    data_dir: str = "data"
+    embedded_redis_port: int = Field(default=6379, ge=1, le=65535)
+    dev_smtp_port: int = Field(default=1025, ge=1, le=65535)
+    dev_mail_http_port: int = Field(default=8025, ge=1, le=65535)
+    log_format: Literal["plain", "json"] = "plain"
+    log_level: str = "INFO"
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _normalise_redis_url(cls, value: object) -> object:
+        """Accept the seed's bare `host:port` as well as a full URL."""
+        if isinstance(value, str) and value and "://" not in value:
+            return f"redis://{value}/0"
+        return value
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return _split(self.api_keys)
+
+    @property
+    def api_read_key_list(self) -> list[str]:
+        return _split(self.api_read_keys)
+
+    @property
+    def task_module_list(self) -> list[str]:
+        return _split(self.task_modules)
+
+
+def _split(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, built once on first use (tests build their own)."""
+    return Settings()

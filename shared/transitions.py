@@ -1,0 +1,351 @@
+"""Every task state transition: one typed function per Lua script in `shared/scripts/`.
+
+Services change a task's status only through these functions (SPEC section 6: atomic, counted,
+published). Each maps the script's return code to a value or a `shared.errors` exception.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from shared import codec, registry
+from shared.errors import InvalidTransition, TaskNotFound, ValidationFailed
+from shared.keys import EVENTS_CHANNEL
+from shared.models import MAX_PAYLOAD_BYTES, Task, TaskCreate
+from shared.queries import get_task, get_tasks
+from shared.redis import Conn, guarded
+from shared.settings import Settings
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+FREE_RECOVERIES = 3  # lost-consumer requeues that do not spend the retry budget
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A task a consumer now holds, with the attempt number its outcome must quote."""
+
+    task: Task
+    attempt: int
+    owner: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished run, reported by `report_outcomes` in one round trip with others."""
+
+    task_id: str
+    attempt: int
+    ok: bool
+    result: Any = None
+    error: str = ""
+
+
+def _prefixes(conn: Conn) -> dict[str, str]:
+    k = conn.keys
+    return {
+        "task": k.task_prefix,
+        "index": k.index_prefix,
+        "ready": k.ready_prefix,
+        "wake": k.wake_prefix,
+        "held": k.held_prefix,
+        "delivery": k.delivery_prefix,
+    }
+
+
+def build_spec(create: TaskCreate, settings: Settings, task_id: str | None = None) -> str:
+    """Validate one create body against its type and encode it for enqueue.lua."""
+    task_type = registry.validate_payload(create.type, create.payload, settings)
+    payload = codec.dumps(create.payload)
+    if len(payload.encode()) > MAX_PAYLOAD_BYTES:
+        raise ValidationFailed(
+            f"payload is {len(payload.encode())} bytes serialised; "
+            f"the limit is {MAX_PAYLOAD_BYTES}",
+            [{"loc": ["body", "payload"], "msg": "payload too large"}],
+        )
+    if create.webhook is not None:
+        from shared.netguard import check_webhook_url
+
+        check_webhook_url(create.webhook, allow_private=settings.webhook_allow_private_networks)
+    return codec.dumps(
+        {
+            "id": task_id or str(uuid.uuid4()),
+            "type": create.type,
+            "payload": payload,
+            "priority": create.priority,
+            "max_retries": create.max_retries,
+            "run_at": codec.to_ms(create.scheduled_for) if create.scheduled_for else 0,
+            "webhook": create.webhook,
+            "timeout": create.timeout_seconds,
+            "lane": task_type.lane,
+        }
+    )
+
+
+async def enqueue(
+    conn: Conn,
+    creates: Sequence[TaskCreate],
+    settings: Settings,
+    *,
+    idempotency_key: str | None = None,
+    now_ms: int | None = None,
+) -> tuple[list[Task], bool]:
+    """Create tasks atomically (all or nothing). Returns (tasks, replayed)."""
+    specs = [build_spec(create, settings) for create in creates]
+    ids = [codec.loads(spec)["id"] for spec in specs]
+    k, p = conn.keys, _prefixes(conn)
+    keys = [k.counts, k.index_all, k.delayed, k.idempotency(idempotency_key or "-")]
+    args = [
+        now_ms or codec.now_ms(),
+        p["task"],
+        p["index"],
+        p["ready"],
+        p["wake"],
+        EVENTS_CHANNEL,
+        k.scheduler_wake,
+        IDEMPOTENCY_TTL_SECONDS,
+        "1" if idempotency_key else "",
+        *specs,
+    ]
+    code, extra = await guarded(conn.scripts["enqueue"](keys, args))
+    if code == "replayed":
+        return await get_tasks(conn, extra.split(",")), True
+    if code == "duplicate":
+        raise ValidationFailed(f"task id {extra} already exists")
+    return await get_tasks(conn, ids), False
+
+
+async def claim(
+    conn: Conn, lane: str, count: int, *, worker: str, owner: str, lease_seconds: float
+) -> list[Claimed]:
+    """Take up to `count` pending tasks of a lane, priority 5 first, FIFO within a priority."""
+    k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
+    keys = [k.counts, k.leases, k.held(owner), *k.ready_all(lane)]
+    args = [
+        now,
+        now + int(lease_seconds * 1000),
+        count,
+        worker,
+        owner,
+        p["task"],
+        p["index"],
+        EVENTS_CHANNEL,
+    ]
+    replies = await guarded(conn.scripts["claim"](keys, args))
+    claimed = []
+    for flat in replies:
+        fields = codec.pairs_to_dict(flat)
+        claimed.append(Claimed(codec.decode_task(fields), int(fields["attempt"]), owner))
+    return claimed
+
+
+async def extend_leases(conn: Conn, task_ids: Sequence[str], lease_seconds: float) -> None:
+    """Push the lease deadline of held tasks forward (only ids still leased are touched)."""
+    if task_ids:
+        until = codec.now_ms() + int(lease_seconds * 1000)
+        mapping: dict[str | bytes, float] = {task_id: until for task_id in task_ids}
+        await guarded(conn.redis.zadd(conn.keys.leases, mapping, xx=True))
+
+
+def _purge_at(settings: Settings, now: int) -> int:
+    return now + settings.result_ttl_seconds * 1000
+
+
+def _complete_call(
+    conn: Conn, outcome: Outcome, settings: Settings, now: int
+) -> tuple[list[Any], list[Any]]:
+    k, p = conn.keys, _prefixes(conn)
+    keys = [
+        k.task(outcome.task_id),
+        k.task_events(outcome.task_id),
+        k.counts,
+        k.leases,
+        k.expiry,
+        k.outbox,
+        k.throughput(now // 60_000),
+    ]
+    args = [
+        outcome.task_id,
+        outcome.attempt,
+        now,
+        codec.dumps(outcome.result),
+        _purge_at(settings, now),
+        p["index"],
+        p["held"],
+        EVENTS_CHANNEL,
+        f"msg_{uuid.uuid4().hex}",
+        p["delivery"],
+        p["wake"],
+        f"{now // 1000}:c",
+    ]
+    return keys, args
+
+
+def _fail_call(
+    conn: Conn,
+    task_id: str,
+    attempt: int | None,
+    error: str,
+    settings: Settings,
+    now: int,
+    mode: str,
+) -> tuple[list[Any], list[Any]]:
+    k, p = conn.keys, _prefixes(conn)
+    keys = [
+        k.task(task_id),
+        k.task_events(task_id),
+        k.counts,
+        k.leases,
+        k.delayed,
+        k.expiry,
+        k.outbox,
+        k.throughput(now // 60_000),
+    ]
+    args = [
+        task_id,
+        "" if attempt is None else attempt,
+        now,
+        error[:2000],
+        mode,
+        int(settings.retry_backoff_seconds * 1000),
+        int(settings.retry_backoff_max_seconds * 1000),
+        random.random(),
+        _purge_at(settings, now),
+        p["index"],
+        p["held"],
+        p["ready"],
+        p["wake"],
+        EVENTS_CHANNEL,
+        k.scheduler_wake,
+        f"msg_{uuid.uuid4().hex}",
+        p["delivery"],
+        f"{now // 1000}:f",
+        FREE_RECOVERIES,
+    ]
+    return keys, args
+
+
+async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Settings) -> list[str]:
+    """Complete or fail several runs in one pipelined round trip; returns each script's code."""
+    now = codec.now_ms()
+    calls = []
+    for outcome in outcomes:
+        if outcome.ok:
+            calls.append(("complete", *_complete_call(conn, outcome, settings, now)))
+        else:
+            calls.append(
+                (
+                    "fail",
+                    *_fail_call(
+                        conn,
+                        outcome.task_id,
+                        outcome.attempt,
+                        outcome.error,
+                        settings,
+                        now,
+                        "worker",
+                    ),
+                )
+            )
+    for _ in range(2):
+        async with conn.redis.pipeline(transaction=False) as pipe:
+            for name, keys, args in calls:
+                pipe.evalsha(conn.scripts[name].sha, len(keys), *keys, *args)
+            replies = await guarded(pipe.execute(raise_on_error=False))
+        if not any(isinstance(reply, NoScriptError) for reply in replies):
+            break
+        await conn.load_scripts()  # Redis restarted and forgot the scripts
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return [str(reply[0]) for reply in replies]
+
+
+async def complete(conn: Conn, task_id: str, attempt: int, result: Any, settings: Settings) -> str:
+    """processing -> completed. Returns 'ok', 'stale' or 'missing'."""
+    keys, args = _complete_call(
+        conn, Outcome(task_id, attempt, True, result), settings, codec.now_ms()
+    )
+    return str((await guarded(conn.scripts["complete"](keys, args)))[0])
+
+
+async def fail(
+    conn: Conn,
+    task_id: str,
+    attempt: int | None,
+    error: str,
+    settings: Settings,
+    *,
+    mode: str = "worker",
+) -> list[str]:
+    """processing -> retrying | failed (or pending for a lost consumer). Returns the reply."""
+    keys, args = _fail_call(conn, task_id, attempt, error, settings, codec.now_ms(), mode)
+    return [str(part) for part in await guarded(conn.scripts["fail"](keys, args))]
+
+
+async def requeue(conn: Conn, task_id: str, attempt: int, reason: str) -> str:
+    """processing -> pending, at the front of its queue (graceful shutdown hand-back)."""
+    k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
+    keys = [k.task(task_id), k.task_events(task_id), k.counts, k.leases]
+    args = [
+        task_id,
+        attempt,
+        now,
+        p["index"],
+        p["held"],
+        p["ready"],
+        p["wake"],
+        EVENTS_CHANNEL,
+        reason,
+    ]
+    return str((await guarded(conn.scripts["requeue"](keys, args)))[0])
+
+
+async def promote_due(conn: Conn, limit: int = 1000) -> tuple[int, int | None]:
+    """scheduled | retrying -> pending for due ids. Returns (moved, next due ms or None)."""
+    k, p = conn.keys, _prefixes(conn)
+    args = [codec.now_ms(), limit, p["task"], p["index"], p["ready"], p["wake"], EVENTS_CHANNEL]
+    moved, next_due = await guarded(conn.scripts["promote_due"]([k.delayed, k.counts], args))
+    due = int(float(next_due))
+    return int(moved), (None if due < 0 else due)
+
+
+async def cancel(conn: Conn, task_id: str, settings: Settings) -> Task:
+    """pending | scheduled | retrying -> cancelled. Raises TaskNotFound or InvalidTransition."""
+    k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
+    keys = [k.task(task_id), k.task_events(task_id), k.counts, k.delayed, k.expiry]
+    args = [task_id, now, _purge_at(settings, now), p["index"], p["ready"], EVENTS_CHANNEL]
+    reply = await guarded(conn.scripts["cancel"](keys, args))
+    _raise_for(reply, task_id, "cancel")
+    return await get_task(conn, task_id)
+
+
+async def retry_failed(conn: Conn, task_id: str) -> Task:
+    """failed | cancelled -> pending with a fresh retry budget (manual retry)."""
+    k, p = conn.keys, _prefixes(conn)
+    keys = [k.task(task_id), k.task_events(task_id), k.counts, k.expiry]
+    args = [task_id, codec.now_ms(), p["index"], p["ready"], p["wake"], EVENTS_CHANNEL]
+    reply = await guarded(conn.scripts["retry_failed"](keys, args))
+    _raise_for(reply, task_id, "retry")
+    return await get_task(conn, task_id)
+
+
+async def purge_expired(conn: Conn, limit: int = 1000) -> int:
+    """Delete final tasks whose RESULT_TTL_SECONDS has passed; returns how many."""
+    k = conn.keys
+    args = [codec.now_ms(), limit, k.task_prefix, _prefixes(conn)["index"]]
+    return int(
+        await guarded(conn.scripts["purge_expired"]([k.expiry, k.counts, k.index_all], args))
+    )
+
+
+def _raise_for(reply: list[str], task_id: str, action: str) -> None:
+    if reply[0] == "missing":
+        raise TaskNotFound(task_id)
+    if reply[0] == "invalid":
+        raise InvalidTransition(task_id, reply[1], action)

