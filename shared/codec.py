@@ -6,6 +6,7 @@ are JSON text; absent optional values are absent fields.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +32,8 @@ def loads(raw: str | bytes) -> Any:
 
 
 def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    """Epoch ms, rounded up so a scheduled time is never moved earlier by the rounding."""
+    return math.ceil(moment.timestamp() * 1000)
 
 
 def from_ms(ms: int | str) -> datetime:

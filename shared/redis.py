@@ -28,6 +28,8 @@ SCRIPT_NAMES = (
     "cancel",
     "retry_failed",
     "purge_expired",
+    "claim_deliveries",
+    "record_delivery",
 )
 
 T = TypeVar("T")

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     dev_mail_http_port: int = Field(default=8025, ge=1, le=65535)
     log_format: Literal["plain", "json"] = "plain"
     log_level: str = "INFO"
+    smtp_connections: int = Field(default=4, ge=1, le=64)  # SMTP sessions one notifier keeps
 
     @field_validator("redis_url", mode="before")
     @classmethod

@@ -45,8 +45,9 @@ local function queue_webhook(task_key, outbox_key, delivery_prefix, wake_prefix,
   if not url or url == '' then return end
   redis.call('HSET', delivery_prefix .. delivery_id, 'task_id', id, 'event', event_name, 'url', url, 'attempt', 0, 'created', now)
   redis.call('ZADD', outbox_key, now, delivery_id)
-  redis.call('LPUSH', wake_prefix .. 'notify', '1')
-  redis.call('LTRIM', wake_prefix .. 'notify', 0, 31)
+  -- Its own wake list: a token on wake:notify would be eaten by the notifier's task claim loop.
+  redis.call('LPUSH', wake_prefix .. 'outbox', '1')
+  redis.call('LTRIM', wake_prefix .. 'outbox', 0, 31)
 end
 
 -- Count a final outcome in the per-second throughput histogram the dashboard charts.

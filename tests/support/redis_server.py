@@ -127,7 +127,10 @@ def run_container(image: str) -> Iterator[RedisServer]:
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
     os.environ.setdefault("TC_HOST", "127.0.0.1")
-    from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
+    try:
+        from testcontainers.community.redis import RedisContainer
+    except ImportError:  # testcontainers < 4.14 keeps it at the old path
+        from testcontainers.redis import RedisContainer
 
     container = RedisContainer(image)
     container.start()

@@ -1,0 +1,36 @@
+-- record_delivery: one completion-webhook attempt settled -> history, then done or rescheduled.
+--
+-- KEYS[1] -> tq:{q}:delivery:<id>             HASH  the pending delivery
+-- KEYS[2] -> tq:{q}:outbox                    ZSET  delivery ids by due ms
+-- KEYS[3] -> tq:{q}:task:<task id>:deliveries LIST  JSON attempts shown by /details
+-- ARGV[1] -> delivery id
+-- ARGV[2] -> claim number the caller holds (the `claims` value its claim returned)
+-- ARGV[3] -> action: 'retry' (redeliver at ARGV[4]) | 'done' (delivered, refused or given up)
+-- ARGV[4] -> next attempt (ms), for 'retry'
+-- ARGV[5] -> request body JSON, kept so every retry sends the same bytes; '' to keep as is
+-- ARGV[6] -> how many attempt records a task keeps at most
+-- ARGV[7..] -> attempt records (JSON in the shape of shared.models.WebhookDelivery)
+--
+-- Returns {'ok'} | {'missing'} (another notifier already finished it) | {'stale'} (claimed
+-- again meanwhile, so the newer holder decides the schedule).
+-- The records are appended in every case: the attempts did happen.
+local id, claim, action = ARGV[1], ARGV[2], ARGV[3]
+for k = 7, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[k]) end
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], id)
+  return {'missing'}
+end
+-- A final outcome ends the delivery whoever holds it now: sending it again helps no one.
+if action == 'done' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], id)
+  return {'ok'}
+end
+if redis.call('HGET', KEYS[1], 'claims') ~= claim then return {'stale'} end
+
+redis.call('HSET', KEYS[1], 'settled', claim, 'attempt', claim)
+if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], 'body', ARGV[5]) end
+redis.call('ZADD', KEYS[2], ARGV[4], id)
+return {'ok'}

@@ -1,0 +1,265 @@
+"""Each transition script against a real Redis: every key it touches, counters and events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared import codec, queries, transitions
+from shared.errors import InvalidTransition, TaskNotFound, ValidationFailed
+from shared.events import subscribe
+from shared.redis import Conn
+from shared.settings import Settings
+from shared.transitions import Outcome
+from tests.support.seed import assert_consistent, counts, create, ensure_test_types, seed_tasks
+from tests.support.waiting import wait_until
+
+
+async def claim(conn: Conn, n: int = 1, owner: str = "w-1") -> list[transitions.Claimed]:
+    return await transitions.claim(conn, "work", n, worker="Worker 1", owner=owner, lease_seconds=30)
+
+
+async def test_enqueue_writes_record_indexes_counts_and_ready_list(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings, priority=4, payload={"x": 1})
+    k = conn.keys
+    record = await conn.redis.hgetall(k.task(task.id))
+    assert record["status"] == "pending" and record["lane"] == "work" and record["priority"] == "4"
+    assert json.loads(record["payload"]) == {"x": 1}
+    assert await conn.redis.lrange(k.ready("work", 4), 0, -1) == [task.id]
+    assert await conn.redis.zscore(k.index_all, task.id) == float(record["created"])
+    assert await counts(conn) == {"total": 1, "pending": 1}
+    assert await conn.redis.llen(k.wake("work")) == 1
+    await assert_consistent(conn)
+
+
+async def test_enqueue_batch_is_all_or_nothing(conn: Conn, settings: Settings) -> None:
+    ensure_test_types()
+    good = create()
+    bad = create(type="email", payload="not-an-address")
+    with pytest.raises(ValidationFailed):
+        await transitions.enqueue(conn, [good, bad], settings)
+    assert await conn.redis.dbsize() == 0
+
+
+async def test_enqueue_scheduled_goes_to_delayed_and_wakes_scheduler(conn: Conn, settings: Settings) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    messages = subscribe(conn, conn.keys.scheduler_wake)
+    first = asyncio.ensure_future(anext(messages))
+    await asyncio.sleep(0.05)  # let SUBSCRIBE reach Redis before the publish
+    [task] = await seed_tasks(conn, settings, scheduled_for=later)
+    assert task.status == "scheduled"
+    assert int(await asyncio.wait_for(first, 2)) == codec.to_ms(later)
+    assert await conn.redis.zscore(conn.keys.delayed, task.id) == codec.to_ms(later)
+    await messages.aclose()
+    await assert_consistent(conn)
+
+
+async def test_past_schedule_runs_now(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings, scheduled_for=datetime.now(UTC) - timedelta(days=1))
+    assert task.status == "pending"
+    assert task.scheduled_for is not None
+
+
+async def test_claim_takes_priority_five_first_and_fifo_within_a_level(conn: Conn, settings: Settings) -> None:
+    low = await seed_tasks(conn, settings, count=3, priority=1)
+    high = await seed_tasks(conn, settings, count=3, priority=5)
+    mid = await seed_tasks(conn, settings, count=2, priority=3)
+    claimed = [c.task.id for c in await claim(conn, 8)]
+    assert claimed == [t.id for t in high + mid + low]
+    await assert_consistent(conn)
+
+
+async def test_claim_sets_lease_owner_attempt_and_event(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings)
+    [claimed] = await claim(conn, 1, owner="w-9")
+    k = conn.keys
+    assert claimed.attempt == 1 and claimed.task.status == "processing"
+    assert await conn.redis.zscore(k.leases, task.id) is not None
+    assert await conn.redis.smembers(k.held("w-9")) == {task.id}
+    events = [json.loads(e) for e in await conn.redis.lrange(k.task_events(task.id), 0, -1)]
+    assert events[-1]["event"] == "task.claimed" and events[-1]["attempt"] == 1
+    assert await claim(conn, 1) == []
+    await assert_consistent(conn)
+
+
+async def test_complete_records_result_and_releases_lease(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings)
+    [c] = await claim(conn)
+    assert await transitions.report_outcomes(conn, [Outcome(task.id, c.attempt, True, {"ok": 1})], settings) == ["ok"]
+    done = await queries.get_task(conn, task.id)
+    assert done.status == "completed" and done.result == {"ok": 1} and done.completed_at is not None
+    k = conn.keys
+    assert await conn.redis.zscore(k.leases, task.id) is None
+    assert await conn.redis.smembers(k.held("w-1")) == set()
+    assert await conn.redis.zscore(k.expiry, task.id) is not None
+    assert await counts(conn) == {"total": 1, "completed": 1}
+    await assert_consistent(conn)
+
+
+async def test_stale_attempt_cannot_complete(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings)
+    [c] = await claim(conn)
+    assert await transitions.complete(conn, task.id, c.attempt + 1, None, settings) == "stale"
+    assert (await queries.get_task(conn, task.id)).status == "processing"
+
+
+async def test_failure_retries_with_backoff_until_budget_then_fails(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings, max_retries=2)
+    outcomes = []
+    for _ in range(3):
+        [c] = await wait_until(lambda: claim(conn), message="claim")
+        [code] = await transitions.report_outcomes(conn, [Outcome(task.id, c.attempt, False, error="boom")], settings)
+        outcomes.append(code)
+        if code == "retrying":
+            assert (await queries.get_task(conn, task.id)).status == "retrying"
+            await wait_until(lambda: _promote(conn), message="promotion")
+    assert outcomes == ["retrying", "retrying", "failed"]
+    final = await queries.get_task(conn, task.id)
+    assert final.status == "failed" and final.retry_count == 2 and final.error == "boom"
+    details = await queries.get_details(conn, task.id)
+    assert [a.outcome for a in details.attempts] == ["retrying", "retrying", "failed"]
+    await assert_consistent(conn)
+
+
+async def _promote(conn: Conn) -> int:
+    moved, _ = await transitions.promote_due(conn)
+    return moved
+
+
+async def test_promote_moves_only_due_tasks(conn: Conn, settings: Settings) -> None:
+    soon = datetime.now(UTC) + timedelta(milliseconds=200)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    [a] = await seed_tasks(conn, settings, scheduled_for=soon)
+    [b] = await seed_tasks(conn, settings, scheduled_for=later)
+    assert await transitions.promote_due(conn) == (0, codec.to_ms(soon))
+    await wait_until(lambda: _promote(conn), message="due promotion")
+    assert (await queries.get_task(conn, a.id)).status == "pending"
+    assert (await queries.get_task(conn, b.id)).status == "scheduled"
+    await assert_consistent(conn)
+
+
+async def test_lease_expiry_is_recovered_and_runs_again(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings)
+    await transitions.claim(conn, "work", 1, worker="W", owner="w-1", lease_seconds=0.05)
+    assert await transitions.fail(conn, task.id, None, "lease expired", settings, mode="lease") in (
+        ["alive"], ["recovered"])  # fmt: skip
+    await wait_until(
+        lambda: _recovered(conn, settings, task.id), timeout=3, message="lease expiry recovery"
+    )
+    [again] = await claim(conn)
+    assert again.task.id == task.id and again.attempt == 2
+    await assert_consistent(conn)
+
+
+async def _recovered(conn: Conn, settings: Settings, task_id: str) -> bool:
+    await transitions.fail(conn, task_id, None, "lease expired", settings, mode="lease")
+    return (await queries.get_task(conn, task_id)).status == "pending"
+
+
+async def test_live_lease_is_not_taken(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings)
+    await claim(conn)
+    assert await transitions.fail(conn, task.id, None, "x", settings, mode="lease") == ["alive"]
+    assert (await queries.get_task(conn, task.id)).status == "processing"
+
+
+async def test_lost_owner_recovery_checks_owner(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings)
+    await claim(conn, owner="w-1")
+    assert (await transitions.fail(conn, task.id, None, "x", settings, mode="lost:w-2"))[0] == "stale"
+    assert await transitions.fail(conn, task.id, None, "lost", settings, mode="lost:w-1") == ["recovered"]
+    task_now = await queries.get_task(conn, task.id)
+    assert task_now.status == "pending" and task_now.retry_count == 0
+    assert await conn.redis.lindex(conn.keys.ready("work", 3), 0) == task.id
+    await assert_consistent(conn)
+
+
+async def test_cancel_pending_scheduled_and_refuse_processing(conn: Conn, settings: Settings) -> None:
+    [pending] = await seed_tasks(conn, settings)
+    [scheduled] = await seed_tasks(conn, settings, scheduled_for=datetime.now(UTC) + timedelta(hours=1))
+    assert (await transitions.cancel(conn, pending.id, settings)).status == "cancelled"
+    assert (await transitions.cancel(conn, scheduled.id, settings)).status == "cancelled"
+    assert await conn.redis.llen(conn.keys.ready("work", 3)) == 0
+    assert await conn.redis.zcard(conn.keys.delayed) == 0
+    [running] = await seed_tasks(conn, settings)
+    await claim(conn)
+    with pytest.raises(InvalidTransition):
+        await transitions.cancel(conn, running.id, settings)
+    with pytest.raises(TaskNotFound):
+        await transitions.cancel(conn, "nope", settings)
+    await assert_consistent(conn)
+
+
+async def test_cancel_races_claim_one_wins(conn: Conn, settings: Settings) -> None:
+    tasks = await seed_tasks(conn, settings, count=200)
+
+    async def cancel_one(task_id: str) -> bool:
+        try:
+            await transitions.cancel(conn, task_id, settings)
+            return True
+        except InvalidTransition:
+            return False
+
+    results = await asyncio.gather(*(cancel_one(t.id) for t in tasks), *(claim(conn, 5) for _ in range(40)))
+    cancelled = {t.id for t, ok in zip(tasks, results[:200], strict=True) if ok}
+    claimed = {c.task.id for batch in results[200:] for c in batch}  # type: ignore[union-attr]
+    assert cancelled.isdisjoint(claimed)
+    assert cancelled | claimed == {t.id for t in tasks} - set(await conn.redis.lrange(conn.keys.ready("work", 3), 0, -1))
+    await assert_consistent(conn)
+
+
+async def test_retry_failed_gives_fresh_budget_and_keeps_history(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings, max_retries=0)
+    [c] = await claim(conn)
+    await transitions.report_outcomes(conn, [Outcome(task.id, c.attempt, False, error="nope")], settings)
+    assert (await queries.get_task(conn, task.id)).status == "failed"
+    again = await transitions.retry_failed(conn, task.id)
+    assert again.status == "pending" and again.retry_count == 0
+    assert await conn.redis.zscore(conn.keys.expiry, task.id) is None
+    with pytest.raises(InvalidTransition):
+        await transitions.retry_failed(conn, task.id)
+    events = [e.event for e in (await queries.get_details(conn, task.id)).events]
+    assert events == ["task.created", "task.claimed", "task.failed", "task.retried"]
+    await assert_consistent(conn)
+
+
+async def test_requeue_hands_back_to_the_front(conn: Conn, settings: Settings) -> None:
+    a, b = await seed_tasks(conn, settings, count=2)
+    [c] = await claim(conn)
+    assert await transitions.requeue(conn, a.id, c.attempt, "shutdown") == "ok"
+    assert await conn.redis.lrange(conn.keys.ready("work", 3), 0, -1) == [a.id, b.id]
+    await assert_consistent(conn)
+
+
+async def test_purge_expired_deletes_record_history_and_counts(conn: Conn, settings: Settings) -> None:
+    short = settings.model_copy(update={"result_ttl_seconds": 1})
+    [task] = await seed_tasks(conn, short)
+    [c] = await claim(conn)
+    await transitions.report_outcomes(conn, [Outcome(task.id, c.attempt, True)], short)
+    assert await transitions.purge_expired(conn) == 0
+    await wait_until(lambda: transitions.purge_expired(conn), timeout=3, message="purge")
+    assert not await conn.redis.exists(conn.keys.task(task.id), conn.keys.task_events(task.id))
+    assert await counts(conn) == {}
+    await assert_consistent(conn)
+
+
+async def test_idempotency_under_concurrent_identical_requests(conn: Conn, settings: Settings) -> None:
+    ensure_test_types()
+    results = await asyncio.gather(
+        *(transitions.enqueue(conn, [create()], settings, idempotency_key="order-42") for _ in range(20))
+    )
+    ids = {tasks[0].id for tasks, _ in results}
+    assert len(ids) == 1
+    assert sum(1 for _, replayed in results if not replayed) == 1
+    assert await counts(conn) == {"total": 1, "pending": 1}
+
+
+async def test_scripts_survive_script_flush(conn: Conn, settings: Settings) -> None:
+    await seed_tasks(conn, settings)
+    [c] = await claim(conn)
+    await conn.redis.script_flush()
+    codes = await transitions.report_outcomes(conn, [Outcome(c.task.id, c.attempt, True)], settings)
+    assert codes == ["ok"]

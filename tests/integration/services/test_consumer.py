@@ -1,0 +1,196 @@
+"""The shared consumer loop (what every worker runs) against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from shared import queries, transitions
+from shared.consumer import Consumer
+from shared.redis import Conn
+from shared.registry import Handler, TaskContext
+from shared.settings import Settings
+from tests.support.seed import assert_consistent, seed_tasks
+from tests.support.waiting import wait_until
+
+
+@asynccontextmanager
+async def running(conn: Conn, settings: Settings, handlers: dict[str, Handler],
+                  concurrency: int = 4) -> AsyncIterator[Consumer]:  # fmt: skip
+    consumer = Consumer(conn, settings, service="worker", lane="work", name="Worker T",
+                        concurrency=concurrency, lookup=handlers.get)  # fmt: skip
+    stop = asyncio.Event()
+    job = asyncio.create_task(consumer.run(stop))
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        await asyncio.wait_for(job, 10)
+
+
+def status_is(conn: Conn, task_id: str, *statuses: str) -> Callable[[], Any]:
+    async def probe() -> bool:
+        return (await queries.get_task(conn, task_id)).status in statuses
+
+    return probe
+
+
+async def test_async_and_plain_handlers_complete_with_results(conn: Conn, settings: Settings) -> None:
+    async def double(payload: Any, ctx: TaskContext) -> Any:
+        return payload["n"] * 2
+
+    def threaded(payload: Any, ctx: TaskContext) -> Any:
+        return threading.current_thread() is not threading.main_thread()
+
+    [a] = await seed_tasks(conn, settings, type="noop", payload={"n": 21})
+    async with running(conn, settings, {"noop": double}):
+        await wait_until(status_is(conn, a.id, "completed"), message="async handler")
+    assert (await queries.get_task(conn, a.id)).result == 42
+    [b] = await seed_tasks(conn, settings)
+    async with running(conn, settings, {"noop": threaded}):
+        await wait_until(status_is(conn, b.id, "completed"), message="plain handler")
+    assert (await queries.get_task(conn, b.id)).result is True
+    await assert_consistent(conn)
+
+
+async def test_plain_handler_does_not_block_the_loop(conn: Conn, settings: Settings) -> None:
+    def slow(payload: Any, ctx: TaskContext) -> str:
+        time.sleep(0.5)
+        return "slow"
+
+    async def fast(payload: Any, ctx: TaskContext) -> str:
+        return "fast"
+
+    [s] = await seed_tasks(conn, settings, type="noop", priority=5)
+    await seed_tasks(conn, settings, type="image")
+    async with running(conn, settings, {"noop": slow, "image": fast}):
+        await wait_until(lambda: _count(conn, "completed", 1), timeout=2, message="fast task")
+        assert (await queries.get_task(conn, s.id)).status == "processing"
+        await wait_until(status_is(conn, s.id, "completed"), message="slow task")
+
+
+async def _count(conn: Conn, status: str, at_least: int) -> bool:
+    return int(await conn.redis.hget(conn.keys.counts, status) or 0) >= at_least
+
+
+async def test_raising_handler_retries_then_fails_with_error(conn: Conn, settings: Settings) -> None:
+    calls = 0
+
+    async def broken(payload: Any, ctx: TaskContext) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("bad input")
+
+    [task] = await seed_tasks(conn, settings, max_retries=2)
+    from services.scheduler.promote import promote_loop
+
+    stop = asyncio.Event()
+    scheduler = asyncio.create_task(promote_loop(conn, stop))
+    async with running(conn, settings, {"noop": broken}):
+        await wait_until(status_is(conn, task.id, "failed"), message="final failure")
+    stop.set()
+    await scheduler
+    final = await queries.get_task(conn, task.id)
+    assert calls == 3 and final.retry_count == 2
+    assert final.error == "ValueError: bad input"
+    await assert_consistent(conn)
+
+
+async def test_timeout_and_unserialisable_result_fail_clearly(conn: Conn, settings: Settings) -> None:
+    async def hang(payload: Any, ctx: TaskContext) -> None:
+        await asyncio.sleep(30)
+
+    async def weird(payload: Any, ctx: TaskContext) -> object:
+        return object()
+
+    [slow] = await seed_tasks(conn, settings, type="noop", max_retries=0, timeout_seconds=0.2)
+    [odd] = await seed_tasks(conn, settings, type="image", max_retries=0)
+    async with running(conn, settings, {"noop": hang, "image": weird}):
+        await wait_until(status_is(conn, slow.id, "failed"), message="timeout")
+        await wait_until(status_is(conn, odd.id, "failed"), message="bad result")
+    assert (await queries.get_task(conn, slow.id)).error == "timed out after 0.2s"
+    assert "TypeError" in ((await queries.get_task(conn, odd.id)).error or "")
+
+
+async def test_missing_handler_fails_the_task(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings, max_retries=0)
+    async with running(conn, settings, {}):
+        await wait_until(status_is(conn, task.id, "failed"), message="failure")
+    assert "no handler" in ((await queries.get_task(conn, task.id)).error or "")
+
+
+async def test_stop_drains_then_hands_back_what_is_still_running(conn: Conn, settings: Settings) -> None:
+    release = asyncio.Event()
+
+    async def quick(payload: Any, ctx: TaskContext) -> str:
+        await asyncio.sleep(0.05)
+        return "done"
+
+    async def stuck(payload: Any, ctx: TaskContext) -> None:
+        await release.wait()
+
+    [q] = await seed_tasks(conn, settings, type="image")
+    [s] = await seed_tasks(conn, settings, type="noop")
+    async with running(conn, settings, {"image": quick, "noop": stuck}):
+        await wait_until(status_is(conn, s.id, "processing"), message="stuck task started")
+    assert (await queries.get_task(conn, q.id)).status == "completed"
+    handed_back = await queries.get_task(conn, s.id)
+    assert handed_back.status == "pending" and handed_back.retry_count == 0
+    assert await conn.redis.zcard(conn.keys.heartbeats("worker")) == 0
+    await assert_consistent(conn)
+
+
+async def test_heartbeat_counts_worker_and_extends_leases(conn: Conn, settings: Settings) -> None:
+    gate = asyncio.Event()
+
+    async def wait(payload: Any, ctx: TaskContext) -> None:
+        await gate.wait()
+
+    [task] = await seed_tasks(conn, settings)
+    async with running(conn, settings, {"noop": wait}):
+        await wait_until(status_is(conn, task.id, "processing"), message="claim")
+        first = await conn.redis.zscore(conn.keys.leases, task.id)
+
+        async def extended() -> bool:
+            return (await conn.redis.zscore(conn.keys.leases, task.id) or 0) > (first or 0)
+
+        await wait_until(extended, message="lease renewal")
+        stats = await queries.get_stats(conn, dead_after_seconds=settings.dead_after_seconds)
+        assert stats.worker_count == 1
+        gate.set()
+        await wait_until(status_is(conn, task.id, "completed"), message="completion")
+
+
+async def test_thousands_of_tasks_with_random_outcomes_keep_counts_exact(conn: Conn, settings: Settings) -> None:
+    import random
+
+    rng = random.Random(7)
+
+    async def flaky(payload: Any, ctx: TaskContext) -> int:
+        if rng.random() < 0.3:
+            raise RuntimeError("flaky")
+        return 1
+
+    await seed_tasks(conn, settings, count=2000, max_retries=1)
+    tasks = await seed_tasks(conn, settings, count=200)
+    for task in tasks[:100]:
+        await transitions.cancel(conn, task.id, settings)
+    from services.scheduler.promote import promote_loop
+
+    stop = asyncio.Event()
+    scheduler = asyncio.create_task(promote_loop(conn, stop))
+    async with running(conn, settings, {"noop": flaky}, concurrency=64):
+
+        async def drained() -> bool:
+            c = await conn.redis.hgetall(conn.keys.counts)
+            return sum(int(c.get(s, 0)) for s in ("completed", "failed", "cancelled")) == 2200
+
+        await wait_until(drained, timeout=60, message="all tasks final")
+    stop.set()
+    await scheduler
+    recorded = await assert_consistent(conn)
+    assert recorded["total"] == 2200 and recorded["cancelled"] == 100

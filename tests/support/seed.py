@@ -1,0 +1,61 @@
+"""Builders and inspectors for tests that drive transitions against a real Redis."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from shared import transitions
+from shared.models import Task, TaskCreate
+from shared.redis import Conn
+from shared.registry import TaskType, register
+from shared.settings import Settings
+
+STATUSES = ("scheduled", "pending", "processing", "completed", "retrying", "failed", "cancelled")
+
+
+def ensure_test_types() -> None:
+    """Register the built-ins plus `noop` (a worker task type used across tests)."""
+    import shared.builtin_tasks  # noqa: F401
+
+    register(TaskType("noop", handler=lambda payload, ctx: payload))
+
+
+def create(type: str = "noop", payload: Any = None, **fields: Any) -> TaskCreate:
+    return TaskCreate(type=type, payload=payload if payload is not None else {"n": 1}, **fields)
+
+
+async def seed_tasks(conn: Conn, settings: Settings, count: int = 1, **fields: Any) -> list[Task]:
+    ensure_test_types()
+    tasks, _ = await transitions.enqueue(conn, [create(**fields) for _ in range(count)], settings)
+    return tasks
+
+
+async def counts(conn: Conn) -> dict[str, int]:
+    raw = await conn.redis.hgetall(conn.keys.counts)
+    return {name: int(value) for name, value in raw.items() if int(value) != 0}
+
+
+async def assert_consistent(conn: Conn) -> dict[str, int]:
+    """The counters add up, and each status index holds exactly the ids in that status."""
+    k = conn.keys
+    recorded = await counts(conn)
+    ids = await conn.redis.zrange(k.index_all, 0, -1)
+    statuses: Counter[str] = Counter()
+    for task_id in ids:
+        status = await conn.redis.hget(k.task(task_id), "status")
+        assert status is not None, f"index:all holds {task_id} without a record"
+        statuses[status] += 1
+        assert await conn.redis.zscore(k.index_status(status), task_id) is not None
+    assert recorded.get("total", 0) == len(ids) == sum(statuses.values())
+    for status in STATUSES:
+        assert recorded.get(status, 0) == statuses[status], (status, recorded, statuses)
+        assert await conn.redis.zcard(k.index_status(status)) == statuses[status], status
+    ready = 0
+    for lane in ("work", "notify"):
+        for key in k.ready_all(lane):
+            ready += await conn.redis.llen(key)
+    assert ready == statuses["pending"], (ready, statuses)
+    assert await conn.redis.zcard(k.delayed) == statuses["scheduled"] + statuses["retrying"]
+    assert await conn.redis.zcard(k.leases) == statuses["processing"]
+    return recorded
