@@ -38,7 +38,7 @@ async def execute(handler: Handler, ctx: TaskContext, timeout: float) -> Any:
     else:
         call = asyncio.to_thread(handler, ctx.task.payload, ctx)
     try:
-        result = await asyncio.wait_for(call, timeout)  # type: ignore[arg-type]
+        result = await asyncio.wait_for(call, timeout)
     except TimeoutError as exc:
         raise TaskTimeout(f"timed out after {timeout:g}s") from exc
     if asyncio.iscoroutine(result):

@@ -62,7 +62,7 @@ async def claim_deliveries(
     """
     now = now_ms if now_ms is not None else codec.now_ms()
     k = conn.keys
-    args = [now, now + int(lease_seconds * 1000), limit, k.delivery_prefix]
+    args: list[str | int] = [now, now + int(lease_seconds * 1000), limit, k.delivery_prefix]
     next_due, entries = await guarded(conn.scripts["claim_deliveries"]([k.outbox], args))
     due = int(float(next_due))
     return [_decode_claim(entry) for entry in entries], (None if due < 0 else due)

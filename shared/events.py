@@ -18,4 +18,4 @@ async def subscribe(conn: Conn, channel: str = EVENTS_CHANNEL) -> AsyncIterator[
                 yield str(message["data"])
     finally:
         await pubsub.unsubscribe(channel)
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]

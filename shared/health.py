@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import cast
 
 from shared import codec
 from shared.redis import create_redis
@@ -15,7 +16,8 @@ async def _alive(service: str, hostname: str | None) -> bool:
     conn = create_redis(settings)
     try:
         since = codec.now_ms() - int(settings.dead_after_seconds * 1000)
-        members = await conn.redis.zrangebyscore(conn.keys.heartbeats(service), since, "+inf")
+        key = conn.keys.heartbeats(service)
+        members = cast("list[str]", await conn.redis.zrangebyscore(key, since, "+inf"))
     finally:
         await conn.aclose()
     # Instance ids are <service>-<host>-<pid>-<rand>: in a container, check this container's own.

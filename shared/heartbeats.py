@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from shared import codec
 from shared.redis import Conn, guarded
@@ -45,8 +45,11 @@ async def instances(conn: Conn, service: str, dead_after_seconds: float) -> list
     """Live instances of a service with their last beat and info (current tasks, pid, host)."""
     k = conn.keys
     since = codec.now_ms() - int(dead_after_seconds * 1000)
-    members = await guarded(
-        conn.redis.zrangebyscore(k.heartbeats(service), since, "+inf", withscores=True)
+    members = cast(
+        "list[tuple[str, float]]",
+        await guarded(
+            conn.redis.zrangebyscore(k.heartbeats(service), since, "+inf", withscores=True)
+        ),
     )
     if not members:
         return []
@@ -61,9 +64,8 @@ async def instances(conn: Conn, service: str, dead_after_seconds: float) -> list
 async def dead_instances(conn: Conn, service: str, dead_after_seconds: float) -> Sequence[str]:
     """Instances whose last beat is older than `dead_after_seconds` (candidates for recovery)."""
     before = codec.now_ms() - int(dead_after_seconds * 1000)
-    return list(
-        await guarded(conn.redis.zrangebyscore(conn.keys.heartbeats(service), "-inf", f"({before}"))
-    )
+    key = conn.keys.heartbeats(service)
+    return cast("list[str]", await guarded(conn.redis.zrangebyscore(key, "-inf", f"({before}")))
 
 
 async def forget(conn: Conn, service: str, instance_id: str) -> None:
@@ -76,4 +78,4 @@ async def forget(conn: Conn, service: str, instance_id: str) -> None:
 
 
 async def held_tasks(conn: Conn, instance_id: str) -> list[str]:
-    return list(await guarded(conn.redis.smembers(conn.keys.held(instance_id))))
+    return sorted(cast("set[str]", await guarded(conn.redis.smembers(conn.keys.held(instance_id)))))

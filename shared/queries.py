@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from shared import codec
 from shared.errors import TaskNotFound, ValidationFailed
@@ -16,7 +17,7 @@ MAX_SCAN_FOR_FILTER = 5000  # index entries one page may walk past when filterin
 
 
 async def get_task(conn: Conn, task_id: str) -> Task:
-    fields = await guarded(conn.redis.hgetall(conn.keys.task(task_id)))
+    fields = cast("dict[str, str]", await guarded(conn.redis.hgetall(conn.keys.task(task_id))))
     if not fields:
         raise TaskNotFound(task_id)
     return codec.decode_task(fields)
@@ -73,11 +74,10 @@ async def list_tasks(
     scanned, offset, last = 0, 0, after
     chunk = max(limit * 2, 100) if task_type else limit + 50
     while len(found) < limit and scanned < MAX_SCAN_FOR_FILTER:
-        entries = await guarded(
-            conn.redis.zrevrangebyscore(
-                index, max_score, "-inf", start=offset, num=chunk, withscores=True
-            )
+        page = conn.redis.zrevrangebyscore(
+            index, max_score, "-inf", start=offset, num=chunk, withscores=True
         )
+        entries = cast("list[tuple[str, float]]", await guarded(page))
         offset += len(entries)
         # Equal scores come in reverse member order: skip what the previous page returned.
         fresh = [

@@ -23,6 +23,7 @@ from shared.redis import Conn, guarded
 from shared.settings import Settings
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+ScriptArg = str | int | float
 FREE_RECOVERIES = 3  # lost-consumer requeues that do not spend the retry budget
 
 
@@ -100,7 +101,7 @@ async def enqueue(
     ids = [codec.loads(spec)["id"] for spec in specs]
     k, p = conn.keys, _prefixes(conn)
     keys = [k.counts, k.index_all, k.delayed, k.idempotency(idempotency_key or "-")]
-    args = [
+    args: list[ScriptArg] = [
         now_ms or codec.now_ms(),
         p["task"],
         p["index"],
@@ -126,7 +127,7 @@ async def claim(
     """Take up to `count` pending tasks of a lane, priority 5 first, FIFO within a priority."""
     k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
     keys = [k.counts, k.leases, k.held(owner), *k.ready_all(lane)]
-    args = [
+    args: list[ScriptArg] = [
         now,
         now + int(lease_seconds * 1000),
         count,
@@ -148,7 +149,7 @@ async def extend_leases(conn: Conn, task_ids: Sequence[str], lease_seconds: floa
     """Push the lease deadline of held tasks forward (only ids still leased are touched)."""
     if task_ids:
         until = codec.now_ms() + int(lease_seconds * 1000)
-        mapping: dict[str | bytes, float] = {task_id: until for task_id in task_ids}
+        mapping = dict.fromkeys(task_ids, until)
         await guarded(conn.redis.zadd(conn.keys.leases, mapping, xx=True))
 
 
@@ -169,7 +170,7 @@ def _complete_call(
         k.outbox,
         k.throughput(now // 60_000),
     ]
-    args = [
+    args: list[ScriptArg] = [
         outcome.task_id,
         outcome.attempt,
         now,
@@ -206,7 +207,7 @@ def _fail_call(
         k.outbox,
         k.throughput(now // 60_000),
     ]
-    args = [
+    args: list[ScriptArg] = [
         task_id,
         "" if attempt is None else attempt,
         now,
@@ -292,7 +293,7 @@ async def requeue(conn: Conn, task_id: str, attempt: int, reason: str) -> str:
     """processing -> pending, at the front of its queue (graceful shutdown hand-back)."""
     k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
     keys = [k.task(task_id), k.task_events(task_id), k.counts, k.leases]
-    args = [
+    args: list[ScriptArg] = [
         task_id,
         attempt,
         now,
@@ -309,7 +310,15 @@ async def requeue(conn: Conn, task_id: str, attempt: int, reason: str) -> str:
 async def promote_due(conn: Conn, limit: int = 1000) -> tuple[int, int | None]:
     """scheduled | retrying -> pending for due ids. Returns (moved, next due ms or None)."""
     k, p = conn.keys, _prefixes(conn)
-    args = [codec.now_ms(), limit, p["task"], p["index"], p["ready"], p["wake"], EVENTS_CHANNEL]
+    args: list[ScriptArg] = [
+        codec.now_ms(),
+        limit,
+        p["task"],
+        p["index"],
+        p["ready"],
+        p["wake"],
+        EVENTS_CHANNEL,
+    ]
     moved, next_due = await guarded(conn.scripts["promote_due"]([k.delayed, k.counts], args))
     due = int(float(next_due))
     return int(moved), (None if due < 0 else due)
@@ -319,7 +328,14 @@ async def cancel(conn: Conn, task_id: str, settings: Settings) -> Task:
     """pending | scheduled | retrying -> cancelled. Raises TaskNotFound or InvalidTransition."""
     k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
     keys = [k.task(task_id), k.task_events(task_id), k.counts, k.delayed, k.expiry]
-    args = [task_id, now, _purge_at(settings, now), p["index"], p["ready"], EVENTS_CHANNEL]
+    args: list[ScriptArg] = [
+        task_id,
+        now,
+        _purge_at(settings, now),
+        p["index"],
+        p["ready"],
+        EVENTS_CHANNEL,
+    ]
     reply = await guarded(conn.scripts["cancel"](keys, args))
     _raise_for(reply, task_id, "cancel")
     return await get_task(conn, task_id)
@@ -329,7 +345,14 @@ async def retry_failed(conn: Conn, task_id: str) -> Task:
     """failed | cancelled -> pending with a fresh retry budget (manual retry)."""
     k, p = conn.keys, _prefixes(conn)
     keys = [k.task(task_id), k.task_events(task_id), k.counts, k.expiry]
-    args = [task_id, codec.now_ms(), p["index"], p["ready"], p["wake"], EVENTS_CHANNEL]
+    args: list[ScriptArg] = [
+        task_id,
+        codec.now_ms(),
+        p["index"],
+        p["ready"],
+        p["wake"],
+        EVENTS_CHANNEL,
+    ]
     reply = await guarded(conn.scripts["retry_failed"](keys, args))
     _raise_for(reply, task_id, "retry")
     return await get_task(conn, task_id)
@@ -338,7 +361,7 @@ async def retry_failed(conn: Conn, task_id: str) -> Task:
 async def purge_expired(conn: Conn, limit: int = 1000) -> int:
     """Delete final tasks whose RESULT_TTL_SECONDS has passed; returns how many."""
     k = conn.keys
-    args = [codec.now_ms(), limit, k.task_prefix, _prefixes(conn)["index"]]
+    args: list[ScriptArg] = [codec.now_ms(), limit, k.task_prefix, _prefixes(conn)["index"]]
     return int(
         await guarded(conn.scripts["purge_expired"]([k.expiry, k.counts, k.index_all], args))
     )

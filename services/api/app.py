@@ -15,6 +15,7 @@ from services.api import errors
 from services.api.deps import require_api_key
 from services.api.routes import events, stats, tasks
 from shared import registry
+from shared.models import Stats
 from shared.redis import create_redis
 from shared.settings import Settings
 
@@ -112,7 +113,7 @@ def _stats_router() -> APIRouter:
         "/stats",
         stats.stats,
         methods=["GET"],
-        response_model=stats.Stats,
+        response_model=Stats,
         dependencies=[Depends(require_api_key)],
         tags=["monitoring"],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from shared import codec, heartbeats, transitions
 from shared.redis import Conn, guarded
@@ -28,8 +29,11 @@ async def recover_once(conn: Conn, settings: Settings) -> int:
                 )
                 recovered += _log(task_id, reply)
             await heartbeats.forget(conn, service, instance)
-    expired = await guarded(
-        conn.redis.zrangebyscore(conn.keys.leases, "-inf", codec.now_ms(), start=0, num=500)
+    expired = cast(
+        "list[str]",
+        await guarded(
+            conn.redis.zrangebyscore(conn.keys.leases, "-inf", codec.now_ms(), start=0, num=500)
+        ),
     )
     for task_id in expired:
         reply = await transitions.fail(conn, task_id, None, "lease expired", settings, mode="lease")

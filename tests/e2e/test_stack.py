@@ -30,7 +30,11 @@ def test_every_route_answers(stack: Stack) -> None:
     assert done["result"] == 6.5 and done["started_at"] and done["completed_at"]
     assert api.get(f"/tasks/{task['id']}").json()["id"] == task["id"]
     details = api.get(f"/api/tasks/{task['id']}/details").json()
-    assert [e["event"] for e in details["events"]] == ["task.created", "task.claimed", "task.completed"]
+    assert [e["event"] for e in details["events"]] == [
+        "task.created",
+        "task.claimed",
+        "task.completed",
+    ]
     assert details["attempts"][0]["outcome"] == "completed" and details["webhook_deliveries"] == []
     batch = api.post("/api/tasks/batch", json={"tasks": [{"type": "checksum", "payload": "a"}] * 3})
     assert batch.status_code == 201 and len(batch.json()["tasks"]) == 3
@@ -44,8 +48,16 @@ def test_every_route_answers(stack: Stack) -> None:
     stack.wait_status(scheduled["id"], "completed")
     stats = api.get("/api/stats").json()
     assert stats["worker_count"] == 3
-    assert stats["total_tasks"] == sum(stats[f"{s}_count"] for s in (
-        "pending", "processing", "completed", "failed", "scheduled", "retrying", "cancelled"))  # fmt: skip
+    statuses = (
+        "pending",
+        "processing",
+        "completed",
+        "failed",
+        "scheduled",
+        "retrying",
+        "cancelled",
+    )
+    assert stats["total_tasks"] == sum(stats[f"{s}_count"] for s in statuses)
     health = api.get("/health").json()
     assert health["status"] == "ok" and health["services"]["worker"]["instances"] == 3
     assert "taskqueue_tasks_total" in api.get("/metrics").text
@@ -82,8 +94,10 @@ def test_priority_five_overtakes_queued_priority_one(stack: Stack) -> None:
         lines = events.iter_lines()
         next(lines)
         low = {t["id"] for t in stack.api.post("/api/tasks/batch", json=body).json()["tasks"]}
-        wait_until_sync(lambda: stack.api.get("/api/stats").json()["processing_count"] == 48,
-                        message="all slots busy")  # fmt: skip
+        wait_until_sync(
+            lambda: stack.api.get("/api/stats").json()["processing_count"] == 48,
+            message="all slots busy",
+        )
         urgent = stack.create(type="sleep", payload={"seconds": 0}, priority=5)["id"]
         claims_after_urgent: list[str] = []
         seen_urgent = False
@@ -92,13 +106,17 @@ def test_priority_five_overtakes_queued_priority_one(stack: Stack) -> None:
                 continue
             task_id = line.split('"task_id":"')[1].split('"')[0]
             seen_urgent = seen_urgent or task_id == urgent
-            if task_id == urgent or (task_id in low and not seen_urgent and len(claims_after_urgent) < 100):
+            if task_id == urgent or (
+                task_id in low and not seen_urgent and len(claims_after_urgent) < 100
+            ):
                 claims_after_urgent.append(task_id)
             if seen_urgent:
                 break
     backlog_claims_before_urgent = claims_after_urgent[48:-1]
     assert claims_after_urgent[-1] == urgent
-    assert backlog_claims_before_urgent == [], "queued priority-1 tasks ran before the priority-5 one"
+    assert backlog_claims_before_urgent == [], (
+        "queued priority-1 tasks ran before the priority-5 one"
+    )
 
 
 def test_failing_plugin_fails_after_budget_then_completes_after_manual_retry(stack: Stack) -> None:
@@ -129,7 +147,9 @@ def test_every_invalid_request_is_400_json_and_writes_nothing(stack: Stack) -> N
         response = stack.api.post("/api/tasks", json=body)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"]
-    raw = stack.api.post("/api/tasks", content=b"{nope", headers={"content-type": "application/json"})
+    raw = stack.api.post(
+        "/api/tasks", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert raw.status_code == 400 and raw.json()["error"] == "malformed JSON body"
     assert stack.api.get("/api/stats").json()["total_tasks"] == before
 

@@ -54,9 +54,13 @@ class Stack:
 
     def start(self, workers: int = 3) -> Stack:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.stack"], cwd=ROOT, env=self.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [sys.executable, "-m", "services.stack"],
+            cwd=ROOT,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         threading.Thread(target=self._read, daemon=True).start()
         self.wait_healthy(workers)
         return self
@@ -75,8 +79,11 @@ class Stack:
     def wait_healthy(self, workers: int = 3, timeout: float = 30) -> None:
         def ready() -> bool:
             services = self.health().get("services", {})
-            return bool(services) and services["worker"]["instances"] >= workers and services[
-                "scheduler"]["instances"] >= 1  # fmt: skip
+            return (
+                bool(services)
+                and services["worker"]["instances"] >= workers
+                and services["scheduler"]["instances"] >= 1
+            )
 
         try:
             wait_until_sync(ready, timeout=timeout, message="a healthy stack")
@@ -93,8 +100,11 @@ class Stack:
         return self.api.get(f"/api/tasks/{task_id}").json()  # type: ignore[no-any-return]
 
     def wait_status(self, task_id: str, *statuses: str, timeout: float = 20) -> dict[str, Any]:
-        return wait_until_sync(lambda: (t := self.task(task_id)) and t["status"] in statuses and t,
-                               timeout=timeout, message=f"task {task_id} to be {statuses}")
+        return wait_until_sync(
+            lambda: (t := self.task(task_id)) and t["status"] in statuses and t,
+            timeout=timeout,
+            message=f"task {task_id} to be {statuses}",
+        )
 
     def worker_pid(self, name: str) -> int:
         """The pid of the newest process that logged '<name> started (worker-<host>-<pid>-...)'."""

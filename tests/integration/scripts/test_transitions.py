@@ -19,10 +19,14 @@ from tests.support.waiting import wait_until
 
 
 async def claim(conn: Conn, n: int = 1, owner: str = "w-1") -> list[transitions.Claimed]:
-    return await transitions.claim(conn, "work", n, worker="Worker 1", owner=owner, lease_seconds=30)
+    return await transitions.claim(
+        conn, "work", n, worker="Worker 1", owner=owner, lease_seconds=30
+    )
 
 
-async def test_enqueue_writes_record_indexes_counts_and_ready_list(conn: Conn, settings: Settings) -> None:
+async def test_enqueue_writes_record_indexes_counts_and_ready_list(
+    conn: Conn, settings: Settings
+) -> None:
     [task] = await seed_tasks(conn, settings, priority=4, payload={"x": 1})
     k = conn.keys
     record = await conn.redis.hgetall(k.task(task.id))
@@ -44,7 +48,9 @@ async def test_enqueue_batch_is_all_or_nothing(conn: Conn, settings: Settings) -
     assert await conn.redis.dbsize() == 0
 
 
-async def test_enqueue_scheduled_goes_to_delayed_and_wakes_scheduler(conn: Conn, settings: Settings) -> None:
+async def test_enqueue_scheduled_goes_to_delayed_and_wakes_scheduler(
+    conn: Conn, settings: Settings
+) -> None:
     later = datetime.now(UTC) + timedelta(hours=1)
     messages = subscribe(conn, conn.keys.scheduler_wake)
     first = asyncio.ensure_future(anext(messages))
@@ -63,7 +69,9 @@ async def test_past_schedule_runs_now(conn: Conn, settings: Settings) -> None:
     assert task.scheduled_for is not None
 
 
-async def test_claim_takes_priority_five_first_and_fifo_within_a_level(conn: Conn, settings: Settings) -> None:
+async def test_claim_takes_priority_five_first_and_fifo_within_a_level(
+    conn: Conn, settings: Settings
+) -> None:
     low = await seed_tasks(conn, settings, count=3, priority=1)
     high = await seed_tasks(conn, settings, count=3, priority=5)
     mid = await seed_tasks(conn, settings, count=2, priority=3)
@@ -88,7 +96,9 @@ async def test_claim_sets_lease_owner_attempt_and_event(conn: Conn, settings: Se
 async def test_complete_records_result_and_releases_lease(conn: Conn, settings: Settings) -> None:
     [task] = await seed_tasks(conn, settings)
     [c] = await claim(conn)
-    assert await transitions.report_outcomes(conn, [Outcome(task.id, c.attempt, True, {"ok": 1})], settings) == ["ok"]
+    assert await transitions.report_outcomes(
+        conn, [Outcome(task.id, c.attempt, True, {"ok": 1})], settings
+    ) == ["ok"]
     done = await queries.get_task(conn, task.id)
     assert done.status == "completed" and done.result == {"ok": 1} and done.completed_at is not None
     k = conn.keys
@@ -106,12 +116,16 @@ async def test_stale_attempt_cannot_complete(conn: Conn, settings: Settings) -> 
     assert (await queries.get_task(conn, task.id)).status == "processing"
 
 
-async def test_failure_retries_with_backoff_until_budget_then_fails(conn: Conn, settings: Settings) -> None:
+async def test_failure_retries_with_backoff_until_budget_then_fails(
+    conn: Conn, settings: Settings
+) -> None:
     [task] = await seed_tasks(conn, settings, max_retries=2)
     outcomes = []
     for _ in range(3):
         [c] = await wait_until(lambda: claim(conn), message="claim")
-        [code] = await transitions.report_outcomes(conn, [Outcome(task.id, c.attempt, False, error="boom")], settings)
+        [code] = await transitions.report_outcomes(
+            conn, [Outcome(task.id, c.attempt, False, error="boom")], settings
+        )
         outcomes.append(code)
         if code == "retrying":
             assert (await queries.get_task(conn, task.id)).status == "retrying"
@@ -145,7 +159,9 @@ async def test_lease_expiry_is_recovered_and_runs_again(conn: Conn, settings: Se
     [task] = await seed_tasks(conn, settings)
     await transitions.claim(conn, "work", 1, worker="W", owner="w-1", lease_seconds=0.05)
     assert await transitions.fail(conn, task.id, None, "lease expired", settings, mode="lease") in (
-        ["alive"], ["recovered"])  # fmt: skip
+        ["alive"],
+        ["recovered"],
+    )
     await wait_until(
         lambda: _recovered(conn, settings, task.id), timeout=3, message="lease expiry recovery"
     )
@@ -169,17 +185,25 @@ async def test_live_lease_is_not_taken(conn: Conn, settings: Settings) -> None:
 async def test_lost_owner_recovery_checks_owner(conn: Conn, settings: Settings) -> None:
     [task] = await seed_tasks(conn, settings)
     await claim(conn, owner="w-1")
-    assert (await transitions.fail(conn, task.id, None, "x", settings, mode="lost:w-2"))[0] == "stale"
-    assert await transitions.fail(conn, task.id, None, "lost", settings, mode="lost:w-1") == ["recovered"]
+    assert (await transitions.fail(conn, task.id, None, "x", settings, mode="lost:w-2"))[
+        0
+    ] == "stale"
+    assert await transitions.fail(conn, task.id, None, "lost", settings, mode="lost:w-1") == [
+        "recovered"
+    ]
     task_now = await queries.get_task(conn, task.id)
     assert task_now.status == "pending" and task_now.retry_count == 0
     assert await conn.redis.lindex(conn.keys.ready("work", 3), 0) == task.id
     await assert_consistent(conn)
 
 
-async def test_cancel_pending_scheduled_and_refuse_processing(conn: Conn, settings: Settings) -> None:
+async def test_cancel_pending_scheduled_and_refuse_processing(
+    conn: Conn, settings: Settings
+) -> None:
     [pending] = await seed_tasks(conn, settings)
-    [scheduled] = await seed_tasks(conn, settings, scheduled_for=datetime.now(UTC) + timedelta(hours=1))
+    [scheduled] = await seed_tasks(
+        conn, settings, scheduled_for=datetime.now(UTC) + timedelta(hours=1)
+    )
     assert (await transitions.cancel(conn, pending.id, settings)).status == "cancelled"
     assert (await transitions.cancel(conn, scheduled.id, settings)).status == "cancelled"
     assert await conn.redis.llen(conn.keys.ready("work", 3)) == 0
@@ -203,18 +227,26 @@ async def test_cancel_races_claim_one_wins(conn: Conn, settings: Settings) -> No
         except InvalidTransition:
             return False
 
-    results = await asyncio.gather(*(cancel_one(t.id) for t in tasks), *(claim(conn, 5) for _ in range(40)))
+    results = await asyncio.gather(
+        *(cancel_one(t.id) for t in tasks), *(claim(conn, 5) for _ in range(40))
+    )
     cancelled = {t.id for t, ok in zip(tasks, results[:200], strict=True) if ok}
     claimed = {c.task.id for batch in results[200:] for c in batch}  # type: ignore[union-attr]
     assert cancelled.isdisjoint(claimed)
-    assert cancelled | claimed == {t.id for t in tasks} - set(await conn.redis.lrange(conn.keys.ready("work", 3), 0, -1))
+    assert cancelled | claimed == {t.id for t in tasks} - set(
+        await conn.redis.lrange(conn.keys.ready("work", 3), 0, -1)
+    )
     await assert_consistent(conn)
 
 
-async def test_retry_failed_gives_fresh_budget_and_keeps_history(conn: Conn, settings: Settings) -> None:
+async def test_retry_failed_gives_fresh_budget_and_keeps_history(
+    conn: Conn, settings: Settings
+) -> None:
     [task] = await seed_tasks(conn, settings, max_retries=0)
     [c] = await claim(conn)
-    await transitions.report_outcomes(conn, [Outcome(task.id, c.attempt, False, error="nope")], settings)
+    await transitions.report_outcomes(
+        conn, [Outcome(task.id, c.attempt, False, error="nope")], settings
+    )
     assert (await queries.get_task(conn, task.id)).status == "failed"
     again = await transitions.retry_failed(conn, task.id)
     assert again.status == "pending" and again.retry_count == 0
@@ -234,7 +266,9 @@ async def test_requeue_hands_back_to_the_front(conn: Conn, settings: Settings) -
     await assert_consistent(conn)
 
 
-async def test_purge_expired_deletes_record_history_and_counts(conn: Conn, settings: Settings) -> None:
+async def test_purge_expired_deletes_record_history_and_counts(
+    conn: Conn, settings: Settings
+) -> None:
     short = settings.model_copy(update={"result_ttl_seconds": 1})
     [task] = await seed_tasks(conn, short)
     [c] = await claim(conn)
@@ -246,10 +280,15 @@ async def test_purge_expired_deletes_record_history_and_counts(conn: Conn, setti
     await assert_consistent(conn)
 
 
-async def test_idempotency_under_concurrent_identical_requests(conn: Conn, settings: Settings) -> None:
+async def test_idempotency_under_concurrent_identical_requests(
+    conn: Conn, settings: Settings
+) -> None:
     ensure_test_types()
     results = await asyncio.gather(
-        *(transitions.enqueue(conn, [create()], settings, idempotency_key="order-42") for _ in range(20))
+        *(
+            transitions.enqueue(conn, [create()], settings, idempotency_key="order-42")
+            for _ in range(20)
+        )
     )
     ids = {tasks[0].id for tasks, _ in results}
     assert len(ids) == 1

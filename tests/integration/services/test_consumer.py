@@ -19,10 +19,18 @@ from tests.support.waiting import wait_until
 
 
 @asynccontextmanager
-async def running(conn: Conn, settings: Settings, handlers: dict[str, Handler],
-                  concurrency: int = 4) -> AsyncIterator[Consumer]:  # fmt: skip
-    consumer = Consumer(conn, settings, service="worker", lane="work", name="Worker T",
-                        concurrency=concurrency, lookup=handlers.get)  # fmt: skip
+async def running(
+    conn: Conn, settings: Settings, handlers: dict[str, Handler], concurrency: int = 4
+) -> AsyncIterator[Consumer]:
+    consumer = Consumer(
+        conn,
+        settings,
+        service="worker",
+        lane="work",
+        name="Worker T",
+        concurrency=concurrency,
+        lookup=handlers.get,
+    )
     stop = asyncio.Event()
     job = asyncio.create_task(consumer.run(stop))
     try:
@@ -39,7 +47,9 @@ def status_is(conn: Conn, task_id: str, *statuses: str) -> Callable[[], Any]:
     return probe
 
 
-async def test_async_and_plain_handlers_complete_with_results(conn: Conn, settings: Settings) -> None:
+async def test_async_and_plain_handlers_complete_with_results(
+    conn: Conn, settings: Settings
+) -> None:
     async def double(payload: Any, ctx: TaskContext) -> Any:
         return payload["n"] * 2
 
@@ -77,7 +87,9 @@ async def _count(conn: Conn, status: str, at_least: int) -> bool:
     return int(await conn.redis.hget(conn.keys.counts, status) or 0) >= at_least
 
 
-async def test_raising_handler_retries_then_fails_with_error(conn: Conn, settings: Settings) -> None:
+async def test_raising_handler_retries_then_fails_with_error(
+    conn: Conn, settings: Settings
+) -> None:
     calls = 0
 
     async def broken(payload: Any, ctx: TaskContext) -> None:
@@ -100,7 +112,9 @@ async def test_raising_handler_retries_then_fails_with_error(conn: Conn, setting
     await assert_consistent(conn)
 
 
-async def test_timeout_and_unserialisable_result_fail_clearly(conn: Conn, settings: Settings) -> None:
+async def test_timeout_and_unserialisable_result_fail_clearly(
+    conn: Conn, settings: Settings
+) -> None:
     async def hang(payload: Any, ctx: TaskContext) -> None:
         await asyncio.sleep(30)
 
@@ -123,7 +137,9 @@ async def test_missing_handler_fails_the_task(conn: Conn, settings: Settings) ->
     assert "no handler" in ((await queries.get_task(conn, task.id)).error or "")
 
 
-async def test_stop_drains_then_hands_back_what_is_still_running(conn: Conn, settings: Settings) -> None:
+async def test_stop_drains_then_hands_back_what_is_still_running(
+    conn: Conn, settings: Settings
+) -> None:
     release = asyncio.Event()
 
     async def quick(payload: Any, ctx: TaskContext) -> str:
@@ -165,7 +181,9 @@ async def test_heartbeat_counts_worker_and_extends_leases(conn: Conn, settings: 
         await wait_until(status_is(conn, task.id, "completed"), message="completion")
 
 
-async def test_thousands_of_tasks_with_random_outcomes_keep_counts_exact(conn: Conn, settings: Settings) -> None:
+async def test_thousands_of_tasks_with_random_outcomes_keep_counts_exact(
+    conn: Conn, settings: Settings
+) -> None:
     import random
 
     rng = random.Random(7)

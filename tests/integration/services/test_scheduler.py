@@ -16,7 +16,9 @@ from tests.support.seed import assert_consistent, seed_tasks
 from tests.support.waiting import wait_until
 
 
-async def test_scheduled_tasks_become_pending_on_time_never_early(conn: Conn, settings: Settings) -> None:
+async def test_scheduled_tasks_become_pending_on_time_never_early(
+    conn: Conn, settings: Settings
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.create_task(promote_loop(conn, stop))
     start = datetime.now(UTC)
@@ -26,7 +28,9 @@ async def test_scheduled_tasks_become_pending_on_time_never_early(conn: Conn, se
         tasks += await seed_tasks(conn, settings, scheduled_for=due)
     lateness = []
     for task, due in zip(tasks, due_times, strict=True):
-        await wait_until(lambda t=task: _pending(conn, t.id), timeout=5, interval=0.002, message="promotion")
+        await wait_until(
+            lambda t=task: _pending(conn, t.id), timeout=5, interval=0.002, message="promotion"
+        )
         details = await queries.get_details(conn, task.id)
         promoted = next(e.at for e in details.events if e.event == "task.pending")
         assert promoted >= due, "promoted before its time"
@@ -41,18 +45,24 @@ async def _pending(conn: Conn, task_id: str) -> bool:
     return (await queries.get_task(conn, task_id)).status == "pending"
 
 
-async def test_an_earlier_schedule_wakes_a_sleeping_scheduler(conn: Conn, settings: Settings) -> None:
+async def test_an_earlier_schedule_wakes_a_sleeping_scheduler(
+    conn: Conn, settings: Settings
+) -> None:
     await seed_tasks(conn, settings, scheduled_for=datetime.now(UTC) + timedelta(hours=1))
     stop = asyncio.Event()
     loop = asyncio.create_task(promote_loop(conn, stop))
     await asyncio.sleep(0.1)  # the loop is now asleep until the hour-away task
-    [soon] = await seed_tasks(conn, settings, scheduled_for=datetime.now(UTC) + timedelta(milliseconds=100))
+    [soon] = await seed_tasks(
+        conn, settings, scheduled_for=datetime.now(UTC) + timedelta(milliseconds=100)
+    )
     await wait_until(lambda: _pending(conn, soon.id), timeout=2, message="wake-up on earlier task")
     stop.set()
     await loop
 
 
-async def test_dead_worker_tasks_are_recovered_by_missing_heartbeat(conn: Conn, settings: Settings) -> None:
+async def test_dead_worker_tasks_are_recovered_by_missing_heartbeat(
+    conn: Conn, settings: Settings
+) -> None:
     [task] = await seed_tasks(conn, settings)
     await heartbeats.beat(conn, "worker", "worker-dead-1", {}, 10)
     await transitions.claim(conn, "work", 1, worker="W", owner="worker-dead-1", lease_seconds=300)
