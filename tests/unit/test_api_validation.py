@@ -73,13 +73,17 @@ def test_unknown_type_lists_known_types(client: TestClient) -> None:
 
 
 def test_malformed_json_is_400(client: TestClient) -> None:
-    response = client.post("/api/tasks", content=b'{"type": "noop", ', headers={"content-type": "application/json"})
+    response = client.post(
+        "/api/tasks", content=b'{"type": "noop", ', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"] == "malformed JSON body"
 
 
 def test_body_over_limit_is_413(client: TestClient) -> None:
-    response = client.post("/api/tasks", content=b"x" * 5000, headers={"content-type": "application/json"})
+    response = client.post(
+        "/api/tasks", content=b"x" * 5000, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert "larger than" in response.json()["error"]
 
@@ -125,10 +129,16 @@ def test_api_keys_required_when_set() -> None:
     settings = Settings(redis_url=UNREACHABLE, api_keys="k1,k2", api_read_keys="ro", _env_file=None)  # type: ignore[call-arg]
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.get("/api/stats").status_code == 401
-        assert client.get("/api/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            client.get("/api/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        )
         assert client.get("/tasks", headers={"Authorization": "Bearer k2"}).status_code == 503
         assert client.get("/api/tasks", headers={"Authorization": "Bearer ro"}).status_code == 503
-        write = client.post("/api/tasks", json={"type": "noop", "payload": 1}, headers={"Authorization": "Bearer ro"})
+        write = client.post(
+            "/api/tasks",
+            json={"type": "noop", "payload": 1},
+            headers={"Authorization": "Bearer ro"},
+        )
         assert write.status_code == 403
         assert client.get("/api/health").status_code == 503  # open, but Redis is down
         assert client.get("/metrics").status_code == 401
