@@ -82,6 +82,8 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain within SHUTDOWN_GRACE and hand back the rest."""
+        # Beat before the first claim, so a crash right after it is recovered by heartbeat.
+        await self._beat()
         beat = asyncio.create_task(self._heartbeat_loop(stop))
         flusher = asyncio.create_task(self._flush_loop())
         logger.info(
@@ -225,25 +227,30 @@ class Consumer:
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         interval = self.settings.heartbeat_seconds
         while True:
-            try:
-                info = {
-                    "name": self.name,
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "lane": self.lane,
-                    "slots": self.concurrency,
-                    "running": len(self.running),
-                    "tasks": list(self.running)[:20],
-                    "processed": self.processed,
-                    "started_at": self.started,
-                }
-                await heartbeats.beat(self.conn, self.service, self.instance_id, info, interval * 5)
-                await transitions.extend_leases(
-                    self.conn, list(self.held), self.settings.task_lease_seconds
-                )
-            except Exception as exc:
-                logger.warning("%s heartbeat failed: %s", self.name, describe(exc))
             await asyncio.sleep(interval)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        """Say we are alive and what we hold, then renew the leases of everything held."""
+        info = {
+            "name": self.name,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "lane": self.lane,
+            "slots": self.concurrency,
+            "running": len(self.running),
+            "tasks": list(self.running)[:20],
+            "processed": self.processed,
+            "started_at": self.started,
+        }
+        ttl = self.settings.heartbeat_seconds * 5
+        try:
+            await heartbeats.beat(self.conn, self.service, self.instance_id, info, ttl)
+            await transitions.extend_leases(
+                self.conn, list(self.held), self.settings.task_lease_seconds
+            )
+        except Exception as exc:
+            logger.warning("%s heartbeat failed: %s", self.name, describe(exc))
 
     async def _drain(self) -> None:
         if self.running:
