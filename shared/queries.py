@@ -192,3 +192,9 @@ async def get_stats(conn: Conn, *, dead_after_seconds: float) -> Stats:
         delayed_count=int(replies[11]),
         notifier_queue_depth=sum(int(n) for n in notify),
     )
+
+
+async def expired_leases(conn: Conn, limit: int = 500) -> list[str]:
+    """Processing tasks whose lease deadline has passed (their consumer stopped renewing)."""
+    page = conn.redis.zrangebyscore(conn.keys.leases, "-inf", codec.now_ms(), start=0, num=limit)
+    return cast("list[str]", await guarded(page))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import cast
 
-from shared import codec, heartbeats, transitions
-from shared.redis import Conn, guarded
+from shared import heartbeats, queries, transitions
+from shared.redis import Conn
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -29,12 +28,7 @@ async def recover_once(conn: Conn, settings: Settings) -> int:
                 )
                 recovered += _log(task_id, reply)
             await heartbeats.forget(conn, service, instance)
-    expired = cast(
-        "list[str]",
-        await guarded(
-            conn.redis.zrangebyscore(conn.keys.leases, "-inf", codec.now_ms(), start=0, num=500)
-        ),
-    )
+    expired = await queries.expired_leases(conn)
     for task_id in expired:
         reply = await transitions.fail(conn, task_id, None, "lease expired", settings, mode="lease")
         recovered += _log(task_id, reply)

@@ -88,7 +88,14 @@ async def test_retention_purges_and_counts_stay_exact(conn: Conn, settings: Sett
     for task in tasks:
         await transitions.cancel(conn, task.id, short)
     await seed_tasks(conn, short, count=2)
-    await wait_until(lambda: purge_once(conn), timeout=3, message="purge")
+    purged = 0
+
+    async def all_purged() -> bool:
+        nonlocal purged
+        purged += await purge_once(conn)
+        return purged == 5
+
+    await wait_until(all_purged, timeout=3, message="purge of the 5 cancelled tasks")
     recorded = await assert_consistent(conn)
     assert recorded == {"total": 2, "pending": 2}
 
