@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration test-e2e lint fmt typecheck up down clean ci bench bench-quick chaos
+.PHONY: help run test test-unit test-integration test-e2e test-compose lint fmt typecheck up down clean ci
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -32,6 +32,12 @@ test-integration: $(STAMP) ## integration tests against real Redis
 
 test-e2e: $(STAMP) ## end-to-end tests through the launcher
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+test-compose: $(STAMP) ## docker compose up for real: health, 3 workers, a task, an email (needs Docker)
+	$(BIN)/python -m pytest -m compose tests/compose $(PYTEST_ARGS)
+
+ci: ## what CI runs: Docker engine + images, make test (testcontainers path), compose test
+	bash .ci/run
 
 lint: $(STAMP) ## ruff check + format check + mypy
 	$(BIN)/ruff check shared services tests
