@@ -81,7 +81,12 @@ async def record_delivery(
     Returns 'ok', 'missing' (already finished elsewhere) or 'stale' (claimed again meanwhile).
     """
     k = conn.keys
-    keys = [k.delivery(claim.delivery_id), k.outbox, k.task_deliveries(claim.task_id)]
+    keys = [
+        k.delivery(claim.delivery_id),
+        k.outbox,
+        k.task_deliveries(claim.task_id),
+        k.wake("outbox"),
+    ]
     args = [
         claim.delivery_id,
         claim.claims,

@@ -3,6 +3,7 @@
 -- KEYS[1] -> tq:{q}:delivery:<id>             HASH  the pending delivery
 -- KEYS[2] -> tq:{q}:outbox                    ZSET  delivery ids by due ms
 -- KEYS[3] -> tq:{q}:task:<task id>:deliveries LIST  JSON attempts shown by /details
+-- KEYS[4] -> tq:{q}:wake:outbox               LIST  wake tokens for sleeping outbox loops
 -- ARGV[1] -> delivery id
 -- ARGV[2] -> claim number the caller holds (the `claims` value its claim returned)
 -- ARGV[3] -> action: 'retry' (redeliver at ARGV[4]) | 'done' (delivered, refused or given up)
@@ -33,4 +34,7 @@ if redis.call('HGET', KEYS[1], 'claims') ~= claim then return {'stale'} end
 redis.call('HSET', KEYS[1], 'settled', claim, 'attempt', claim)
 if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], 'body', ARGV[5]) end
 redis.call('ZADD', KEYS[2], ARGV[4], id)
+-- Wake a sleeping loop so it re-reads the earliest due time, which may now be this retry.
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, 31)
 return {'ok'}
