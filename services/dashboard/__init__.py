@@ -1,0 +1,1 @@
+"""The dashboard service: a live page over Redis (stats, throughput, workers, tasks)."""

@@ -1,0 +1,172 @@
+"""Dashboard JSON routes: session, snapshot, the live stream, task pages, details and actions.
+
+Retry and Cancel go through `shared.transitions`, the same code as the REST API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from services.dashboard import auth
+from services.dashboard.hub import RESYNC, Client, Hub, frame
+from shared import monitoring, queries, registry, transitions
+from shared.errors import RedisUnavailable
+from shared.models import TaskStatus
+from shared.redis import Conn
+from shared.settings import Settings
+
+router = APIRouter(prefix="/api")
+KEEPALIVE_SECONDS = 15.0
+MAX_STREAMS = 200
+
+
+def _hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def _conn(request: Request) -> Conn:
+    conn: Conn = request.app.state.conn
+    return conn
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+class Login(BaseModel):
+    key: str = Field(min_length=1, max_length=1000)
+
+
+@router.get("/session")
+async def session(request: Request) -> dict[str, Any]:
+    """Whether a key is needed, and what the caller may do (`admin`, `read` or null)."""
+    settings = _settings(request)
+    return {
+        "auth": auth.auth_enabled(settings),
+        "role": auth.current_role(request),
+        "queue": settings.queue_name,
+    }
+
+
+@router.post("/login")
+async def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
+    """Check an API key and set the session cookie the page and its stream then carry."""
+    settings = _settings(request)
+    if not auth.auth_enabled(settings):
+        return {"role": "admin"}
+    secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+    role = auth.issue(settings, body.key, response, secure=secure)
+    if role is None:
+        raise HTTPException(401, "invalid API key")
+    return {"role": role}
+
+
+@router.post("/logout")
+async def logout(response: Response) -> dict[str, Any]:
+    response.delete_cookie(auth.COOKIE, path="/")
+    return {"role": None}
+
+
+@router.get("/snapshot")
+async def snapshot(request: Request, _: auth.Viewer) -> dict[str, Any]:
+    """Everything the page shows, with 15 minutes of throughput (what the stream starts with)."""
+    return await _hub(request).snapshot(full=True)
+
+
+async def _full(hub: Hub) -> bytes | None:
+    """A snapshot frame, or None while Redis is away (the page shows the hub's trouble frame)."""
+    try:
+        return frame("snapshot", await hub.snapshot(full=True))
+    except RedisUnavailable:
+        return None
+
+
+async def _stream(hub: Hub, client: Client) -> AsyncIterator[bytes]:
+    try:
+        first = await _full(hub)
+        yield b"retry: 2000\n\n" + (first or frame("trouble", {"error": "redis unavailable"}))
+        behind = first is None  # the page has no full picture yet
+        while True:
+            try:
+                data = await asyncio.wait_for(client.queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if data is None:
+                return
+            if data == RESYNC or (behind and data.startswith(b"event: update")):
+                full = await _full(hub)
+                behind = full is None
+                data = full or frame("trouble", {"error": "redis unavailable"})
+            yield data
+    finally:
+        hub.clients.discard(client)
+
+
+@router.get("/stream")
+async def stream(request: Request, _: auth.Viewer) -> StreamingResponse:
+    """Server-Sent Events: a `snapshot`, then an `update` every tick (never one per event)."""
+    hub = _hub(request)
+    if len(hub.clients) >= MAX_STREAMS:
+        raise RedisUnavailable(f"too many open dashboard streams (limit {MAX_STREAMS})")
+    client = Client()
+    hub.clients.add(client)
+    return StreamingResponse(
+        _stream(hub, client),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/tasks")
+async def list_tasks(
+    request: Request,
+    _: auth.Viewer,
+    status: TaskStatus | None = None,
+    task_type: Annotated[str | None, Query(alias="type", max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Newest first, as compact rows (no payloads), with a cursor for the next page."""
+    page = await queries.list_tasks(
+        _conn(request), status=status, task_type=task_type or None, limit=limit, cursor=cursor
+    )
+    return {
+        "tasks": [monitoring.row_from_task(task) for task in page.tasks],
+        "next_cursor": page.next_cursor,
+    }
+
+
+@router.get("/tasks/{task_id}")
+async def details(task_id: str, request: Request, _: auth.Viewer) -> dict[str, Any]:
+    """The task with its attempts, events and webhook deliveries."""
+    found = await queries.get_details(_conn(request), task_id)
+    return found.model_dump(mode="json")
+
+
+@router.post("/tasks/{task_id}/retry")
+async def retry(task_id: str, request: Request, _: auth.Operator) -> dict[str, Any]:
+    """A failed (or cancelled) task runs again with a fresh retry budget."""
+    task = await transitions.retry_failed(_conn(request), task_id)
+    return {"task": monitoring.row_from_task(task)}
+
+
+@router.post("/tasks/{task_id}/cancel")
+async def cancel(task_id: str, request: Request, _: auth.Operator) -> dict[str, Any]:
+    """A pending, scheduled or retrying task is cancelled."""
+    task = await transitions.cancel(_conn(request), task_id, _settings(request))
+    return {"task": monitoring.row_from_task(task)}
+
+
+@router.get("/types")
+async def task_types(_: auth.Viewer) -> dict[str, Any]:
+    """Registered task types, for the type filter."""
+    return {"types": registry.names()}
