@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: help run test test-unit test-integration test-e2e test-compose lint fmt typecheck up down clean ci
 
 help: ## show the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -40,13 +40,13 @@ ci: ## what CI runs: Docker engine + images, make test (testcontainers path), co
 	bash .ci/run
 
 lint: $(STAMP) ## ruff check + format check + mypy
-	$(BIN)/ruff check shared services tests
-	$(BIN)/ruff format --check shared services tests
+	$(BIN)/ruff check shared services tests chaos examples
+	$(BIN)/ruff format --check shared services tests chaos examples
 	$(BIN)/mypy
 
 fmt: $(STAMP) ## format the code
-	$(BIN)/ruff check --fix shared services tests
-	$(BIN)/ruff format shared services tests
+	$(BIN)/ruff check --fix shared services tests chaos examples
+	$(BIN)/ruff format shared services tests chaos examples
 
 typecheck: $(STAMP) ## mypy (strict)
 	$(BIN)/mypy
@@ -59,3 +59,6 @@ down: ## docker compose down
 
 clean: ## remove the virtualenv, caches and local data
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data tests/artifacts
+
+include chaos/chaos.mk
+-include benchmarks/bench.mk

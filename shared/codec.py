@@ -7,10 +7,12 @@ are JSON text; absent optional values are absent fields.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from pydantic import ValidationError
 
 from shared.models import Task, TaskEvent, TaskStatus
 
@@ -20,6 +22,7 @@ F_PRIORITY, F_MAX_RETRIES, F_RETRY_COUNT = "priority", "max_retries", "retry_cou
 F_RUN_AT, F_WEBHOOK, F_TIMEOUT, F_LANE = "run_at", "webhook", "timeout", "lane"
 F_CREATED, F_UPDATED, F_STARTED, F_COMPLETED = "created", "updated", "started", "completed"
 F_ERROR, F_RESULT, F_ATTEMPT, F_WORKER = "error", "result", "attempt", "worker"
+T = TypeVar("T")
 
 
 def dumps(value: Any) -> str:
@@ -44,33 +47,90 @@ def now_ms() -> int:
     return int(datetime.now(tz=UTC).timestamp() * 1000)
 
 
-def _opt_ms(fields: dict[str, str], name: str) -> datetime | None:
+class CorruptRecord(ValueError):
+    """A task HASH that does not decode (edited by hand, truncated, or from another version)."""
+
+
+def _field(
+    fields: dict[str, str], name: str, parse: Callable[[str], T], optional: bool = False
+) -> T:
+    """Parse one field, naming the field in the error when it is missing or malformed."""
     raw = fields.get(name)
-    return from_ms(raw) if raw else None
+    if raw is None or (optional and raw == ""):
+        if optional:
+            return None  # type: ignore[return-value]
+        raise CorruptRecord(f"task record cannot be decoded: field {name!r} is missing")
+    try:
+        return parse(raw)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise CorruptRecord(
+            f"task record cannot be decoded: field {name!r} is malformed ({exc})"
+        ) from exc
+
+
+def decode_task_strict(fields: dict[str, str]) -> Task:
+    """Build a Task from its HASH fields (HGETALL with decode_responses); CorruptRecord if bad."""
+    broken = fields.get("corrupt")  # claim.lua repaired what it needed: the record was broken
+    if broken:
+        what = "its events key was not a list" if broken == "events" else f"field {broken!r}"
+        raise CorruptRecord(f"task record cannot be decoded: {what} was malformed")
+    try:
+        return Task(
+            id=_field(fields, F_ID, str),
+            type=_field(fields, F_TYPE, str),
+            payload=_field(fields, F_PAYLOAD, loads),
+            status=_field(fields, F_STATUS, TaskStatus),
+            priority=_field(fields, F_PRIORITY, int),
+            max_retries=_field(fields, F_MAX_RETRIES, int),
+            retry_count=_field({F_RETRY_COUNT: "0", **fields}, F_RETRY_COUNT, int),
+            scheduled_for=_field(fields, F_RUN_AT, from_ms, optional=True),
+            webhook=fields.get(F_WEBHOOK) or None,
+            timeout_seconds=_field(fields, F_TIMEOUT, float, optional=True),
+            created_at=_field(fields, F_CREATED, from_ms),
+            updated_at=_field(fields, F_UPDATED, from_ms),
+            started_at=_field(fields, F_STARTED, from_ms, optional=True),
+            completed_at=_field(fields, F_COMPLETED, from_ms, optional=True),
+            error=fields.get(F_ERROR) or None,
+            result=_field(fields, F_RESULT, loads, optional=True),
+        )
+    except ValidationError as exc:  # e.g. a non-finite timeout
+        raise CorruptRecord(f"task record cannot be decoded: {exc.errors()[0]['msg']}") from exc
+
+
+def _salvage(fields: dict[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
+    try:
+        return parse(fields[name])
+    except Exception:
+        return default
+
+
+def salvage_task(fields: dict[str, str], problem: str) -> Task:
+    """What can be read of a corrupt record, with the problem as its error (never raises)."""
+    epoch = datetime.fromtimestamp(0, tz=UTC)
+    created = _salvage(fields, F_CREATED, from_ms, epoch)
+    return Task(
+        id=fields.get(F_ID) or "?",
+        type=fields.get(F_TYPE) or "?",
+        payload=_salvage(fields, F_PAYLOAD, loads, fields.get(F_PAYLOAD)),
+        status=_salvage(fields, F_STATUS, TaskStatus, TaskStatus.FAILED),
+        priority=_salvage(fields, F_PRIORITY, int, 3),
+        max_retries=_salvage(fields, F_MAX_RETRIES, int, 0),
+        retry_count=_salvage(fields, F_RETRY_COUNT, int, 0),
+        created_at=created,
+        updated_at=_salvage(fields, F_UPDATED, from_ms, created),
+        started_at=_salvage(fields, F_STARTED, from_ms, None),
+        completed_at=_salvage(fields, F_COMPLETED, from_ms, None),
+        error=fields.get(F_ERROR) or problem,
+    )
 
 
 def decode_task(fields: dict[str, str]) -> Task:
-    """Build a Task from its HASH fields (as returned by HGETALL with decode_responses)."""
-    result_raw = fields.get(F_RESULT)
-    timeout_raw = fields.get(F_TIMEOUT)
-    return Task(
-        id=fields[F_ID],
-        type=fields[F_TYPE],
-        payload=loads(fields[F_PAYLOAD]),
-        status=TaskStatus(fields[F_STATUS]),
-        priority=int(fields[F_PRIORITY]),
-        max_retries=int(fields[F_MAX_RETRIES]),
-        retry_count=int(fields.get(F_RETRY_COUNT, 0)),
-        scheduled_for=_opt_ms(fields, F_RUN_AT),
-        webhook=fields.get(F_WEBHOOK) or None,
-        timeout_seconds=float(timeout_raw) if timeout_raw else None,
-        created_at=from_ms(fields[F_CREATED]),
-        updated_at=from_ms(fields[F_UPDATED]),
-        started_at=_opt_ms(fields, F_STARTED),
-        completed_at=_opt_ms(fields, F_COMPLETED),
-        error=fields.get(F_ERROR) or None,
-        result=loads(result_raw) if result_raw else None,
-    )
+    """A Task for readers (API, dashboard): a corrupt record comes back salvaged, its error
+    saying what is wrong, so one bad record never breaks a page or a listing."""
+    try:
+        return decode_task_strict(fields)
+    except CorruptRecord as exc:
+        return salvage_task(fields, str(exc))
 
 
 def pairs_to_dict(flat: list[str]) -> dict[str, str]:

@@ -13,8 +13,9 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared import codec, heartbeats, transitions
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 HandlerLookup = Callable[[str], Handler | None]
 
 
+MAX_RESULT_BYTES = 1024 * 1024  # a larger result fails the task instead of bloating Redis
+
+
 class TaskTimeout(Exception):
     pass
 
@@ -36,19 +40,86 @@ async def execute(handler: Handler, ctx: TaskContext, timeout: float) -> Any:
     if asyncio.iscoroutinefunction(handler):
         call = handler(ctx.task.payload, ctx)
     else:
-        call = asyncio.to_thread(handler, ctx.task.payload, ctx)
-    try:
-        result = await asyncio.wait_for(call, timeout)
-    except TimeoutError as exc:
-        raise TaskTimeout(f"timed out after {timeout:g}s") from exc
+        call = _in_thread(handler, ctx.task.payload, ctx)
+    result = await _bounded(_contained(call), timeout)
     if asyncio.iscoroutine(result):
-        result = await asyncio.wait_for(result, timeout)
-    codec.dumps(result)  # refuse what cannot be stored, as the task's error
+        result = await _bounded(_contained(result), timeout)
+    try:
+        encoded = codec.dumps(result)  # refuse what cannot be stored, as the task's error
+    except TypeError as exc:
+        raise TypeError(f"result is not JSON-serialisable: {exc}") from exc
+    if len(encoded) > MAX_RESULT_BYTES:
+        raise ValueError(f"result is {len(encoded)} bytes as JSON; the limit is {MAX_RESULT_BYTES}")
     return result
 
 
+class HandlerAborted(Exception):
+    """A handler raised SystemExit or KeyboardInterrupt, which asyncio would let end the loop."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(describe(cause))
+        self.cause = cause
+
+
+async def _contained(call: Awaitable[Any]) -> Any:
+    try:
+        return await call
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise HandlerAborted(exc) from exc
+
+
+async def _bounded(call: Awaitable[Any], timeout: float) -> Any:
+    """Await `call` for at most `timeout` seconds. Unlike wait_for, a handler that swallows its
+    cancellation is abandoned rather than awaited, so it cannot hold its slot forever."""
+    job = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({job}, timeout=timeout)
+    finally:
+        if not job.done():
+            job.cancel()
+            job.add_done_callback(_consume)
+    if not done:
+        raise TaskTimeout(f"timed out after {timeout:g}s")
+    return job.result()
+
+
+def _consume(job: asyncio.Future[Any]) -> None:
+    if not job.cancelled():
+        job.exception()  # an abandoned handler's late error is of no use to anyone
+
+
+async def _in_thread(handler: Handler, payload: Any, ctx: TaskContext) -> Any:
+    """Run a plain handler in its own daemon thread: one that hangs past its timeout is
+    abandoned without taking a pool slot from later tasks or blocking the process's exit."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(error: BaseException | None, value: Any) -> None:
+        if done.done():
+            return  # timed out meanwhile
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(value)
+
+    def work() -> None:
+        try:
+            value, error = handler(payload, ctx), None
+        except BaseException as exc:  # SystemExit too: it must not end this thread silently
+            value, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed while this thread hung
+            loop.call_soon_threadsafe(settle, error, value)
+
+    threading.Thread(target=work, name=f"task-{ctx.task.id}", daemon=True).start()
+    return await done
+
+
 def describe(exc: BaseException) -> str:
-    text = str(exc)
+    """`Type: message` for a task's error; never raises, whatever the exception's __str__ does."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<unprintable message>"
     name = type(exc).__name__
     return f"{name}: {text}" if text and not isinstance(exc, TaskTimeout) else (text or name)
 
@@ -155,6 +226,19 @@ class Consumer:
             item.attempt,
             extra={"task_id": task.id},
         )
+        if item.poison is not None:
+            logger.error("%s cannot run task %s: %s", self.name, task.id, item.poison)
+            outcome = Outcome(task.id, item.attempt, False, error=item.poison, final=True)
+        else:
+            outcome = await self._outcome_of(item)
+        self.running.pop(task.id, None)
+        self.finished.add(task.id)
+        self.slot_free.set()
+        self.outcomes.put_nowait(outcome)
+
+    async def _outcome_of(self, item: Claimed) -> Outcome:
+        """Run the handler; whatever it raises (bar our own cancellation) is the task's error."""
+        task = item.task
         handler = self.lookup(task.type)
         timeout = task.timeout_seconds or self.settings.default_timeout_seconds
         try:
@@ -162,15 +246,16 @@ class Consumer:
                 raise LookupError(f"no handler for task type {task.type!r} in {self.service}")
             ctx = TaskContext(task=task, attempt=item.attempt, settings=self.settings)
             result = await execute(handler, ctx, timeout)
-            outcome = Outcome(task.id, item.attempt, True, result=result)
-        except asyncio.CancelledError:
-            raise  # shutdown: _drain hands the task back
-        except Exception as exc:
-            outcome = Outcome(task.id, item.attempt, False, error=describe(exc))
-        self.running.pop(task.id, None)
-        self.finished.add(task.id)
-        self.slot_free.set()
-        self.outcomes.put_nowait(outcome)
+            return Outcome(task.id, item.attempt, True, result=result)
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # shutdown: _drain hands the task back
+            return Outcome(task.id, item.attempt, False, error=describe(exc) or "cancelled")
+        except HandlerAborted as exc:
+            return Outcome(task.id, item.attempt, False, error=describe(exc.cause))
+        except BaseException as exc:  # GeneratorExit, MemoryError, ...: the handler's doing
+            return Outcome(task.id, item.attempt, False, error=describe(exc))
 
     async def _flush_loop(self) -> None:
         """Report outcomes as they come, batching whatever queued up during the last report."""
@@ -211,6 +296,14 @@ class Consumer:
         extra = {"task_id": outcome.task_id}
         if code == "ok":
             logger.info("%s completed task %s", self.name, outcome.task_id, extra=extra)
+        elif code.startswith("error"):
+            logger.error(
+                "%s outcome of task %s not recorded (%s); its lease will expire and recover it",
+                self.name,
+                outcome.task_id,
+                code,
+                extra=extra,
+            )
         elif code in ("retrying", "failed"):
             logger.info(
                 "%s task %s %s: %s", self.name, outcome.task_id, code, outcome.error, extra=extra

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -48,6 +48,11 @@ class TaskCreate(BaseModel):
     def _require_offset(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.utcoffset() is None:
             raise ValueError("scheduled_for needs a UTC offset, e.g. 2025-12-06T18:30:00Z")
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-14:00 is in year 10000
+                raise ValueError("scheduled_for is outside years 1..9999 in UTC") from exc
         return value
 
 

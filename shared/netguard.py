@@ -12,7 +12,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def parse_webhook_url(url: str) -> tuple[str, str, int]:
     """Split a webhook URL into (scheme, host, port), refusing anything but http and https."""
-    parts = urlsplit(url)
+    if not url.isprintable() or any(char.isspace() for char in url):
+        raise ValidationFailed("webhook URL contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "http://[::1" (an unclosed IPv6 literal)
+        raise ValidationFailed(f"webhook URL cannot be parsed: {exc}") from exc
     if parts.scheme not in ("http", "https"):
         raise ValidationFailed(
             f"webhook URL must use http or https, not {parts.scheme or 'none'!r}"

@@ -143,7 +143,7 @@ async def get_details(conn: Conn, task_id: str) -> TaskDetails:
     task = codec.decode_task(fields)
     first_status = (
         TaskStatus.SCHEDULED
-        if int(fields.get("run_at") or 0) > int(fields["created"])
+        if task.scheduled_for is not None and task.scheduled_for > task.created_at
         else TaskStatus.PENDING
     )
     created = TaskEvent(

@@ -9,6 +9,8 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -66,6 +68,10 @@ def create_redis(settings: Settings, **overrides: Any) -> Conn:
         "socket_keepalive": True,
         "retry_on_timeout": False,
         "max_connections": 256,
+        # After a Redis restart every pooled connection is dead; retry once on a fresh one
+        # instead of failing one request per stale connection. The short backoff cannot span
+        # a restart, so a command is never re-sent to a server that may have run it.
+        "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
     }
     options.update(overrides)
     client = aioredis.Redis.from_url(settings.redis_url, **options)

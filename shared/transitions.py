@@ -34,6 +34,7 @@ class Claimed:
     task: Task
     attempt: int
     owner: str
+    poison: str | None = None  # the record did not decode: fail it with this error, do not run
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Outcome:
     ok: bool
     result: Any = None
     error: str = ""
+    final: bool = False  # a failure that no retry can fix (a corrupt record): no retry
 
 
 def _prefixes(conn: Conn) -> dict[str, str]:
@@ -62,7 +64,7 @@ def _prefixes(conn: Conn) -> dict[str, str]:
 def build_spec(create: TaskCreate, settings: Settings, task_id: str | None = None) -> str:
     """Validate one create body against its type and encode it for enqueue.lua."""
     task_type = registry.validate_payload(create.type, create.payload, settings)
-    payload = codec.dumps(create.payload)
+    payload = _encode_input(create.payload, "payload")
     if len(payload.encode()) > MAX_PAYLOAD_BYTES:
         raise ValidationFailed(
             f"payload is {len(payload.encode())} bytes serialised; "
@@ -73,7 +75,7 @@ def build_spec(create: TaskCreate, settings: Settings, task_id: str | None = Non
         from shared.netguard import check_webhook_url
 
         check_webhook_url(create.webhook, allow_private=settings.webhook_allow_private_networks)
-    return codec.dumps(
+    return _encode_input(
         {
             "id": task_id or str(uuid.uuid4()),
             "type": create.type,
@@ -84,8 +86,21 @@ def build_spec(create: TaskCreate, settings: Settings, task_id: str | None = Non
             "webhook": create.webhook,
             "timeout": create.timeout_seconds,
             "lane": task_type.lane,
-        }
+        },
+        "webhook",
     )
+
+
+def _encode_input(value: Any, field: str) -> str:
+    """JSON text of client input; what JSON cannot carry (an integer beyond 64 bits, nesting
+    deeper than 254, a lone surrogate) is a 400 for that field, not a crash."""
+    try:
+        return codec.dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise ValidationFailed(
+            f"{field} cannot be stored as JSON: {exc}",
+            [{"loc": ["body", field], "msg": str(exc)}],
+        ) from exc
 
 
 async def enqueue(
@@ -117,7 +132,9 @@ async def enqueue(
     if code == "replayed":
         return await get_tasks(conn, extra.split(",")), True
     if code == "duplicate":
-        raise ValidationFailed(f"task id {extra} already exists")
+        # Ids are fresh uuid4s, so an existing one means this very call already ran (the
+        # client retried after a dropped connection): the write is done, answer with it.
+        return await get_tasks(conn, ids), False
     return await get_tasks(conn, ids), False
 
 
@@ -138,11 +155,17 @@ async def claim(
         EVENTS_CHANNEL,
     ]
     replies = await guarded(conn.scripts["claim"](keys, args))
-    claimed = []
-    for flat in replies:
-        fields = codec.pairs_to_dict(flat)
-        claimed.append(Claimed(codec.decode_task(fields), int(fields["attempt"]), owner))
-    return claimed
+    return [_claimed(codec.pairs_to_dict(flat), owner) for flat in replies]
+
+
+def _claimed(fields: dict[str, str], owner: str) -> Claimed:
+    """One claimed record; one that does not decode comes back as poison, not as an error
+    that would lose the rest of the batch."""
+    attempt = int(fields["attempt"])  # claim.lua just set it with HINCRBY
+    try:
+        return Claimed(codec.decode_task_strict(fields), attempt, owner)
+    except codec.CorruptRecord as exc:
+        return Claimed(codec.salvage_task(fields, str(exc)), attempt, owner, poison=str(exc))
 
 
 async def extend_leases(conn: Conn, task_ids: Sequence[str], lease_seconds: float) -> None:
@@ -249,7 +272,7 @@ async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Set
                         outcome.error,
                         settings,
                         now,
-                        "worker",
+                        "final" if outcome.final else "worker",
                     ),
                 )
             )
@@ -261,10 +284,8 @@ async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Set
         if not any(isinstance(reply, NoScriptError) for reply in replies):
             break
         await conn.load_scripts()  # Redis restarted and forgot the scripts
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return [str(reply[0]) for reply in replies]
+    # A script error concerns one task only (the lease backstop recovers it); the others stand.
+    return [f"error: {r}" if isinstance(r, Exception) else str(r[0]) for r in replies]
 
 
 async def complete(conn: Conn, task_id: str, attempt: int, result: Any, settings: Settings) -> str:

@@ -23,7 +23,11 @@ logger = logging.getLogger(__name__)
 
 
 class BodyLimit:
-    """Refuse bodies over MAX_BODY_BYTES with 413 JSON, whether announced or streamed."""
+    """Refuse bodies over MAX_BODY_BYTES with 413 JSON, whether announced or streamed.
+
+    The body is read here first (it is at most MAX_BODY_BYTES) and handed on whole, so a
+    chunked body that grows past the limit is a 413 too, not a parse error further in.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -34,28 +38,39 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             return await self._refuse(send)
+        first = await self._read_body(receive)
+        if first is None:
+            return await self._refuse(send)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # later calls wait for the disconnect, as usual
+            replayed = True
+            return first
+
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, receive: Receive) -> Message | None:
+        """The whole body as one message (a disconnect as itself); None when over the limit."""
+        chunks: list[bytes] = []
         seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                return message
+            chunk = message.get("body", b"")
+            seen += len(chunk)
             if seen > self.max_bytes:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
     async def _refuse(self, send: Send) -> None:
         response = errors.error_response(413, f"request body is larger than {self.max_bytes} bytes")
         await response({"type": "http"}, _empty_receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _empty_receive() -> Message:
@@ -102,7 +117,26 @@ def create_app(settings: Settings) -> FastAPI:
         response_class=PlainTextResponse,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _document_errors_as_400(app)
     return app
+
+
+def _document_errors_as_400(app: FastAPI) -> None:
+    """Drop FastAPI's automatic 422 answers from the OpenAPI document: invalid requests get
+    400 with the one error shape (errors.py), which every route documents."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _stats_router() -> APIRouter:

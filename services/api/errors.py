@@ -22,10 +22,24 @@ from shared.errors import (
 
 logger = logging.getLogger(__name__)
 
+
+class TooManyStreams(TaskQueueError):
+    """The API instance already serves its limit of open event streams."""
+
+    retry_after_seconds = 5
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"too many open event streams (limit {limit} per API instance); "
+            "close one or retry later"
+        )
+
+
 STATUS_BY_ERROR: dict[type[TaskQueueError], int] = {
     ValidationFailed: 400,
     TaskNotFound: 404,
     InvalidTransition: 409,
+    TooManyStreams: 429,
     RedisUnavailable: 503,
 }
 
@@ -59,7 +73,10 @@ def install(app: FastAPI) -> None:
         status = next(
             (code for kind, code in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 500
         )
-        return error_response(status, exc.message, exc.details)
+        response = error_response(status, exc.message, exc.details)
+        if isinstance(exc, TooManyStreams):
+            response.headers["Retry-After"] = str(exc.retry_after_seconds)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from shared import heartbeats, queries, transitions
-from shared.redis import Conn
+from shared.redis import Conn, guarded
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -45,3 +46,40 @@ def _log(task_id: str, reply: list[str]) -> int:
         )
         return 1
     return 0
+
+
+class Recoverer:
+    """Runs `recover_once` passes, blind for a while after it could not reach Redis.
+
+    While Redis is away (restart, crash, partition) no consumer can beat, so right after it
+    comes back every heartbeat and many leases look stale although their owners are alive.
+    After a failed pass, recovery waits DEAD_AFTER_SECONDS (live consumers beat and renew
+    their leases meanwhile) before it declares anyone dead, so a live worker's task is never
+    taken from it by an outage.
+    """
+
+    def __init__(self, conn: Conn, settings: Settings) -> None:
+        self.conn, self.settings = conn, settings
+        self.outage = False
+        self.blind_until = 0.0
+
+    async def tick(self) -> int:
+        try:
+            await guarded(self.conn.redis.ping())
+        except Exception:
+            self.outage = True
+            raise
+        if self.outage:
+            self.outage = False
+            self.blind_until = time.monotonic() + self.settings.dead_after_seconds
+            logger.warning(
+                "redis is back; recovery waits %.1fs for live consumers to beat",
+                self.settings.dead_after_seconds,
+            )
+        if time.monotonic() < self.blind_until:
+            return 0
+        try:
+            return await recover_once(self.conn, self.settings)
+        except Exception:
+            self.outage = True
+            raise

@@ -10,7 +10,7 @@ import os
 import socket
 
 from services.scheduler.promote import promote_loop
-from services.scheduler.recover import recover_once
+from services.scheduler.recover import Recoverer
 from services.scheduler.retention import purge_once
 from shared import heartbeats
 from shared.redis import Conn, connect
@@ -38,7 +38,7 @@ async def run_scheduler(conn: Conn, settings: Settings, stop: asyncio.Event) -> 
     try:
         await asyncio.gather(
             promote_loop(conn, stop),
-            every(stop, RECOVER_EVERY_SECONDS, lambda: recover_once(conn, settings), "recover"),
+            every(stop, RECOVER_EVERY_SECONDS, Recoverer(conn, settings).tick, "recover"),
             every(stop, RETENTION_EVERY_SECONDS, lambda: purge_once(conn), "retention"),
             every(stop, settings.heartbeat_seconds, beat, "heartbeat"),
         )

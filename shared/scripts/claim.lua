@@ -13,7 +13,8 @@
 -- ARGV[7] -> index prefix
 -- ARGV[8] -> events channel
 --
--- Returns a list of HGETALL replies, one per claimed task.
+-- Returns a list of HGETALL replies, one per claimed task (with 'corrupt' = <field> when a
+-- malformed numeric field had to be repaired).
 -- Side effects: LPOP ready, HSET status/started/worker/owner, HINCRBY attempt and counts,
 -- ZADD leases, SADD held, PUBLISH task.claimed.
 local now, lease_until, wanted = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -29,6 +30,20 @@ for k = 4, 8 do
       local key = task_prefix .. id
       -- An id whose record is gone or no longer pending (purged) is dropped, not run.
       if redis.call('HGET', key, 'status') == 'pending' then
+        -- A hand-edited record (a non-numeric 'created' or 'attempt', an events key that is
+        -- not a LIST) would make this script fail half-way and strand the ids already popped:
+        -- repair what the scripts need and mark the record, so the consumer fails it clearly.
+        for _, field in ipairs({'created', 'attempt'}) do
+          local raw = redis.call('HGET', key, field)
+          if raw and not string.match(raw, '^%d+$') then
+            redis.call('HSET', key, field, field == 'created' and now or 0, 'corrupt', field)
+          end
+        end
+        local history = redis.call('TYPE', key .. ':events')['ok']
+        if history ~= 'list' and history ~= 'none' then
+          redis.call('DEL', key .. ':events')
+          redis.call('HSET', key, 'corrupt', 'events')
+        end
         move_status(key, index_prefix, KEYS[1], id, 'pending', 'processing')
         local attempt = redis.call('HINCRBY', key, 'attempt', 1)
         redis.call('HSET', key, 'started', now, 'updated', now, 'worker', worker, 'owner', owner)

@@ -13,7 +13,8 @@
 -- ARGV[2] -> attempt the caller holds, or '' (recovery: any attempt)
 -- ARGV[3] -> now (ms)
 -- ARGV[4] -> error message
--- ARGV[5] -> mode: 'worker' | 'lease' (lease must have expired) | 'lost:<instance>' (owner must match)
+-- ARGV[5] -> mode: 'worker' | 'final' (no retry: the record itself is broken) |
+--            'lease' (lease must have expired) | 'lost:<instance>' (owner must match)
 -- ARGV[6] -> backoff base (ms)
 -- ARGV[7] -> backoff cap (ms)
 -- ARGV[8] -> jitter in [0, 1) (drawn by the caller, so the script stays deterministic)
@@ -51,7 +52,7 @@ redis.call('HSET', KEYS[1], 'updated', now, 'error', err)
 local event = {task_id = id, attempt = tonumber(attempt), error = err, at_ms = now}
 
 -- A lost consumer is not the task's fault: requeue it at the front, a bounded number of times.
-if mode ~= 'worker' then
+if mode == 'lease' or string.sub(mode, 1, 5) == 'lost:' then
   local recoveries = redis.call('HINCRBY', KEYS[1], 'recoveries', 1)
   if recoveries <= tonumber(ARGV[19]) then
     move_status(KEYS[1], ARGV[10], KEYS[3], id, 'processing', 'pending')
@@ -62,8 +63,9 @@ if mode ~= 'worker' then
   end
 end
 
-local retries = tonumber(redis.call('HGET', KEYS[1], 'retry_count'))
-if retries < tonumber(redis.call('HGET', KEYS[1], 'max_retries')) then
+local retries = tonumber(redis.call('HGET', KEYS[1], 'retry_count')) or 0
+local budget = tonumber(redis.call('HGET', KEYS[1], 'max_retries')) or 0
+if mode ~= 'final' and retries < budget then
   -- Exponential backoff with equal jitter: half fixed, half random.
   local delay = math.min(tonumber(ARGV[7]), tonumber(ARGV[6]) * (2 ^ retries))
   local retry_at = math.floor(now + delay / 2 + delay / 2 * tonumber(ARGV[8]))

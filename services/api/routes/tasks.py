@@ -23,7 +23,15 @@ def _idempotency(key: str | None) -> str | None:
     return key
 
 
-@router.post("/tasks", status_code=status.HTTP_201_CREATED, response_model=Task)
+REPLAYED = "replayed: what this Idempotency-Key created before (header Idempotent-Replayed: true)"
+
+
+@router.post(
+    "/tasks",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Task,
+    responses={200: {"model": Task, "description": REPLAYED}},
+)
 async def create_task(
     body: TaskCreate,
     response: Response,
@@ -40,7 +48,12 @@ async def create_task(
     return tasks[0]
 
 
-@router.post("/tasks/batch", status_code=status.HTTP_201_CREATED, response_model=BatchCreated)
+@router.post(
+    "/tasks/batch",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BatchCreated,
+    responses={200: {"model": BatchCreated, "description": REPLAYED}},
+)
 async def create_batch(
     body: BatchCreate,
     response: Response,

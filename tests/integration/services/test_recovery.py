@@ -1,0 +1,87 @@
+"""Fast recovery by heartbeat, and never at the expense of a live consumer (issue 7, item 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from services.scheduler.recover import Recoverer
+from services.scheduler.runner import run_scheduler
+from shared import codec, heartbeats, queries, transitions
+from shared.redis import Conn, create_redis
+from shared.registry import TaskContext
+from shared.settings import Settings
+from tests.conftest import make_settings
+from tests.integration.services.test_consumer import running, status_is
+from tests.support.redis_server import free_port
+from tests.support.seed import assert_consistent, seed_tasks
+from tests.support.waiting import wait_until
+
+
+async def test_slow_but_alive_worker_keeps_its_task_past_the_lease(
+    conn: Conn, settings: Settings
+) -> None:
+    short = settings.model_copy(update={"task_lease_seconds": 0.5})
+
+    async def slow(payload: Any, ctx: TaskContext) -> str:
+        await asyncio.sleep(2.5)  # five leases long
+        return "done"
+
+    [task] = await seed_tasks(conn, short)
+    stop = asyncio.Event()
+    scheduler = asyncio.create_task(run_scheduler(conn, short, stop))
+    async with running(conn, short, {"noop": slow}):
+        await wait_until(status_is(conn, task.id, "completed"), timeout=10, message="completion")
+    stop.set()
+    await scheduler
+    details = await queries.get_details(conn, task.id)
+    assert [a.outcome for a in details.attempts] == ["completed"]
+    assert not [e for e in details.events if e.event == "task.recovered"]
+
+
+async def test_dead_consumer_task_is_back_within_dead_after_plus_a_pass(
+    conn: Conn, settings: Settings
+) -> None:
+    [task] = await seed_tasks(conn, settings)
+    await heartbeats.beat(conn, "worker", "worker-gone", {}, 5)
+    last_beat = time.monotonic()
+    await transitions.claim(conn, "work", 1, worker="W", owner="worker-gone", lease_seconds=300)
+    stop = asyncio.Event()
+    scheduler = asyncio.create_task(run_scheduler(conn, settings, stop))
+    await wait_until(status_is(conn, task.id, "pending"), timeout=5, message="recovery")
+    took = time.monotonic() - last_beat
+    stop.set()
+    await scheduler
+    assert settings.dead_after_seconds <= took < settings.dead_after_seconds + 1.0, took
+    recovered = await queries.get_task(conn, task.id)
+    assert recovered.retry_count == 0 and "stopped sending heartbeats" in (recovered.error or "")
+    await assert_consistent(conn)
+
+
+async def test_after_an_outage_recovery_waits_for_live_consumers_to_beat(
+    conn: Conn, settings: Settings
+) -> None:
+    [task] = await seed_tasks(conn, settings)
+    await transitions.claim(conn, "work", 1, worker="W", owner="worker-alive", lease_seconds=300)
+    # Redis was away: the live worker's last beat is older than DEAD_AFTER.
+    stale = codec.now_ms() - int(settings.dead_after_seconds * 1000) - 1000
+    await conn.redis.zadd(conn.keys.heartbeats("worker"), {"worker-alive": stale})
+    unreachable = create_redis(make_settings(f"redis://127.0.0.1:{free_port()}/0"))
+    recoverer = Recoverer(unreachable, settings)
+    with pytest.raises(Exception, match="redis unavailable"):
+        await recoverer.tick()
+    await unreachable.aclose()
+    recoverer.conn = conn  # Redis is back
+    assert await recoverer.tick() == 0  # blind: the worker gets DEAD_AFTER to beat again
+    await heartbeats.beat(conn, "worker", "worker-alive", {}, 5)
+    await asyncio.sleep(0.1)
+    assert await recoverer.tick() == 0
+    assert (await queries.get_task(conn, task.id)).status == "processing"
+    # A consumer that stays silent past the blind window is recovered as usual.
+    recoverer.blind_until = 0
+    await conn.redis.zadd(conn.keys.heartbeats("worker"), {"worker-alive": stale})
+    assert await recoverer.tick() == 1
+    assert (await queries.get_task(conn, task.id)).status == "pending"

@@ -1,0 +1,43 @@
+"""The benchmark harness at tiny sizes, ours only, so that `make bench` cannot rot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(120)
+def test_bench_smoke_runs_every_workload_and_writes_the_report(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_")}
+    env["BENCH_LOG_DIR"] = str(tmp_path / "logs")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| metric | unit | ours |" in done.stdout
+    document = json.loads((tmp_path / "smoke.json").read_text())
+    rows = {row["metric"]: row for row in document["rows"] if row["system"] == "ours"}
+    expected = {
+        "drain_high", "drain_3x1", "latency_p99", "lateness_p99", "enqueue", "enqueue_bulk",
+        "memory_queued", "memory_finished", "rest_single", "rest_batch", "recovery_p99",
+    }  # fmt: skip
+    assert expected <= set(rows), sorted(rows)
+    for name in expected:
+        row = rows[name]
+        assert {"system", "metric", "config", "median", "min", "max", "unit"} <= set(row)
+        assert row["median"] is not None and row["median"] > 0, row
+    assert document["machine"]["cores"] and document["versions"]["ours"]
+    assert (tmp_path / "smoke.md").read_text().startswith("# Benchmark results")
