@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from shared.auth import auth_enabled, role_for_key
 from shared.redis import Conn
 from shared.settings import Settings
 
@@ -27,21 +27,12 @@ ConnDep = Annotated[Conn, Depends(get_conn)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def _matches(candidate: str, keys: list[str]) -> bool:
-    # Compare against every key, in constant time each, so timing reveals nothing.
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(candidate.encode(), key.encode())
-    return found
-
-
 def require_api_key(request: Request, settings: SettingsDep) -> None:
     """With API_KEYS set, every route needs `Authorization: Bearer KEY` (SPEC section 2).
 
     Keys in API_READ_KEYS may only read (GET), for dashboards and monitoring.
     """
-    full, read_only = settings.api_key_list, settings.api_read_key_list
-    if not full and not read_only:
+    if not auth_enabled(settings):
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -50,10 +41,9 @@ def require_api_key(request: Request, settings: SettingsDep) -> None:
             "missing API key: send Authorization: Bearer <key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if _matches(token, full):
+    role = role_for_key(settings, token)
+    if role == "admin" or (role == "read" and request.method in READ_METHODS):
         return
-    if _matches(token, read_only):
-        if request.method in READ_METHODS:
-            return
+    if role == "read":
         raise HTTPException(403, "this API key may only read")
     raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})

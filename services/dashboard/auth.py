@@ -11,40 +11,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Response
 
+from shared.auth import Role, auth_enabled, role_for_key
 from shared.settings import Settings
 
-Role = Literal["admin", "read"]
 COOKIE = "tq_dashboard"
 SESSION_SECONDS = 12 * 3600
 
 
-def auth_enabled(settings: Settings) -> bool:
-    return bool(settings.api_key_list or settings.api_read_key_list)
-
-
 def _keys(settings: Settings, role: Role) -> list[str]:
     return settings.api_key_list if role == "admin" else settings.api_read_key_list
-
-
-def _matches(candidate: str, keys: list[str]) -> str | None:
-    """The key equal to `candidate`, comparing against every key in constant time."""
-    found = None
-    for key in keys:
-        if hmac.compare_digest(candidate.encode(), key.encode()):
-            found = key
-    return found
-
-
-def role_for_key(settings: Settings, candidate: str) -> Role | None:
-    if _matches(candidate, settings.api_key_list):
-        return "admin"
-    if _matches(candidate, settings.api_read_key_list):
-        return "read"
-    return None
 
 
 def _signature(key: str, role: Role, expiry: int) -> str:

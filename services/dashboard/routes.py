@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from services.dashboard import auth
 from services.dashboard.hub import RESYNC, Client, Hub, frame
 from shared import monitoring, queries, registry, transitions
+from shared.auth import auth_enabled
 from shared.errors import RedisUnavailable
 from shared.models import TaskStatus
 from shared.redis import Conn
@@ -50,7 +51,7 @@ async def session(request: Request) -> dict[str, Any]:
     """Whether a key is needed, and what the caller may do (`admin`, `read` or null)."""
     settings = _settings(request)
     return {
-        "auth": auth.auth_enabled(settings),
+        "auth": auth_enabled(settings),
         "role": auth.current_role(request),
         "queue": settings.queue_name,
     }
@@ -60,7 +61,7 @@ async def session(request: Request) -> dict[str, Any]:
 async def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
     """Check an API key and set the session cookie the page and its stream then carry."""
     settings = _settings(request)
-    if not auth.auth_enabled(settings):
+    if not auth_enabled(settings):
         return {"role": "admin"}
     secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
     role = auth.issue(settings, body.key, response, secure=secure)
