@@ -6,6 +6,7 @@ published). Each maps the script's return code to a value or a `shared.errors` e
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from redis.exceptions import NoScriptError
 from shared import codec, registry
 from shared.errors import InvalidTransition, TaskNotFound, ValidationFailed
 from shared.keys import EVENTS_CHANNEL
-from shared.models import MAX_PAYLOAD_BYTES, Task, TaskCreate
+from shared.models import MAX_PAYLOAD_BYTES, Task, TaskCreate, TaskStatus
 from shared.queries import get_task, get_tasks
 from shared.redis import Conn, guarded
 from shared.settings import Settings
@@ -25,6 +26,9 @@ from shared.settings import Settings
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 ScriptArg = str | int | float
 FREE_RECOVERIES = 3  # lost-consumer requeues that do not spend the retry budget
+# Due tasks moved per promote_due call: small batches make the first due tasks visible to
+# workers at once (a script is atomic) while the scheduler goes on with the rest.
+PROMOTE_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,11 @@ def _prefixes(conn: Conn) -> dict[str, str]:
 
 def build_spec(create: TaskCreate, settings: Settings, task_id: str | None = None) -> str:
     """Validate one create body against its type and encode it for enqueue.lua."""
+    return _encode_input(_spec(create, settings, task_id), "webhook")
+
+
+def _spec(create: TaskCreate, settings: Settings, task_id: str | None = None) -> dict[str, Any]:
+    """The checked fields of one new task, as enqueue.lua stores them."""
     task_type = registry.validate_payload(create.type, create.payload, settings)
     payload = _encode_input(create.payload, "payload")
     if len(payload.encode()) > MAX_PAYLOAD_BYTES:
@@ -75,19 +84,36 @@ def build_spec(create: TaskCreate, settings: Settings, task_id: str | None = Non
         from shared.netguard import check_webhook_url
 
         check_webhook_url(create.webhook, allow_private=settings.webhook_allow_private_networks)
-    return _encode_input(
-        {
-            "id": task_id or str(uuid.uuid4()),
-            "type": create.type,
-            "payload": payload,
-            "priority": create.priority,
-            "max_retries": create.max_retries,
-            "run_at": codec.to_ms(create.scheduled_for) if create.scheduled_for else 0,
-            "webhook": create.webhook,
-            "timeout": create.timeout_seconds,
-            "lane": task_type.lane,
-        },
-        "webhook",
+    return {
+        "id": task_id or str(uuid.uuid4()),
+        "type": create.type,
+        "payload": payload,
+        "priority": create.priority,
+        "max_retries": create.max_retries,
+        "run_at": codec.to_ms(create.scheduled_for) if create.scheduled_for else 0,
+        "webhook": create.webhook,
+        "timeout": create.timeout_seconds,
+        "lane": task_type.lane,
+    }
+
+
+def _created(spec: dict[str, Any], now: int) -> Task:
+    """The task exactly as enqueue.lua stores it (what get_task would read back)."""
+    run_at = int(spec["run_at"])
+    at = codec.from_ms(now)
+    return Task(
+        id=spec["id"],
+        type=spec["type"],
+        payload=codec.loads(spec["payload"]),
+        status=TaskStatus.SCHEDULED if run_at > now else TaskStatus.PENDING,
+        priority=spec["priority"],
+        max_retries=spec["max_retries"],
+        retry_count=0,
+        scheduled_for=codec.from_ms(run_at) if run_at else None,
+        webhook=spec["webhook"] or None,
+        timeout_seconds=spec["timeout"],
+        created_at=at,
+        updated_at=at,
     )
 
 
@@ -111,13 +137,13 @@ async def enqueue(
     idempotency_key: str | None = None,
     now_ms: int | None = None,
 ) -> tuple[list[Task], bool]:
-    """Create tasks atomically (all or nothing). Returns (tasks, replayed)."""
-    specs = [build_spec(create, settings) for create in creates]
-    ids = [codec.loads(spec)["id"] for spec in specs]
+    """Create tasks atomically (all or nothing) in one round trip. Returns (tasks, replayed)."""
+    specs = [_spec(create, settings) for create in creates]
+    now = now_ms or codec.now_ms()
     k, p = conn.keys, _prefixes(conn)
     keys = [k.counts, k.index_all, k.delayed, k.idempotency(idempotency_key or "-")]
     args: list[ScriptArg] = [
-        now_ms or codec.now_ms(),
+        now,
         p["task"],
         p["index"],
         p["ready"],
@@ -126,7 +152,7 @@ async def enqueue(
         k.scheduler_wake,
         IDEMPOTENCY_TTL_SECONDS,
         "1" if idempotency_key else "",
-        *specs,
+        *(_encode_input(spec, "webhook") for spec in specs),
     ]
     code, extra = await guarded(conn.scripts["enqueue"](keys, args))
     if code == "replayed":
@@ -134,8 +160,9 @@ async def enqueue(
     if code == "duplicate":
         # Ids are fresh uuid4s, so an existing one means this very call already ran (the
         # client retried after a dropped connection): the write is done, answer with it.
-        return await get_tasks(conn, ids), False
-    return await get_tasks(conn, ids), False
+        return await get_tasks(conn, [spec["id"] for spec in specs]), False
+    # The script wrote exactly these values: no second round trip to read them back.
+    return [_created(spec, now) for spec in specs], False
 
 
 async def claim(
@@ -181,32 +208,32 @@ def _purge_at(settings: Settings, now: int) -> int:
 
 
 def _complete_call(
-    conn: Conn, outcome: Outcome, settings: Settings, now: int
+    conn: Conn, outcomes: Sequence[Outcome], settings: Settings, now: int
 ) -> tuple[list[Any], list[Any]]:
+    """One complete.lua call for a batch of successful outcomes."""
     k, p = conn.keys, _prefixes(conn)
-    keys = [
-        k.task(outcome.task_id),
-        k.task_events(outcome.task_id),
-        k.counts,
-        k.leases,
-        k.expiry,
-        k.outbox,
-        k.throughput(now // 60_000),
-    ]
+    keys: list[Any] = [k.counts, k.leases, k.expiry, k.outbox, k.throughput(now // 60_000)]
     args: list[ScriptArg] = [
-        outcome.task_id,
-        outcome.attempt,
         now,
-        codec.dumps(outcome.result),
         _purge_at(settings, now),
         p["index"],
         p["held"],
         EVENTS_CHANNEL,
-        f"msg_{uuid.uuid4().hex}",
         p["delivery"],
         p["wake"],
         f"{now // 1000}:c",
     ]
+    # Delivery ids (used only for tasks with a webhook): one urandom call for the batch.
+    randomness = os.urandom(16 * len(outcomes)).hex()
+    task_prefix = p["task"]
+    for i, outcome in enumerate(outcomes):
+        keys += [task_prefix + outcome.task_id, f"{task_prefix}{outcome.task_id}:events"]
+        args += [
+            outcome.task_id,
+            outcome.attempt,
+            codec.dumps(outcome.result),
+            f"msg_{randomness[32 * i : 32 * i + 32]}",
+        ]
     return keys, args
 
 
@@ -255,13 +282,17 @@ def _fail_call(
 
 
 async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Settings) -> list[str]:
-    """Complete or fail several runs in one pipelined round trip; returns each script's code."""
+    """Complete or fail several runs in one pipelined round trip; returns each one's code.
+
+    Successes go in one complete.lua call for the whole batch; each failure is a fail.lua call.
+    """
     now = codec.now_ms()
+    ok = [outcome for outcome in outcomes if outcome.ok]
     calls = []
+    if ok:
+        calls.append(("complete", *_complete_call(conn, ok, settings, now)))
     for outcome in outcomes:
-        if outcome.ok:
-            calls.append(("complete", *_complete_call(conn, outcome, settings, now)))
-        else:
+        if not outcome.ok:
             calls.append(
                 (
                     "fail",
@@ -284,14 +315,30 @@ async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Set
         if not any(isinstance(reply, NoScriptError) for reply in replies):
             break
         await conn.load_scripts()  # Redis restarted and forgot the scripts
-    # A script error concerns one task only (the lease backstop recovers it); the others stand.
-    return [f"error: {r}" if isinstance(r, Exception) else str(r[0]) for r in replies]
+    # A script error concerns its own call only (the lease backstop recovers those tasks).
+    completed: list[str] = []
+    if ok:
+        reply = replies[0]
+        completed = (
+            [f"error: {reply}"] * len(ok)
+            if isinstance(reply, Exception)
+            else [str(code) for code in reply]
+        )
+    done, failed = iter(completed), iter(replies[1:] if ok else replies)
+    codes = []
+    for outcome in outcomes:
+        if outcome.ok:
+            codes.append(next(done))
+        else:
+            r = next(failed)
+            codes.append(f"error: {r}" if isinstance(r, Exception) else str(r[0]))
+    return codes
 
 
 async def complete(conn: Conn, task_id: str, attempt: int, result: Any, settings: Settings) -> str:
     """processing -> completed. Returns 'ok', 'stale' or 'missing'."""
     keys, args = _complete_call(
-        conn, Outcome(task_id, attempt, True, result), settings, codec.now_ms()
+        conn, [Outcome(task_id, attempt, True, result)], settings, codec.now_ms()
     )
     return str((await guarded(conn.scripts["complete"](keys, args)))[0])
 
@@ -328,7 +375,7 @@ async def requeue(conn: Conn, task_id: str, attempt: int, reason: str) -> str:
     return str((await guarded(conn.scripts["requeue"](keys, args)))[0])
 
 
-async def promote_due(conn: Conn, limit: int = 1000) -> tuple[int, int | None]:
+async def promote_due(conn: Conn, limit: int = PROMOTE_BATCH) -> tuple[int, int | None]:
     """scheduled | retrying -> pending for due ids. Returns (moved, next due ms or None)."""
     k, p = conn.keys, _prefixes(conn)
     args: list[ScriptArg] = [

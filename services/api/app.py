@@ -16,6 +16,7 @@ from services.api.deps import require_api_key
 from services.api.routes import events, stats, tasks
 from shared import registry
 from shared.models import Stats
+from shared.producer import Producer
 from shared.redis import create_redis
 from shared.settings import Settings
 
@@ -83,6 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.conn = create_redis(settings)
+        # Concurrent single creates share script calls (see shared/producer.py).
+        app.state.producer = Producer(app.state.conn, settings)
         try:
             await app.state.conn.load_scripts()
         except Exception as exc:  # Redis may come later: routes answer 503 until it does

@@ -13,12 +13,12 @@ from shared.settings import Settings
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_conn(request: Request) -> Conn:
+async def get_conn(request: Request) -> Conn:
     conn: Conn = request.app.state.conn
     return conn
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -27,7 +27,7 @@ ConnDep = Annotated[Conn, Depends(get_conn)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     """With API_KEYS set, every route needs `Authorization: Bearer KEY` (SPEC section 2).
 
     Keys in API_READ_KEYS may only read (GET), for dashboards and monitoring.

@@ -1,43 +1,67 @@
--- complete: processing -> completed, for the attempt the caller holds.
+-- complete: processing -> completed, for one or many tasks (the attempts their caller holds).
+-- A consumer reports a whole batch of outcomes in one call: per task only what is its own
+-- is done per task; counters and the throughput histogram move once per call.
 --
--- KEYS[1] -> tq:{q}:task:<id>       HASH
--- KEYS[2] -> tq:{q}:task:<id>:events LIST
--- KEYS[3] -> tq:{q}:counts          HASH
--- KEYS[4] -> tq:{q}:leases          ZSET
--- KEYS[5] -> tq:{q}:expiry          ZSET  final ids by purge time ms
--- KEYS[6] -> tq:{q}:outbox          ZSET  completion webhooks by due ms
--- KEYS[7] -> tq:{q}:tp:<minute>     HASH  throughput histogram
--- ARGV[1] -> task id
--- ARGV[2] -> attempt number the caller claimed
--- ARGV[3] -> now (ms)
--- ARGV[4] -> result as JSON text
--- ARGV[5] -> purge time (ms)
--- ARGV[6] -> index prefix
--- ARGV[7] -> held prefix            tq:{q}:held:
--- ARGV[8] -> events channel
--- ARGV[9] -> delivery id for a completion webhook
--- ARGV[10] -> delivery prefix       tq:{q}:delivery:
--- ARGV[11] -> wake prefix
--- ARGV[12] -> throughput field      <epoch second>:c
+-- KEYS[1] -> tq:{q}:counts          HASH
+-- KEYS[2] -> tq:{q}:leases          ZSET
+-- KEYS[3] -> tq:{q}:expiry          ZSET  final ids by purge time ms
+-- KEYS[4] -> tq:{q}:outbox          ZSET  completion webhooks by due ms
+-- KEYS[5] -> tq:{q}:tp:<minute>     HASH  throughput histogram
+-- KEYS[4 + 2i], KEYS[5 + 2i] -> tq:{q}:task:<id>, tq:{q}:task:<id>:events of task i (i >= 1)
+-- ARGV[1] -> now (ms)
+-- ARGV[2] -> purge time (ms)
+-- ARGV[3] -> index prefix
+-- ARGV[4] -> held prefix            tq:{q}:held:
+-- ARGV[5] -> events channel
+-- ARGV[6] -> delivery prefix        tq:{q}:delivery:
+-- ARGV[7] -> wake prefix
+-- ARGV[8] -> throughput field       <epoch second>:c
+-- ARGV[5 + 4i .. 8 + 4i] -> task i: id, attempt number claimed, result as JSON text,
+--                           delivery id for a completion webhook
 --
--- Returns {'ok'}, {'missing'} or {'stale', status} when the caller no longer owns the attempt
--- (its lease was recovered and the task moved on): the result is then dropped.
-local id, now = ARGV[1], ARGV[3]
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'missing'} end
-if status ~= 'processing' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then
-  return {'stale', status}
+-- Returns one code per task: 'ok', 'missing', or 'stale' when the caller no longer owns the
+-- attempt (its lease was recovered and the task moved on): that result is then dropped;
+-- 'error: ...' for a record this script cannot move (nothing of it is written).
+local now, purge_at = ARGV[1], ARGV[2]
+local index_prefix, held_prefix, channel = ARGV[3], ARGV[4], ARGV[5]
+local delivery_prefix, wake_prefix = ARGV[6], ARGV[7]
+local processing_index, completed_index = index_prefix .. 'processing', index_prefix .. 'completed'
+local codes, done = {}, 0
+
+for i = 1, (#KEYS - 5) / 2 do
+  local task_key, events_key = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  local a = 4 + 4 * i
+  local id, attempt, result, delivery_id = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local f = redis.call('HMGET', task_key, 'status', 'attempt', 'owner', 'created')
+  if not f[1] then
+    codes[i] = 'missing'
+  elseif f[1] ~= 'processing' or f[2] ~= attempt then
+    codes[i] = 'stale'
+  elseif not tonumber(f[4]) then
+    -- Checked before any write: an error half-way would leave the batch's counters behind.
+    codes[i] = 'error: corrupt record (created)'
+  else
+    redis.call('ZREM', processing_index, id)
+    redis.call('ZADD', completed_index, f[4], id)
+    redis.call('HSET', task_key, 'status', 'completed', 'completed', now, 'updated', now,
+      'result', result)
+    redis.call('HDEL', task_key, 'error', 'owner')
+    redis.call('ZREM', KEYS[2], id)
+    if f[3] then redis.call('SREM', held_prefix .. f[3], id) end
+    redis.call('ZADD', KEYS[3], purge_at, id)
+    queue_webhook(task_key, KEYS[4], delivery_prefix, wake_prefix, delivery_id, id,
+      'task.completed', now)
+    emit(events_key, channel, {event = 'task.completed', task_id = id, status = 'completed',
+      attempt = tonumber(attempt), at_ms = tonumber(now)})
+    codes[i] = 'ok'
+    done = done + 1
+  end
 end
 
-local owner = redis.call('HGET', KEYS[1], 'owner')
-move_status(KEYS[1], ARGV[6], KEYS[3], id, 'processing', 'completed')
-redis.call('HSET', KEYS[1], 'completed', now, 'updated', now, 'result', ARGV[4])
-redis.call('HDEL', KEYS[1], 'error', 'owner')
-redis.call('ZREM', KEYS[4], id)
-if owner then redis.call('SREM', ARGV[7] .. owner, id) end
-redis.call('ZADD', KEYS[5], ARGV[5], id)
-count_throughput(KEYS[7], ARGV[12])
-queue_webhook(KEYS[1], KEYS[6], ARGV[10], ARGV[11], ARGV[9], id, 'task.completed', now)
-emit(KEYS[2], ARGV[8], {event = 'task.completed', task_id = id, status = 'completed',
-  attempt = tonumber(ARGV[2]), at_ms = tonumber(now)})
-return {'ok'}
+if done > 0 then
+  redis.call('HINCRBY', KEYS[1], 'processing', -done)
+  redis.call('HINCRBY', KEYS[1], 'completed', done)
+  redis.call('HINCRBY', KEYS[5], ARGV[8], done)
+  redis.call('EXPIRE', KEYS[5], 3600)
+end
+return codes

@@ -12,6 +12,7 @@ from services.api.schemas import ERROR_RESPONSES, BatchCreate, BatchCreated, Ret
 from shared import queries, transitions
 from shared.errors import ValidationFailed
 from shared.models import Task, TaskCreate, TaskDetails, TaskStatus
+from shared.producer import Producer
 
 router = APIRouter(tags=["tasks"], responses=ERROR_RESPONSES)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
@@ -34,11 +35,15 @@ REPLAYED = "replayed: what this Idempotency-Key created before (header Idempoten
 )
 async def create_task(
     body: TaskCreate,
+    request: Request,
     response: Response,
     conn: ConnDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Task:
+    if idempotency_key is None:
+        producer: Producer = request.app.state.producer
+        return await producer.submit(body)
     tasks, replayed = await transitions.enqueue(
         conn, [body], settings, idempotency_key=_idempotency(idempotency_key)
     )

@@ -1,0 +1,1 @@
+"""Benchmarks: ours against the task queues users would pick instead (see docs/benchmarks.md)."""

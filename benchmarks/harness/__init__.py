@@ -1,0 +1,1 @@
+"""The orchestrator: Redis, processes, workloads, report. Runs in the project's .venv."""

@@ -1,0 +1,197 @@
+"""Aggregate repetitions into rows, compare with the best peer, and write the outputs."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import stats
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    title: str
+    higher_is_better: bool
+    target: str = ""  # human text
+    peers: bool = True  # measured for the peers too
+
+
+METRICS = [
+    Metric("drain_high", "drain, 2 processes x high concurrency", True, ">= 2x best peer"),
+    Metric("drain_3x1", "drain, 3 processes x 1", True, "reported"),
+    Metric("latency_p99", "enqueue->start p99 at 200/s", False, "<= best peer"),
+    Metric("latency_p50", "enqueue->start p50 at 200/s", False, ""),
+    Metric("lateness_p99", "scheduled lateness p99", False, "<= 10 ms"),
+    Metric("enqueue", "enqueue, one producer, one at a time", True, ">= best peer"),
+    Metric("enqueue_bulk", "enqueue, one producer, bulk", True, ""),
+    Metric("memory_queued", "Redis bytes per queued task", False, "<= 1024 B"),
+    Metric("memory_finished", "Redis bytes per finished task", False, "<= 2048 B"),
+    Metric("rest_trivial", "REST trivial route (GET /docs)", True, "", peers=False),
+    Metric("rest_single", "REST single create, 64 conns", True, ">= 50% of trivial", False),
+    Metric("rest_single_p99", "REST single create p99, 64 conns", False, "", peers=False),
+    Metric("rest_batch", "REST batch create", True, ">= 10x single", peers=False),
+    Metric("recovery_p99", "recovery of a SIGKILLed worker's task, p99", False, "<= 5 s", False),
+]
+BY_KEY = {m.key: m for m in METRICS}
+
+
+def aggregate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of {system, metric, config, median, min, max, unit, n} over repetitions."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for s in samples:
+        groups[(s["system"], s["metric"])].append(s)
+    rows = []
+    for (system, metric), items in groups.items():
+        values = [i["value"] for i in items if i["value"] is not None]
+        notes = sorted({i["note"] for i in items if i.get("note")})
+        row: dict[str, Any] = {
+            "system": system, "metric": metric, "config": items[0]["config"],
+            "median": stats.median(values) if values else None,
+            "min": min(values) if values else None, "max": max(values) if values else None,
+            "unit": items[0]["unit"], "n": len(values),
+        }  # fmt: skip
+        if notes:
+            row["note"] = "; ".join(notes)
+        rows.append(row)
+    return rows
+
+
+def comparisons(rows: list[dict[str, Any]], ours: str = "ours") -> dict[str, dict[str, Any]]:
+    """Per metric: `ours`, the best peer, ours / best peer, and whether the target is met."""
+    by = {(r["system"], r["metric"]): r for r in rows}
+    out: dict[str, dict[str, Any]] = {}
+    for m in METRICS:
+        mine = by.get((ours, m.key))
+        if mine is None or mine["median"] is None:
+            continue
+        peers = [
+            r for r in rows
+            if r["metric"] == m.key and not r["system"].startswith("ours")
+            and r["median"] is not None
+        ]  # fmt: skip
+        best = None
+        if peers:
+            pick = max if m.higher_is_better else min
+            best = pick(peers, key=lambda r: r["median"])
+        entry: dict[str, Any] = {"ours": mine["median"], "unit": mine["unit"]}
+        if best is not None and best["median"]:
+            entry.update(best_peer=best["system"], best=best["median"])
+            entry["ratio"] = mine["median"] / best["median"]
+        entry["met"] = _target_met(m.key, mine["median"], entry.get("ratio"), by, ours)
+        out[m.key] = entry
+    return out
+
+
+def _target_met(
+    key: str, value: float, ratio: float | None, by: dict[Any, Any], system: str = "ours"
+) -> bool | None:
+    def ours(metric: str) -> float | None:
+        row = by.get((system, metric))
+        return row["median"] if row else None
+
+    if key == "drain_high":
+        return None if ratio is None else ratio >= 2.0
+    if key in ("latency_p99",):
+        return None if ratio is None else ratio <= 1.0
+    if key == "enqueue":
+        return None if ratio is None else ratio >= 1.0
+    if key == "lateness_p99":
+        return value <= 10.0
+    if key == "memory_queued":
+        return value <= 1024
+    if key == "memory_finished":
+        return value <= 2048
+    if key == "rest_single":
+        trivial = ours("rest_trivial")
+        return None if not trivial else value >= 0.5 * trivial
+    if key == "rest_batch":
+        single = ours("rest_single")
+        return None if not single else value >= 10 * single
+    if key == "recovery_p99":
+        return value <= 5.0
+    return None
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    if unit in ("tasks/s", "req/s", "B/task"):
+        return f"{value:,.0f}"
+    if unit == "s":
+        return f"{value:.2f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def table(
+    rows: list[dict[str, Any]], systems: list[str], comps: dict[str, dict[str, dict[str, Any]]],
+    failures: dict[tuple[str, str], str] | None = None,
+) -> str:  # fmt: skip
+    """The markdown table: one row per metric, one column per system, ratio to the best peer.
+
+    `comps` maps each of our systems (ours, ours-patched) to its comparisons.
+    """
+    failures = failures or {}
+    by = {(r["system"], r["metric"]): r for r in rows}
+    peers = [s for s in systems if not s.startswith("ours")]
+    mine = [s for s in systems if s.startswith("ours") and s in comps]
+    head = ["metric", "unit", *systems]
+    if peers:
+        head += [f"{s} / best peer" for s in mine]
+    head += ["target", *(f"met ({s})" if len(mine) > 1 else "met" for s in mine)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in METRICS:
+        if not any((s, m.key) in by for s in systems):
+            continue
+        unit = next(by[(s, m.key)]["unit"] for s in systems if (s, m.key) in by)
+        cells = [m.title, unit]
+        for s in systems:
+            row = by.get((s, m.key))
+            if row is None:
+                cells.append("fails" if (s, m.key) in failures else "-")
+            else:
+                text = _fmt(row["median"], unit)
+                if s.startswith("ours") and row.get("config") and m.key.startswith("drain"):
+                    text += f" ({row['config']})"
+                if row.get("note"):
+                    text += " *"
+                cells.append(text)
+        if peers:
+            for s in mine:
+                comp = comps[s].get(m.key, {})
+                ratio = comp.get("ratio")
+                cells.append(f"{ratio:.2f}x vs {comp['best_peer']}" if ratio else "n/a")
+        cells.append(m.target or "-")
+        for s in mine:
+            met = comps[s].get(m.key, {}).get("met")
+            cells.append({True: "yes", False: "**no**", None: "-"}[met])
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"{r['system']} {r['metric']}: {r['note']}" for r in rows if r.get("note")]
+    if notes:
+        lines += ["", "\\* " + "; ".join(notes)]
+    return "\n".join(lines)
+
+
+def spread_table(rows: list[dict[str, Any]], systems: list[str]) -> str:
+    """Every row with its configuration, median and min-max over the repetitions."""
+    lines = [
+        "| system | metric | config | median | min | max | unit | reps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = {m.key: i for i, m in enumerate(METRICS)}
+    for r in sorted(rows, key=lambda r: (order.get(r["metric"], 99), systems.index(r["system"]))):
+        lines.append(
+            f"| {r['system']} | {r['metric']} | {r['config']} | {_fmt(r['median'], r['unit'])} "
+            f"| {_fmt(r['min'], r['unit'])} | {_fmt(r['max'], r['unit'])} | {r['unit']} "
+            f"| {r['n']} |"
+        )
+    return "\n".join(lines)
+
+
+def write(out_dir: Path, stem: str, document: dict[str, Any], markdown: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(markdown)

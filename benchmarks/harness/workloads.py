@@ -1,0 +1,353 @@
+"""The workloads, each one session on a flushed Redis: start processes, measure, stop.
+
+Every function returns a list of Sample rows for one system and one repetition, plus
+diagnostics (CPU per task, Redis commandstats) kept in the JSON output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from benchmarks.harness import stats
+from benchmarks.harness.procs import Group, Proc, run_json
+from benchmarks.harness.redisd import RedisServer, free_port
+from benchmarks.harness.systems import OURS_PY, System
+from benchmarks.systems.common import RESULTS_KEY
+
+
+@dataclass
+class Sample:
+    metric: str
+    config: str
+    value: float | None
+    unit: str
+    note: str = ""
+
+
+@dataclass
+class Outcome:
+    samples: list[Sample] = field(default_factory=list)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, metric: str, config: str, value: float | None, unit: str, note: str = "") -> None:
+        self.samples.append(Sample(metric, config, value, unit, note))
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is: the full run or the quick/smoke ones."""
+
+    drain: int = 10_000
+    enqueue: int = 10_000
+    rate: float = 200.0
+    rate_seconds: float = 10.0
+    rate_warmup: float = 1.0  # first seconds of the steady rate, not measured
+    scheduled: int = 200
+    schedule_delay: float = 3.0
+    rest_requests: int = 10_000
+    rest_batch: int = 100
+    recovery_trials: int = 3
+    drain_budget: float = 60.0  # a drain still running then is measured on what it did
+    warm_burst: int = 200  # warm-up burst: grows every connection pool to its concurrency
+    settle: float = 1.0  # seconds after the first warm-up task, for every process to be up
+    ours_env: tuple[tuple[str, str], ...] = ()  # settings for our processes (smoke: faster)
+
+
+def config_label(processes: int, concurrency: int) -> str:
+    return f"{processes} x {concurrency}"
+
+
+def wait_for(probe: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)
+
+
+def results_len(server: RedisServer) -> int:
+    return int(server.client.llen(RESULTS_KEY))
+
+
+def read_results(server: RedisServer) -> list[stats.Start]:
+    return stats.parse(server.client.lrange(RESULTS_KEY, 0, -1))
+
+
+def group_cpu(leader_pids: list[int]) -> float:
+    """CPU seconds (user + system) of every live process in the given process groups."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups, total = set(leader_pids), 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in groups:  # field 5 of stat: the process group
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def drive(system: System, group: Group, *args: str, timeout: float = 120) -> dict[str, Any]:
+    """Run one of the system's producer commands (in its venv, from its code root)."""
+    return run_json(system.driver(*args), group.base_env(system.root), timeout, system.root)
+
+
+def start_system(
+    group: Group, system: System, processes: int, concurrency: int, sizes: Sizes
+) -> list[int]:
+    procs = [*system.support(), *system.workers(processes, concurrency)]
+    if system.is_ours:
+        procs = [replace(p, env={**p.env, **dict(sizes.ours_env)}) for p in procs]
+    return [group.start(p).pid for p in procs]
+
+
+def warm_up(system: System, server: RedisServer, group: Group, sizes: Sizes) -> None:
+    """Run tasks until every process is up, imports are done and connection pools are grown.
+
+    The last step is a burst of tasks due at one moment (what the lateness workload sends),
+    so that each process has opened as many connections as it has slots.
+    """
+    drive(system, group, "enqueue", "--n", "20", "--arg", "-1")
+    wait_for(lambda: results_len(server) >= 20, 120, f"{system.name} first warm-up tasks")
+    time.sleep(sizes.settle)  # let the other worker processes finish starting too
+    n = sizes.warm_burst
+    drive(system, group, "schedule", "--n", str(n), "--delay", "0.3")
+    wait_for(lambda: results_len(server) >= n + 20, 120, f"{system.name} warm-up burst")
+    time.sleep(sizes.settle / 2)
+    server.client.delete(RESULTS_KEY)
+
+
+# -- drain ---------------------------------------------------------------------------------
+
+
+def drain(
+    system: System, server: RedisServer, processes: int, concurrency: int, sizes: Sizes,
+    *, preload_bulk: bool,
+) -> Outcome:  # fmt: skip
+    """Pre-enqueue N tasks with no worker running, then start the workers and time the drain.
+
+    With `preload_bulk` False the pre-enqueue is the one-at-a-time producer measurement and
+    the run also measures Redis bytes per queued and per finished task.
+    """
+    out, n = Outcome(), sizes.drain
+    config = config_label(processes, concurrency)
+    server.flush()
+    base = server.used_memory()
+    with Group(server.url, f"{system.name}-drain-{processes}x{concurrency}") as group:
+        bulk = preload_bulk and system.has_bulk
+        args = ["enqueue", "--n", str(n), *(["--bulk"] if bulk else [])]
+        enq = drive(system, group, *args, timeout=600)
+        out.add(
+            "enqueue_bulk" if bulk else "enqueue", "one producer", float(enq["per_second"]),
+            "tasks/s",
+        )  # fmt: skip
+        queued = server.used_memory()
+        if not preload_bulk:
+            out.add("memory_queued", "", (queued - base) / n, "B/task")
+        redis_cpu = server.cpu_seconds()
+        pids = start_system(group, system, processes, concurrency, sizes)
+        cpu0 = group_cpu(pids)
+        note = ""
+        try:
+            wait_for(lambda: results_len(server) >= n, sizes.drain_budget, f"{system.name} drain")
+        except TimeoutError:
+            note = f"stopped after {sizes.drain_budget:.0f} s, {results_len(server)} of {n} done"
+        redis_cpu = server.cpu_seconds() - redis_cpu
+        cpu = group_cpu(pids) - cpu0
+        starts = read_results(server)
+        done = max(len(starts), 1)
+        rate, window = stats.drain_rate(starts)
+        out.add("drain", config, rate, "tasks/s", note)
+        out.diagnostics.update(
+            window_tasks=window,
+            worker_cpu_us_per_task=round(cpu / done * 1e6, 1),
+            redis_cpu_us_per_task=round(redis_cpu / done * 1e6, 1),
+        )
+        if not preload_bulk and not note:
+            _settle(system, server, n)
+            finished = server.used_memory() - server.key_memory(RESULTS_KEY)
+            out.add("memory_finished", "", (finished - base) / n, "B/task")
+        if system.is_ours:
+            out.diagnostics["commandstats"] = _top_commands(server, done)
+    return out
+
+
+def _settle(system: System, server: RedisServer, n: int) -> None:
+    """Wait until the system has written what it keeps for a finished task."""
+    if system.is_ours:
+        key = "tq:{default}:counts"
+        wait_for(lambda: int(server.client.hget(key, "completed") or 0) >= n, 60, "ours: completed")
+    else:
+        time.sleep(1.0)  # peers write their result records right after the body returns
+
+
+def _top_commands(server: RedisServer, n: int) -> dict[str, Any]:
+    rows = {
+        name: {"calls_per_task": round(int(s["calls"]) / n, 2),
+               "usec_per_task": round(int(s["usec"]) / n, 2)}
+        for name, s in server.commandstats().items()
+    }  # fmt: skip
+    top = sorted(rows.items(), key=lambda kv: -kv[1]["usec_per_task"])[:15]
+    return dict(top)
+
+
+# -- latency and lateness ------------------------------------------------------------------
+
+
+def live(system: System, server: RedisServer, sizes: Sizes) -> Outcome:
+    """Latency at a steady rate, then lateness of tasks scheduled ahead, on warm workers."""
+    out = Outcome()
+    processes, concurrency = system.high
+    config = config_label(processes, concurrency)
+    server.flush()
+    with Group(server.url, f"{system.name}-live") as group:
+        start_system(group, system, processes, concurrency, sizes)
+        warm_up(system, server, group, sizes)
+        sent = drive(
+            system, group, "rate", "--rate", str(sizes.rate), "--seconds",
+            str(sizes.rate_seconds), "--warmup", str(sizes.rate_warmup),
+            timeout=sizes.rate_seconds + 120,
+        )  # fmt: skip
+        total = int(sent["sent"]) + int(sent["warmup"])
+        wait_for(lambda: results_len(server) >= total, 60, f"{system.name} rate tasks")
+        lat = [(s.at - s.arg) * 1000 for s in read_results(server) if s.arg > 0]
+        rate_label = f"{sizes.rate:g}/s"
+        out.add("latency_p99", rate_label, stats.percentile(lat, 99), "ms")
+        out.add("latency_p50", rate_label, stats.percentile(lat, 50), "ms")
+        out.diagnostics["producer_worst_lag_ms"] = round(float(sent["worst_lag"]) * 1000, 2)
+        server.client.delete(RESULTS_KEY)
+        drive(
+            system, group, "schedule", "--n", str(sizes.scheduled), "--delay",
+            str(sizes.schedule_delay),
+        )  # fmt: skip
+        wait_for(
+            lambda: results_len(server) >= sizes.scheduled,
+            sizes.schedule_delay + 90,
+            f"{system.name} scheduled tasks",
+        )
+        late = [(s.at - s.arg) * 1000 for s in read_results(server)]
+        label = f"{sizes.scheduled} due in {sizes.schedule_delay:g}s"
+        out.add("lateness_p99", label, stats.percentile(late, 99), "ms")
+        out.diagnostics.update(
+            config=config,
+            lateness_p50_ms=round(stats.percentile(late, 50), 2),
+            lateness_min_ms=round(min(late), 2),
+            early=sum(1 for x in late if x < 0),
+        )
+    return out
+
+
+# -- recovery of a SIGKILLed worker's task (ours) ------------------------------------------
+
+
+def recovery(system: System, server: RedisServer, sizes: Sizes) -> Outcome:
+    """SIGKILL the worker running a task; time until another worker starts that task again."""
+    out = Outcome()
+    server.flush()
+    times: list[float] = []
+    # Hanging tasks would hold every SIGTERM at the end for the whole shutdown grace.
+    sizes = replace(sizes, ours_env=(*sizes.ours_env, ("SHUTDOWN_GRACE_SECONDS", "0.5")))
+    with Group(server.url, f"{system.name}-recovery") as group:
+        start_system(group, system, 2, 4, sizes)
+        warm_up(system, server, group, sizes)
+        env = group.base_env(system.root)
+        spare = 2
+        for trial in range(1, sizes.recovery_trials + 1):
+            _enqueue_hang(system, env, float(trial))
+            wait_for(lambda t=trial: _starts_of(server, t) >= 1, 30, "hang task start")
+            victim = next(s for s in read_results(server) if s.arg == trial).pid
+            killed_at = time.time()
+            group.kill(victim)
+            spare += 1  # the replacement, as compose's restart policy would start it
+            extra = system.workers(spare, 4)[-1]
+            group.start(replace(extra, env={**extra.env, **dict(sizes.ours_env)}))
+            wait_for(lambda t=trial: _starts_of(server, t) >= 2, 60, "recovered task start")
+            again = [s for s in read_results(server) if s.arg == trial][1]
+            times.append(again.at - killed_at)
+    for value in times:
+        out.add("recovery", "SIGKILL, defaults", value, "s")
+    out.diagnostics["recovery_s"] = [round(t, 3) for t in times]
+    return out
+
+
+def _enqueue_hang(system: System, env: dict[str, str], arg: float) -> None:
+    code = (
+        "import asyncio, os, sys\n"
+        "from shared.producer import Producer\n"
+        "from shared.settings import Settings\n"
+        "import benchmarks.systems.ours\n"
+        "async def go():\n"
+        "    s = Settings(redis_url=os.environ['BENCH_REDIS_URL'])\n"
+        "    async with Producer.from_settings(s) as p:\n"
+        "        await p.enqueue('bench.hang', float(sys.argv[1]), max_retries=0)\n"
+        "    print('{}')\n"
+        "asyncio.run(go())\n"
+    )
+    run_json([str(system.python), "-c", code, str(arg)], env, 60, system.root)
+
+
+def _starts_of(server: RedisServer, arg: float) -> int:
+    return sum(1 for s in read_results(server) if s.arg == arg)
+
+
+# -- REST (ours) ---------------------------------------------------------------------------
+
+
+def rest(system: System, server: RedisServer, sizes: Sizes) -> Outcome:
+    """The REST gateway under a separate load-generator process at 64 connections."""
+    out = Outcome()
+    server.flush()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with Group(server.url, f"{system.name}-rest") as group:
+        api = Proc(
+            "api",
+            [str(system.python), "-m", "services.api"],
+            {"API_PORT": str(port), "BIND_HOST": "127.0.0.1",
+             "TASK_MODULES": "benchmarks.systems.ours"},
+            system.root,
+        )  # fmt: skip
+        group.start(replace(api, env={**api.env, **dict(sizes.ours_env)}))
+        wait_for(lambda: _http_ok(f"{base}/api/health"), 60, "api up", poll=0.1)
+        env = group.base_env()
+        n = sizes.rest_requests
+        one = json.dumps({"type": "bench.noop", "payload": 0})
+        batch = json.dumps({"tasks": [{"type": "bench.noop", "payload": 0}] * sizes.rest_batch})
+
+        def load(path: str, method: str, body: str, requests: int, conns: int) -> dict[str, Any]:
+            argv = [
+                str(OURS_PY), "-m", "benchmarks.harness.loadgen", "--url", base + path,
+                "--method", method, "--body", body, "--connections", str(conns),
+                "--requests", str(requests), "--warmup", str(min(500, requests // 10)),
+            ]  # fmt: skip
+            return run_json(argv, env, 600)
+
+        trivial = load("/docs", "GET", "", n, 64)
+        single = load("/api/tasks", "POST", one, n, 64)
+        batches = load("/api/tasks/batch", "POST", batch, max(n // sizes.rest_batch, 10), 8)
+        out.add("rest_trivial", "GET /docs, 64 conns", float(trivial["rps"]), "req/s")
+        out.add("rest_single", "64 conns", float(single["rps"]), "tasks/s")
+        out.add("rest_single_p99", "64 conns", float(single["p99_ms"]), "ms")
+        out.add(
+            "rest_batch", f"{sizes.rest_batch}/request, 8 conns",
+            float(batches["rps"]) * sizes.rest_batch, "tasks/s",
+        )  # fmt: skip
+        out.diagnostics.update(trivial=trivial, single=single, batch=batches)
+    return out
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

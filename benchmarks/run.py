@@ -1,0 +1,273 @@
+"""Run the benchmark: `python -m benchmarks.run [--quick | --smoke] [--systems a,b] [--reps N]`.
+
+Full run (make bench): ours and every peer whose virtualenv exists, 3 repetitions, workloads
+interleaved (each repetition runs every workload for every system, in a rotated order), on
+one fresh redis-server that is flushed between sessions. Writes results/latest.json,
+results/latest.md and results/latest.png. --quick: ours only (results/quick.*); --smoke: tiny
+sizes, for the harness test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import report, workloads
+from benchmarks.harness.procs import ROOT
+from benchmarks.harness.redisd import fresh_redis
+from benchmarks.harness.systems import ALL, BY_NAME, PEERS_PY, System
+from benchmarks.harness.workloads import Sizes
+
+RESULTS = ROOT / "benchmarks" / "results"
+SMOKE = Sizes(
+    drain=200, enqueue=200, rate=100, rate_seconds=0.5, rate_warmup=0.1, scheduled=20,
+    schedule_delay=0.3,
+    rest_requests=200, rest_batch=10, recovery_trials=1, warm_burst=20, settle=0.2,
+    ours_env=(("HEARTBEAT_SECONDS", "0.2"), ("DEAD_AFTER_SECONDS", "0.6")),
+)  # fmt: skip
+WORKLOADS = ("drain_high", "drain_3x1", "live", "rest", "recovery")
+OURS_ONLY = {"rest", "recovery"}
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as fh:
+        mem_kb = int(fh.readline().split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def git_commit(root: Path = ROOT) -> str:
+    if root != ROOT:
+        return f"with the proposed patches ({root})"
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "shared", "services"], cwd=root,
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    return done.stdout.strip() + (" + uncommitted changes" if dirty else "")
+
+
+def run_one(workload: str, system: System, server: Any, sizes: Sizes) -> workloads.Outcome:
+    high_p, high_c = system.high
+    if workload == "drain_high":
+        out = workloads.drain(system, server, high_p, high_c, sizes, preload_bulk=False)
+        for s in out.samples:
+            if s.metric == "drain":
+                s.metric = "drain_high"
+        return out
+    if workload == "drain_3x1":
+        out = workloads.drain(system, server, 3, 1, sizes, preload_bulk=True)
+        out.samples = [s for s in out.samples if s.metric != "enqueue"]
+        for s in out.samples:
+            if s.metric == "drain":
+                s.metric = "drain_3x1"
+        return out
+    if workload == "live":
+        return workloads.live(system, server, sizes)
+    if workload == "rest":
+        return workloads.rest(system, server, sizes)
+    out = workloads.recovery(system, server, sizes)
+    values = [s.value for s in out.samples if s.value is not None]
+    out.samples = [
+        workloads.Sample("recovery_p99", "SIGKILL, default settings", max(values), "s")
+    ] if values else []  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="ours only, one repetition")
+    mode.add_argument("--smoke", action="store_true", help="tiny sizes, ours only")
+    parser.add_argument("--systems", help="comma-separated (default: ours and every peer)")
+    parser.add_argument("--workloads", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    parser.add_argument("--reps", type=int)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--stem", help="output file stem (default latest / quick / smoke)")
+    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--render", type=Path, help="rebuild .md/.png from a results .json")
+    ns = parser.parse_args(argv)
+    if ns.render:
+        return render(ns.render, chart=not ns.no_chart)
+    # SIGTERM unwinds like Ctrl-C, so every started process and the Redis server are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    sizes = SMOKE if ns.smoke else Sizes()
+    stem = ns.stem or ("smoke" if ns.smoke else "quick" if ns.quick else "latest")
+    reps = ns.reps or (1 if ns.smoke else 2 if ns.quick else 3)
+    if ns.systems:
+        names = ns.systems.split(",")
+    else:
+        names = ["ours"] if (ns.quick or ns.smoke) else [s.name for s in ALL]
+    systems = [BY_NAME[n] for n in names]
+    missing = [s.name for s in systems if not s.available()]
+    systems = [s for s in systems if s.available()]
+    chosen = ns.workloads.split(",") if ns.workloads else list(WORKLOADS)
+
+    info = machine()
+    versions = {s.name: s.version() for s in systems}
+    for s in systems:
+        if s.is_ours:
+            versions[s.name] = f"taskqueue {git_commit(s.root)}"
+    samples: list[dict[str, Any]] = []
+    diagnostics: list[dict[str, Any]] = []
+    failures: dict[tuple[str, str], str] = {}
+    began = time.monotonic()
+    print(f"# benchmark: {', '.join(s.name for s in systems)}; {reps} repetitions", flush=True)
+    if missing:
+        print(f"# not installed (no virtualenv): {', '.join(missing)}", flush=True)
+    with fresh_redis() as server:
+        info["redis"] = server.version
+        for rep in range(reps):
+            for workload in chosen:
+                order = systems[rep % len(systems) :] + systems[: rep % len(systems)]
+                for system in order:
+                    if workload in OURS_ONLY and not system.is_ours:
+                        continue
+                    t0 = time.monotonic()
+                    try:
+                        outcome = run_one(workload, system, server, sizes)
+                    except Exception as exc:
+                        failures[(system.name, workload)] = f"{type(exc).__name__}: {exc}"
+                        print(f"  ! {system.name} {workload}: {exc}", flush=True)
+                        traceback.print_exc(limit=3)
+                        continue
+                    for s in outcome.samples:
+                        samples.append({"system": system.name, "rep": rep + 1, **asdict(s)})
+                    diagnostics.append(
+                        {"system": system.name, "workload": workload, "rep": rep + 1,
+                         **outcome.diagnostics}
+                    )  # fmt: skip
+                    shown = ", ".join(
+                        f"{s.metric}={s.value:,.1f}{s.unit}" for s in outcome.samples
+                        if s.value is not None
+                    )  # fmt: skip
+                    took = time.monotonic() - t0
+                    print(f"  rep {rep + 1} {system.name:9s} {workload:10s} {took:5.1f}s  {shown}",
+                          flush=True)  # fmt: skip
+    info["loadavg_end"] = os.getloadavg()
+    document = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": info,
+        "versions": versions,
+        "not_installed": missing,
+        "sizes": asdict(sizes),
+        "repetitions": reps,
+        "seconds": round(time.monotonic() - began, 1),
+        "systems": [s.name for s in systems],
+        "failures": {f"{k[0]}/{k[1]}": v for k, v in failures.items()},
+        "samples": samples,
+        "diagnostics": diagnostics,
+    }
+    main_table = _finish(document, ns.out, stem)
+    print()
+    print(main_table)
+    print(f"\n# wrote {ns.out / stem}.json and .md in {document['seconds']:.0f}s")
+    if not ns.no_chart and not ns.smoke:
+        _chart(ns.out / f"{stem}.json", ns.out / f"{stem}.png")
+    return 1 if failures and "ours" in {k[0] for k in failures} else 0
+
+
+def _finish(document: dict[str, Any], out: Path, stem: str) -> str:
+    """Aggregate the samples into rows and comparisons; write the .json and .md."""
+    rows = report.aggregate(document["samples"])
+    names = document.get("systems") or list(dict.fromkeys(r["system"] for r in rows))
+    comps = {n: report.comparisons(rows, n) for n in names if n.startswith("ours")}
+    document["rows"], document["comparisons"] = rows, comps
+    failures = {tuple(k.split("/", 1)): v for k, v in document["failures"].items()}
+    main_table = report.table(rows, names, comps, _failed_metrics(failures))  # type: ignore[arg-type]
+    markdown = _markdown(document, main_table, report.spread_table(rows, names))
+    report.write(out, stem, document, markdown)
+    return main_table
+
+
+def render(source: Path, chart: bool = True) -> int:
+    """Rebuild the table, the markdown and the chart of a saved run from its samples."""
+    document = json.loads(source.read_text())
+    print(_finish(document, source.parent, source.stem))
+    if chart:
+        _chart(source, source.with_suffix(".png"))
+    return 0
+
+
+def _failed_metrics(failures: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+    produced = {
+        "drain_high": ["drain_high", "enqueue", "memory_queued", "memory_finished"],
+        "drain_3x1": ["drain_3x1", "enqueue_bulk"],
+        "live": ["latency_p99", "latency_p50", "lateness_p99"],
+    }
+    out = {}
+    for (system, workload), why in failures.items():
+        for metric in produced.get(workload, [workload]):
+            out[(system, metric)] = why
+    return out
+
+
+def _markdown(doc: dict[str, Any], main_table: str, spread: str) -> str:
+    m = doc["machine"]
+    versions = "; ".join(f"{k}: {v}" for k, v in doc["versions"].items())
+    lines = [
+        f"# Benchmark results, {doc['date']}",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}, Redis {m['redis']} on loopback. Load average at start "
+        f"{m['loadavg_start'][0]:.2f}, at end {m['loadavg_end'][0]:.2f}.",
+        f"Medians of {doc['repetitions']} repetitions (min-max below); run took "
+        f"{doc['seconds'] / 60:.1f} min.",
+        "",
+        f"Versions: {versions}.",
+        "",
+        main_table,
+        "",
+    ]
+    if doc["not_installed"]:
+        lines += [f"Not installed: {', '.join(doc['not_installed'])}.", ""]
+    if doc["failures"]:
+        lines += ["Failures (not counted):", ""]
+        lines += [f"- {k}: {v[:300]}" for k, v in doc["failures"].items()]
+        lines += [""]
+    lines += ["## Every row, with min-max over the repetitions", "", spread, ""]
+    return "\n".join(lines)
+
+
+def _chart(json_path: Path, png_path: Path) -> None:
+    """Draw the PNG with matplotlib from the peers' virtualenv (not a project dependency)."""
+    if not PEERS_PY.exists():
+        print("# chart skipped: benchmarks/.venv-peers (matplotlib) is not installed")
+        return
+    done = subprocess.run(
+        [str(PEERS_PY), "-m", "benchmarks.harness.chart", str(json_path), str(png_path)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+    )  # fmt: skip
+    if done.returncode == 0:
+        print(f"# wrote {png_path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
