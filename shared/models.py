@@ -137,3 +137,7 @@ class Stats(BaseModel):
     queue_depth_by_priority: dict[str, int]
     delayed_count: int
     notifier_queue_depth: int
+
+    def by_status(self) -> dict[str, int]:
+        """The count of each status, keyed by status name (they add up to total_tasks)."""
+        return {status.value: getattr(self, f"{status.value}_count") for status in TaskStatus}

@@ -173,21 +173,7 @@ class Hub:
             "t": now,
             "tick_ms": int(self.tick_seconds * 1000),
             "queue": settings.queue_name,
-            "counts": {
-                **{
-                    name: getattr(stats, f"{name}_count")
-                    for name in (
-                        "pending",
-                        "scheduled",
-                        "processing",
-                        "retrying",
-                        "completed",
-                        "failed",
-                        "cancelled",
-                    )
-                },
-                "total": stats.total_tasks,
-            },
+            "counts": {**stats.by_status(), "total": stats.total_tasks},
             "depth": stats.queue_depth_by_priority,
             "delayed": stats.delayed_count,
             "notify_depth": stats.notifier_queue_depth,

@@ -52,16 +52,8 @@ async def metrics(conn: ConnDep, settings: SettingsDep) -> PlainTextResponse:
         "# HELP taskqueue_tasks Tasks currently in each status.",
         "# TYPE taskqueue_tasks gauge",
     ]
-    for name in (
-        "pending",
-        "scheduled",
-        "processing",
-        "retrying",
-        "completed",
-        "failed",
-        "cancelled",
-    ):
-        lines.append(f'taskqueue_tasks{{status="{name}"}} {getattr(data, f"{name}_count")}')
+    for name, count in data.by_status().items():
+        lines.append(f'taskqueue_tasks{{status="{name}"}} {count}')
     lines += [
         "# HELP taskqueue_tasks_total Tasks kept (all statuses).",
         "# TYPE taskqueue_tasks_total gauge",
