@@ -34,7 +34,8 @@ from shared.redis import Conn
 from shared.registry import Handler, TaskContext, TaskType, register
 from shared.settings import Settings
 from tests.conftest import ARTIFACTS, ROOT, make_settings
-from tests.integration.test_dashboard_api import running_dashboard, serve_app
+from tests.integration.test_dashboard_api import running_dashboard
+from tests.support.api_server import serve
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.waiting import wait_until, wait_until_sync
 
@@ -173,7 +174,7 @@ class Stack:
 async def stack_for(conn: Conn, settings: Settings) -> AsyncIterator[Stack]:
     """Dashboard and API (each in its own thread, as separate services) plus a worker here."""
     workers = Workers(conn, settings)
-    with running_dashboard(settings) as dashboard, serve_app(create_api(settings), "api") as api:
+    with running_dashboard(settings) as dashboard, serve(create_api(settings)) as api:
         async with httpx.AsyncClient(base_url=api, timeout=10) as client:
             workers.start()
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from services.dashboard import hub as hub_module
 from services.dashboard.app import create_app
@@ -23,7 +21,7 @@ from shared.registry import TaskType, register
 from shared.settings import Settings
 from shared.transitions import Outcome
 from tests.conftest import make_settings
-from tests.support.redis_server import free_port
+from tests.support.api_server import serve
 from tests.support.waiting import wait_until
 
 
@@ -36,40 +34,10 @@ def register_test_types() -> None:
 
 
 @contextmanager
-def serve_app(app: Any, name: str) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on 127.0.0.1 in a thread (its own event loop)."""
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        loop="asyncio",
-        http="h11",
-        lifespan="on",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"{name}-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-@contextmanager
 def running_dashboard(settings: Settings, tick_seconds: float = 0.1) -> Iterator[str]:
     """The dashboard app, as its service runs it, on a free loopback port."""
     register_test_types()
-    with serve_app(create_app(settings, tick_seconds=tick_seconds), "dashboard") as base:
+    with serve(create_app(settings, tick_seconds=tick_seconds)) as base:
         yield base
 
 
