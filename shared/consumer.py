@@ -4,6 +4,12 @@ Claim up to the free slots in one script call, run each task with its timeout, r
 outcomes in pipelined batches, keep leases alive with the heartbeat, and on SIGTERM hand back
 what is still running. Round trips per task under load: one claim shared by the batch, one
 pipelined outcome shared by the batch, nothing per task while it runs.
+
+When the queue runs dry, the claim offers the slots it could not fill: the next enqueue (or
+promotion, or retry) claims the task for this consumer inside its own script and pushes the
+record to this consumer's inbox, which `_inbox_loop` BLPOPs. A task then reaches an idle
+consumer in one round trip, as a BRPOP-based queue's message does, with the lease, held set
+and attempt booked like any claim.
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from shared import codec, heartbeats, transitions
-from shared.redis import Conn
+from shared.redis import Conn, guarded
 from shared.registry import Handler, TaskContext
 from shared.settings import Settings
 from shared.transitions import Claimed, Outcome
@@ -27,66 +33,42 @@ from shared.transitions import Claimed, Outcome
 logger = logging.getLogger(__name__)
 HandlerLookup = Callable[[str], Handler | None]
 CLAIM_GATHER_SECONDS = 0.002  # longest a free slot waits for others before a claim
+INBOX_WAIT_SECONDS = 1.0  # an inbox silent this long re-syncs the offers (a safety net)
+MAX_EARLY_SECONDS = 1.0  # the longest a consumer waits for a promoted task's due time
 
 
 MAX_RESULT_BYTES = 1024 * 1024  # a larger result fails the task instead of bloating Redis
+
+
+ABANDON_AFTER_SECONDS = 1.0  # a timed-out handler that ignores its cancellation keeps its
+# slot this long, then the slot is freed and the timeout reported while it runs on
 
 
 class TaskTimeout(Exception):
     pass
 
 
-async def execute(handler: Handler, ctx: TaskContext, timeout: float) -> Any:
-    """Run one handler: async in the loop, plain functions in a thread; bounded by timeout."""
+async def call_handler(handler: Handler, ctx: TaskContext) -> Any:
+    """Run one handler to its result: async in the current task, plain functions in a thread.
+    The caller bounds it in time (Consumer._outcome_of)."""
     if asyncio.iscoroutinefunction(handler):
-        call = handler(ctx.task.payload, ctx)
+        result = await handler(ctx.task.payload, ctx)
     else:
-        call = _in_thread(handler, ctx.task.payload, ctx)
-    result = await _bounded(_contained(call), timeout)
+        result = await _in_thread(handler, ctx.task.payload, ctx)
     if asyncio.iscoroutine(result):
-        result = await _bounded(_contained(result), timeout)
+        result = await result
+    return result
+
+
+def encode_result(result: Any) -> str:
+    """The result as stored; what cannot be stored is the task's error, not the worker's."""
     try:
-        encoded = codec.dumps(result)  # refuse what cannot be stored, as the task's error
+        encoded = codec.dumps(result)
     except TypeError as exc:
         raise TypeError(f"result is not JSON-serialisable: {exc}") from exc
     if len(encoded) > MAX_RESULT_BYTES:
         raise ValueError(f"result is {len(encoded)} bytes as JSON; the limit is {MAX_RESULT_BYTES}")
-    return result
-
-
-class HandlerAborted(Exception):
-    """A handler raised SystemExit or KeyboardInterrupt, which asyncio would let end the loop."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(describe(cause))
-        self.cause = cause
-
-
-async def _contained(call: Awaitable[Any]) -> Any:
-    try:
-        return await call
-    except (SystemExit, KeyboardInterrupt) as exc:
-        raise HandlerAborted(exc) from exc
-
-
-async def _bounded(call: Awaitable[Any], timeout: float) -> Any:
-    """Await `call` for at most `timeout` seconds. Unlike wait_for, a handler that swallows its
-    cancellation is abandoned rather than awaited, so it cannot hold its slot forever."""
-    job = asyncio.ensure_future(call)
-    try:
-        done, _ = await asyncio.wait({job}, timeout=timeout)
-    finally:
-        if not job.done():
-            job.cancel()
-            job.add_done_callback(_consume)
-    if not done:
-        raise TaskTimeout(f"timed out after {timeout:g}s")
-    return job.result()
-
-
-def _consume(job: asyncio.Future[Any]) -> None:
-    if not job.cancelled():
-        job.exception()  # an abandoned handler's late error is of no use to anyone
+    return encoded
 
 
 async def _in_thread(handler: Handler, payload: Any, ctx: TaskContext) -> Any:
@@ -99,7 +81,7 @@ async def _in_thread(handler: Handler, payload: Any, ctx: TaskContext) -> Any:
         if done.done():
             return  # timed out meanwhile
         if error is not None:
-            done.set_exception(error)
+            done.set_exception(_Carried(error))
         else:
             done.set_result(value)
 
@@ -112,7 +94,20 @@ async def _in_thread(handler: Handler, payload: Any, ctx: TaskContext) -> Any:
             loop.call_soon_threadsafe(settle, error, value)
 
     threading.Thread(target=work, name=f"task-{ctx.task.id}", daemon=True).start()
-    return await done
+    try:
+        return await done
+    except _Carried as carried:
+        raise carried.cause from None
+
+
+class _Carried(Exception):
+    """Carries a thread's exception across the future. asyncio throws a future's exception
+    into the awaiting task, and a GeneratorExit thrown into a coroutine closes the whole
+    await chain instead of reaching our handler; raised here, it is an ordinary exception."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(cause)
+        self.cause = cause
 
 
 def describe(exc: BaseException) -> str:
@@ -148,7 +143,12 @@ class Consumer:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
         self.finished: set[str] = set()
+        self.expired: set[str] = set()  # ids whose run hit its timeout and was cancelled
         self.slot_free = asyncio.Event()
+        # Slots on offer for hand-over, or handed over and still in the inbox: not free for a
+        # claim. The claim script reports both, so every claim re-syncs this estimate.
+        self.offered = 0
+        self.resync = False  # the inbox was silent: claim (re-sync the offers) even if busy
         # Claim in batches when busy: wait for this many free slots (or CLAIM_GATHER_SECONDS)
         # instead of one claim round trip per finished task.
         self.claim_batch = max(1, concurrency // 4)
@@ -163,6 +163,7 @@ class Consumer:
         stopping = asyncio.create_task(stop.wait())
         stopping.add_done_callback(lambda _: self.slot_free.set())  # wakes a busy claim loop
         flusher = asyncio.create_task(self._flush_loop())
+        reader = asyncio.create_task(self._inbox_loop(stop))
         logger.info(
             "%s started (%s, %d slots, lane %s)",
             self.name,
@@ -173,6 +174,7 @@ class Consumer:
         try:
             await self._claim_loop(stop)
         finally:
+            await self._close_inbox(reader)
             await self._drain()
             self.outcomes.put_nowait(None)  # the flusher reports what is queued, then returns
             try:
@@ -189,31 +191,33 @@ class Consumer:
                 await heartbeats.leave(self.conn, self.service, self.instance_id)
             logger.info("%s stopped after %d tasks", self.name, self.processed)
 
+    def _free(self) -> int:
+        return self.concurrency - len(self.running) - self.offered
+
     async def _claim_loop(self, stop: asyncio.Event) -> None:
-        wake_key = self.conn.keys.wake(self.lane)
         pause = 0.0
         while not stop.is_set():
-            free = self.concurrency - len(self.running)
-            if free < self.claim_batch and self.running:
-                # Busy: gather finished slots into one claim. A free slot waits at most
-                # CLAIM_GATHER_SECONDS, so long tasks do not leave it idle for long.
+            free = self._free()
+            if not self.resync and free < self.claim_batch and (self.running or self.offered):
+                # Busy, or the free slots are on offer: gather finished slots into one claim.
+                # A free slot not on offer waits at most CLAIM_GATHER_SECONDS, so long tasks
+                # do not leave it idle for long; one on offer is fed by hand-overs meanwhile.
                 self.slot_free.clear()
+                gather = CLAIM_GATHER_SECONDS if free > 0 and not self.offered else None
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(CLAIM_GATHER_SECONDS if free > 0 else None):
+                    async with asyncio.timeout(gather):
                         await self.slot_free.wait()
                 continue
+            self.resync = False
             try:
-                claimed = await transitions.claim(
+                reply = await transitions.claim_or_offer(
                     self.conn,
                     self.lane,
-                    free,
+                    max(free, 0),
                     worker=self.name,
                     owner=self.instance_id,
                     lease_seconds=self.settings.task_lease_seconds,
                 )
-                if not claimed:
-                    # Sleep until an enqueue leaves a wake token (or 1 s passes, as a safety net).
-                    await _first_of(self.conn.redis.blpop([wake_key], timeout=1), stop.wait())
                 pause = 0.0
             except Exception as exc:
                 pause = min(max(pause * 2, 0.1), 2.0)
@@ -222,13 +226,74 @@ class Consumer:
                 )
                 await _first_of(asyncio.sleep(pause), stop.wait())
                 continue
-            for item in claimed:
-                self.held[item.task.id] = item
-                self.running[item.task.id] = asyncio.create_task(self._run_one(item))
+            self.offered = reply.offered + reply.waiting
+            for item in reply.claimed:
+                self._start(item)
+
+    def _start(self, item: Claimed) -> None:
+        self.held[item.task.id] = item
+        self.running[item.task.id] = asyncio.create_task(self._run_one(item))
+
+    async def _inbox_loop(self, stop: asyncio.Event) -> None:
+        """Start the tasks handed over to this consumer, until the sealed inbox runs out."""
+        inbox, redis = self.conn.keys.inbox(self.instance_id), self.conn.redis
+        pause = 0.0
+        while True:
+            try:
+                reply = await guarded(redis.blpop([inbox], timeout=INBOX_WAIT_SECONDS))
+                if reply is None:
+                    if self.offered and not stop.is_set():
+                        self.resync = True  # nothing handed over for a while: re-sync
+                        self.slot_free.set()
+                    continue
+                if not self._receive(str(reply[1]), stop):
+                    return
+                if self.offered > 0:  # a burst: take what else is there in one round trip
+                    burst = await guarded(redis.lpop(inbox, self.offered))
+                    for message in cast("list[str]", burst or []):
+                        if not self._receive(message, stop):
+                            return
+                pause = 0.0
+            except Exception as exc:
+                pause = min(max(pause * 2, 0.1), 2.0)
+                logger.warning("%s cannot read its inbox (%s)", self.name, describe(exc))
+                await asyncio.sleep(pause)
+
+    def _receive(self, message: str, stop: asyncio.Event) -> bool:
+        """Start one handed-over task (or keep it to hand back when stopping); False at the
+        seal `withdraw_offers` leaves last."""
+        try:
+            item = transitions.handed_over(message, self.instance_id)
+        except Exception as exc:  # not ours to fix: its lease runs out and recovers it
+            logger.error("%s cannot read a handed-over task: %s", self.name, describe(exc))
+            return True
+        if item is None:
+            return False
+        self.offered = max(self.offered - 1, 0)
+        if stop.is_set():
+            self.held[item.task.id] = item  # _drain hands it back
+        else:
+            self._start(item)
+        return True
+
+    async def _close_inbox(self, reader: asyncio.Task[None]) -> None:
+        """Withdraw the offers, then read the inbox up to the seal, so that every task
+        handed over before is started or handed back, none left behind."""
+        try:
+            await heartbeats.withdraw_offers(self.conn, self.instance_id, seal_inbox=True)
+            await asyncio.wait_for(reader, timeout=INBOX_WAIT_SECONDS + 1)
+        except Exception as exc:  # Redis is away: recovery takes over what was handed over
+            logger.warning("%s could not close its inbox: %s", self.name, describe(exc))
+        finally:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
 
     async def _run_one(self, item: Claimed) -> None:
         task = item.task
         logger.info("%s received task %s", self.name, task.id, extra={"task_id": task.id})
+        if task.scheduled_for is not None:
+            await _until(task.scheduled_for.timestamp())
         logger.info(
             "%s processing task %s (type: %s, attempt %d)",
             self.name,
@@ -242,32 +307,72 @@ class Consumer:
             outcome = Outcome(task.id, item.attempt, False, error=item.poison, final=True)
         else:
             outcome = await self._outcome_of(item)
-        self.running.pop(task.id, None)
-        self.finished.add(task.id)
-        if self.concurrency - len(self.running) >= self.claim_batch or not self.running:
+        self._settle(outcome)
+
+    def _settle(self, outcome: Outcome) -> None:
+        """Free the slot and queue the outcome for the flusher (once per run)."""
+        if self.running.pop(outcome.task_id, None) is None:
+            return  # abandoned after its timeout: that outcome is already reported
+        self.finished.add(outcome.task_id)
+        if self._free() >= self.claim_batch or not (self.running or self.offered):
             self.slot_free.set()
         self.outcomes.put_nowait(outcome)
 
     async def _outcome_of(self, item: Claimed) -> Outcome:
-        """Run the handler; whatever it raises (bar our own cancellation) is the task's error."""
+        """Run the handler within its timeout; whatever it raises (bar our own cancellation)
+        is the task's error.
+
+        The handler runs in this slot's own task, bounded by one timer that cancels it: no
+        second task and no asyncio.wait per run, which cost more than a no-op handler.
+        """
         task = item.task
         handler = self.lookup(task.type)
         timeout = task.timeout_seconds or self.settings.default_timeout_seconds
+        me = asyncio.current_task()
+        assert me is not None
+        expiry = asyncio.get_running_loop().call_later(timeout, self._expire, item, me, timeout)
         try:
             if handler is None:
                 raise LookupError(f"no handler for task type {task.type!r} in {self.service}")
             ctx = TaskContext(task=task, attempt=item.attempt, settings=self.settings)
-            result = await execute(handler, ctx, timeout)
-            return Outcome(task.id, item.attempt, True, result=result)
+            result = await call_handler(handler, ctx)
+            if task.id in self.expired:  # it swallowed the cancellation and returned anyway
+                return self._timed_out(item, timeout)
+            encoded = encode_result(result)
+            return Outcome(task.id, item.attempt, True, result=result, result_json=encoded)
         except asyncio.CancelledError as exc:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
+            if task.id in self.expired:
+                me.uncancel()
+                return self._timed_out(item, timeout)
+            if me.cancelling():
                 raise  # shutdown: _drain hands the task back
             return Outcome(task.id, item.attempt, False, error=describe(exc) or "cancelled")
-        except HandlerAborted as exc:
-            return Outcome(task.id, item.attempt, False, error=describe(exc.cause))
-        except BaseException as exc:  # GeneratorExit, MemoryError, ...: the handler's doing
+        except BaseException as exc:  # SystemExit, GeneratorExit, ...: the handler's doing
+            if task.id in self.expired:
+                return self._timed_out(item, timeout)
             return Outcome(task.id, item.attempt, False, error=describe(exc))
+        finally:
+            expiry.cancel()
+            self.expired.discard(task.id)
+
+    @staticmethod
+    def _timed_out(item: Claimed, timeout: float) -> Outcome:
+        error = describe(TaskTimeout(f"timed out after {timeout:g}s"))
+        return Outcome(item.task.id, item.attempt, False, error=error)
+
+    def _expire(self, item: Claimed, job: asyncio.Task[Any], timeout: float) -> None:
+        """The timeout: cancel the run; a handler that swallows the cancellation loses its
+        slot ABANDON_AFTER_SECONDS later (it runs on, its outcome ignored)."""
+        self.expired.add(item.task.id)
+        job.cancel()
+        asyncio.get_running_loop().call_later(
+            ABANDON_AFTER_SECONDS, self._abandon, item, job, timeout
+        )
+
+    def _abandon(self, item: Claimed, job: asyncio.Task[Any], timeout: float) -> None:
+        if not job.done() and self.running.get(item.task.id) is job:
+            logger.error("%s abandons task %s: it ignored its timeout", self.name, item.task.id)
+            self._settle(self._timed_out(item, timeout))
 
     async def _flush_loop(self) -> None:
         """Report outcomes as they come, batching whatever queued up during the last report."""
@@ -377,6 +482,15 @@ class Consumer:
                     "%s handed back task %s", self.name, task_id, extra={"task_id": task_id}
                 )
             self.held.pop(task_id, None)
+
+
+async def _until(due: float) -> None:
+    """Wait for a due time up to MAX_EARLY_SECONDS away (the scheduler promotes tasks
+    SCHEDULE_LEAD_SECONDS early); never return before it. A due time further off (a
+    manually retried task that was scheduled for later, a skewed clock) is not waited for."""
+    # The loop's timers may fire a little early (ms resolution): check the clock again.
+    while 0 < (left := due - time.time()) <= MAX_EARLY_SECONDS:  # noqa: ASYNC110 - a clock time, not an event
+        await asyncio.sleep(left)
 
 
 async def _first_of(*aws: Any) -> None:

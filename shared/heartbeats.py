@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from shared import codec
+from shared.keys import LANES
 from shared.redis import Conn, guarded
 
 SERVICES = ("api", "worker", "scheduler", "notifier", "dashboard")
@@ -73,7 +74,22 @@ async def forget(conn: Conn, service: str, instance_id: str) -> None:
     k = conn.keys
     async with conn.redis.pipeline(transaction=True) as pipe:
         pipe.zrem(k.heartbeats(service), instance_id)
-        pipe.delete(k.held(instance_id))
+        pipe.delete(k.held(instance_id), k.inbox(instance_id))
+        await guarded(pipe.execute())
+
+
+async def withdraw_offers(conn: Conn, instance_id: str, *, seal_inbox: bool = False) -> None:
+    """Take back every hand-over offer of an instance (Keys.idle), so no task is handed to it
+    any more: on shutdown, and before the tasks of a dead one are recovered. With
+    `seal_inbox` an empty message goes last into its inbox, so its reader knows that
+    everything before it is all it will get."""
+    k = conn.keys
+    async with conn.redis.pipeline(transaction=True) as pipe:
+        for lane in LANES:
+            pipe.lrem(k.idle(lane), 0, instance_id)
+            pipe.hdel(k.offers(lane), instance_id)
+        if seal_inbox:
+            pipe.rpush(k.inbox(instance_id), "")
         await guarded(pipe.execute())
 
 

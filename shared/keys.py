@@ -6,7 +6,9 @@ in one Redis Cluster slot (SPEC section 8). More queues spread over more slots.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import cached_property
 
 EVENTS_CHANNEL = "task_events"  # pub/sub; name fixed by SPEC section 6
 PRIORITIES = (5, 4, 3, 2, 1)  # claim order: 5 is the most urgent
@@ -65,7 +67,37 @@ class Keys:
         return [self.ready(lane, p) for p in PRIORITIES]
 
     def wake(self, lane: str) -> str:
-        return f"{self.wake_prefix}{lane}"  # LIST: tokens that wake a BLPOP-ing consumer
+        return f"{self.wake_prefix}{lane}"  # LIST: wake tokens (the webhook outbox loop)
+
+    # Hand-off (see _lib.lua hand_over): a consumer with idle slots offers them; a script that
+    # makes a task ready claims it for the first offer and pushes the record to that
+    # consumer's inbox, which the consumer BLPOPs: one round trip from enqueue to start.
+    def idle(self, lane: str) -> str:
+        return f"{self.wake_prefix}{lane}:idle"  # LIST: one instance id per offered slot
+
+    def offers(self, lane: str) -> str:
+        return f"{self.wake_prefix}{lane}:offers"  # HASH: instance id -> "<lease ms>|<name>"
+
+    def inbox(self, instance_id: str) -> str:
+        return f"{self.wake_prefix}inbox:{instance_id}"  # LIST: JSON records handed over
+
+    @cached_property
+    def layout(self) -> str:
+        """The prefixes and fixed keys _lib.lua composes keys from, as one JSON script argument.
+        Lua builds `wake .. lane .. ':idle'`, `wake .. lane .. ':offers'` and
+        `wake .. 'inbox:' .. instance` exactly as idle(), offers() and inbox() above."""
+        return json.dumps(
+            {
+                "task": self.task_prefix,
+                "index": self.index_prefix,
+                "ready": self.ready_prefix,
+                "wake": self.wake_prefix,
+                "held": self.held_prefix,
+                "leases": self.leases,
+                "counts": self.counts,
+                "channel": EVENTS_CHANNEL,
+            }
+        )
 
     @property
     def delayed(self) -> str:

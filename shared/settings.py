@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
     retry_backoff_max_seconds: float = Field(default=600.0, ge=0)
     task_lease_seconds: float = Field(default=30.0, gt=0)
+    # How long before its due time a scheduled task is promoted; the worker that gets it
+    # waits for the due time itself, so a burst of due tasks starts on time, not queued.
+    schedule_lead_seconds: float = Field(default=0.025, ge=0, le=1.0)
     heartbeat_seconds: float = Field(default=1.0, gt=0)
     dead_after_seconds: float = Field(default=4.0, gt=0)
     shutdown_grace_seconds: float = Field(default=7.0, ge=0)

@@ -51,6 +51,7 @@ class Outcome:
     result: Any = None
     error: str = ""
     final: bool = False  # a failure that no retry can fix (a corrupt record): no retry
+    result_json: str | None = None  # the result already encoded (the consumer checked it)
 
 
 def _prefixes(conn: Conn) -> dict[str, str]:
@@ -146,8 +147,7 @@ async def enqueue(
         now,
         p["task"],
         p["index"],
-        p["ready"],
-        p["wake"],
+        k.layout,
         EVENTS_CHANNEL,
         k.scheduler_wake,
         IDEMPOTENCY_TTL_SECONDS,
@@ -165,24 +165,69 @@ async def enqueue(
     return [_created(spec, now) for spec in specs], False
 
 
+@dataclass(frozen=True)
+class ClaimReply:
+    """What one claim call did: the tasks now held, and the consumer's offers re-synced."""
+
+    claimed: list[Claimed]
+    withdrawn: int  # offers of this consumer still unused, taken back and claimed with
+    offered: int  # slots now offered for hand-over (their tasks arrive in the inbox)
+    waiting: int  # tasks already handed over, in the inbox, not yet read
+
+
 async def claim(
     conn: Conn, lane: str, count: int, *, worker: str, owner: str, lease_seconds: float
 ) -> list[Claimed]:
     """Take up to `count` pending tasks of a lane, priority 5 first, FIFO within a priority."""
-    k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
-    keys = [k.counts, k.leases, k.held(owner), *k.ready_all(lane)]
+    reply = await claim_or_offer(
+        conn, lane, count, worker=worker, owner=owner, lease_seconds=lease_seconds, offer=False
+    )
+    return reply.claimed
+
+
+async def claim_or_offer(
+    conn: Conn,
+    lane: str,
+    count: int,
+    *,
+    worker: str,
+    owner: str,
+    lease_seconds: float,
+    offer: bool = True,
+) -> ClaimReply:
+    """`claim`, for a consumer that also takes hand-overs: the owner's offers still unused
+    are withdrawn and claimed with `count`, and with `offer` the slots left unfilled are
+    offered, so enqueues hand tasks straight to its inbox (`handed_over` decodes them)."""
+    k, now = conn.keys, codec.now_ms()
+    keys = [
+        k.counts,
+        k.leases,
+        k.held(owner),
+        k.idle(lane),
+        k.offers(lane),
+        k.inbox(owner),
+        *k.ready_all(lane),
+    ]
     args: list[ScriptArg] = [
         now,
-        now + int(lease_seconds * 1000),
+        int(lease_seconds * 1000),
         count,
         worker,
         owner,
-        p["task"],
-        p["index"],
-        EVENTS_CHANNEL,
+        k.layout,
+        "1" if offer else "",
     ]
-    replies = await guarded(conn.scripts["claim"](keys, args))
-    return [_claimed(codec.pairs_to_dict(flat), owner) for flat in replies]
+    withdrawn, offered, waiting, *records = await guarded(conn.scripts["claim"](keys, args))
+    claimed = [_claimed(codec.pairs_to_dict(flat), owner) for flat in records]
+    return ClaimReply(claimed, int(withdrawn), int(offered), int(waiting))
+
+
+def handed_over(message: str, owner: str) -> Claimed | None:
+    """A task a script handed to `owner`'s inbox (hand_over in _lib.lua); None for the empty
+    message `withdraw_offers` leaves as the inbox's last."""
+    if not message:
+        return None
+    return _claimed(codec.pairs_to_dict(codec.loads(message)), owner)
 
 
 def _claimed(fields: dict[str, str], owner: str) -> Claimed:
@@ -231,7 +276,7 @@ def _complete_call(
         args += [
             outcome.task_id,
             outcome.attempt,
-            codec.dumps(outcome.result),
+            outcome.result_json if outcome.result_json is not None else codec.dumps(outcome.result),
             f"msg_{randomness[32 * i : 32 * i + 32]}",
         ]
     return keys, args
@@ -269,7 +314,7 @@ def _fail_call(
         _purge_at(settings, now),
         p["index"],
         p["held"],
-        p["ready"],
+        k.layout,
         p["wake"],
         EVENTS_CHANNEL,
         k.scheduler_wake,
@@ -367,26 +412,20 @@ async def requeue(conn: Conn, task_id: str, attempt: int, reason: str) -> str:
         now,
         p["index"],
         p["held"],
-        p["ready"],
-        p["wake"],
+        k.layout,
         EVENTS_CHANNEL,
         reason,
     ]
     return str((await guarded(conn.scripts["requeue"](keys, args)))[0])
 
 
-async def promote_due(conn: Conn, limit: int = PROMOTE_BATCH) -> tuple[int, int | None]:
-    """scheduled | retrying -> pending for due ids. Returns (moved, next due ms or None)."""
-    k, p = conn.keys, _prefixes(conn)
-    args: list[ScriptArg] = [
-        codec.now_ms(),
-        limit,
-        p["task"],
-        p["index"],
-        p["ready"],
-        p["wake"],
-        EVENTS_CHANNEL,
-    ]
+async def promote_due(
+    conn: Conn, limit: int = PROMOTE_BATCH, lead_seconds: float = 0.0
+) -> tuple[int, int | None]:
+    """scheduled | retrying -> pending for ids due within `lead_seconds` from now.
+    Returns (moved, next due ms or None)."""
+    k, now = conn.keys, codec.now_ms()
+    args: list[ScriptArg] = [now, limit, k.layout, now + int(lead_seconds * 1000)]
     moved, next_due = await guarded(conn.scripts["promote_due"]([k.delayed, k.counts], args))
     due = int(float(next_due))
     return int(moved), (None if due < 0 else due)
@@ -417,8 +456,7 @@ async def retry_failed(conn: Conn, task_id: str) -> Task:
         task_id,
         codec.now_ms(),
         p["index"],
-        p["ready"],
-        p["wake"],
+        k.layout,
         EVENTS_CHANNEL,
     ]
     reply = await guarded(conn.scripts["retry_failed"](keys, args))

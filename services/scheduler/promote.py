@@ -14,22 +14,27 @@ logger = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 5.0  # upper bound on a sleep, in case a wake-up message was missed
 
 
-async def promote_loop(conn: Conn, stop: asyncio.Event) -> None:
-    """Sleep exactly until the earliest due time; a wake-up message cuts the sleep short."""
+async def promote_loop(conn: Conn, stop: asyncio.Event, lead_seconds: float = 0.0) -> None:
+    """Sleep until `lead_seconds` before the earliest due time; a wake-up message cuts the
+    sleep short. The consumers wait out the lead, so tasks start at their due time."""
     woken = asyncio.Event()
     listener = asyncio.create_task(_listen(conn, woken))
     try:
         while not stop.is_set():
             woken.clear()
             try:
-                moved, next_due = await transitions.promote_due(conn)
+                moved, next_due = await transitions.promote_due(conn, lead_seconds=lead_seconds)
                 if moved:
                     logger.info("promoted %d due tasks", moved)
                     continue  # a full batch may mean more are due
             except Exception:
                 logger.exception("promote failed; retrying")
                 next_due = codec.now_ms() + 1000
-            delay = IDLE_CHECK_SECONDS if next_due is None else (next_due - codec.now_ms()) / 1000
+            delay = (
+                IDLE_CHECK_SECONDS
+                if next_due is None
+                else (next_due - codec.now_ms()) / 1000 - lead_seconds
+            )
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(

@@ -18,6 +18,7 @@ async def recover_once(conn: Conn, settings: Settings) -> int:
     recovered = 0
     for service in CONSUMER_SERVICES:
         for instance in await heartbeats.dead_instances(conn, service, settings.dead_after_seconds):
+            await heartbeats.withdraw_offers(conn, instance)  # nothing more is handed to it
             for task_id in await heartbeats.held_tasks(conn, instance):
                 reply = await transitions.fail(
                     conn,

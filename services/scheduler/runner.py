@@ -37,7 +37,7 @@ async def run_scheduler(conn: Conn, settings: Settings, stop: asyncio.Event) -> 
 
     try:
         await asyncio.gather(
-            promote_loop(conn, stop),
+            promote_loop(conn, stop, settings.schedule_lead_seconds),
             every(stop, RECOVER_EVERY_SECONDS, Recoverer(conn, settings).tick, "recover"),
             every(stop, RETENTION_EVERY_SECONDS, lambda: purge_once(conn), "retention"),
             every(stop, settings.heartbeat_seconds, beat, "heartbeat"),

@@ -1,7 +1,8 @@
 -- Helpers prepended to every transition script by shared/redis.py (Lua has no includes).
 -- Naming: `index_prefix .. status` is the index ZSET of one status, `ready_prefix .. lane ..
 -- ':' .. priority` a ready LIST, `wake_prefix .. lane` a wake-token LIST. The prefixes come
--- from shared/keys.py through ARGV and share the queue's hash tag, so every key stays in the
+-- from shared/keys.py through ARGV (scripts that can make a task ready get them all at once
+-- as `L`, the decoded Keys.layout) and share the queue's hash tag, so every key stays in the
 -- queue's slot.
 
 -- Move one task between statuses: index sets, counters and the status field, together.
@@ -21,13 +22,78 @@ local function emit(events_key, channel, event)
   redis.call('PUBLISH', channel, encoded)
 end
 
--- Put a task id on its ready list and leave a wake token for a sleeping consumer.
-local function make_ready(task_key, ready_prefix, wake_prefix, id, at_front)
-  local lane = redis.call('HGET', task_key, 'lane')
-  local list = ready_prefix .. lane .. ':' .. redis.call('HGET', task_key, 'priority')
+-- pending -> processing for one record, claimed by consumer `owner` (shown as `worker`).
+-- `created` and `attempt` are the record's raw fields. A hand-edited record (a non-numeric
+-- 'created' or 'attempt', an events key that is not a LIST) would make the script fail
+-- half-way and strand ids already taken: what the scripts need is repaired and the record
+-- marked 'corrupt', so the consumer fails it clearly. Returns the record (HGETALL) and its
+-- created ms; the caller books the claim with note_claims.
+local function claim_record(key, id, now, worker, owner, channel, created, attempt)
+  if created and not string.match(created, '^%d+$') then
+    created = now
+    redis.call('HSET', key, 'created', now, 'corrupt', 'created')
+  end
+  if attempt and not string.match(attempt, '^%d+$') then
+    redis.call('HSET', key, 'attempt', 0, 'corrupt', 'attempt')
+  end
+  local history = redis.call('TYPE', key .. ':events')['ok']
+  if history ~= 'list' and history ~= 'none' then
+    redis.call('DEL', key .. ':events')
+    redis.call('HSET', key, 'corrupt', 'events')
+  end
+  local n = redis.call('HINCRBY', key, 'attempt', 1)
+  redis.call('HSET', key, 'status', 'processing', 'started', now, 'updated', now,
+    'worker', worker, 'owner', owner)
+  redis.call('HDEL', key, 'completed')
+  emit(key .. ':events', channel, {event = 'task.claimed', task_id = id,
+    status = 'processing', attempt = n, worker = worker, at_ms = tonumber(now)})
+  return redis.call('HGETALL', key), created or now
+end
+
+-- Book claims of one consumer: status index, lease deadlines, its held set and the counters,
+-- one command each for the whole batch. by_created and leased are flat {score, id, ...}.
+local function note_claims(L, owner, ids, by_created, leased)
+  local n = #ids
+  redis.call('ZREM', L.index .. 'pending', unpack(ids))
+  redis.call('ZADD', L.index .. 'processing', unpack(by_created))
+  redis.call('ZADD', L.leases, unpack(leased))
+  redis.call('SADD', L.held .. owner, unpack(ids))
+  redis.call('HINCRBY', L.counts, 'pending', -n)
+  redis.call('HINCRBY', L.counts, 'processing', n)
+end
+
+-- Hand a pending task straight to a consumer that offered an idle slot: claimed for it and
+-- pushed to its inbox, which it BLPOPs, so the task starts one round trip after this script
+-- instead of a wake-up plus a claim. Offers exist only while the lane's ready lists are
+-- empty (claim.lua offers what it could not fill), so this never jumps a queue.
+-- Returns false when no consumer waits. An offer without its HASH entry belongs to a
+-- consumer that withdrew or was declared dead: it is dropped.
+local function hand_over(L, key, id, lane, now)
+  local idle, offers = L.wake .. lane .. ':idle', L.wake .. lane .. ':offers'
+  while true do
+    local owner = redis.call('LPOP', idle)
+    if not owner then return false end
+    local offer = redis.call('HGET', offers, owner)
+    if offer then
+      local sep = string.find(offer, '|', 1, true)
+      local lease_ms, worker = tonumber(string.sub(offer, 1, sep - 1)), string.sub(offer, sep + 1)
+      local f = redis.call('HMGET', key, 'created', 'attempt')
+      local record, created = claim_record(key, id, now, worker, owner, L.channel, f[1], f[2])
+      note_claims(L, owner, {id}, {created, id}, {tonumber(now) + lease_ms, id})
+      redis.call('RPUSH', L.wake .. 'inbox:' .. owner, cjson.encode(record))
+      return true
+    end
+  end
+end
+
+-- A task that just became pending (its status, index and counters already say so): hand it
+-- to an idle consumer, or put it on its ready list (at the front to keep its place).
+-- Callers emit their own event first, so the history reads in order.
+local function make_ready(L, task_key, id, at_front, now)
+  local f = redis.call('HMGET', task_key, 'lane', 'priority')
+  if hand_over(L, task_key, id, f[1], now) then return end
+  local list = L.ready .. f[1] .. ':' .. f[2]
   if at_front then redis.call('LPUSH', list, id) else redis.call('RPUSH', list, id) end
-  redis.call('LPUSH', wake_prefix .. lane, '1')
-  redis.call('LTRIM', wake_prefix .. lane, 0, 31)
 end
 
 -- Add to the delayed ZSET; tell the scheduler when this is now the earliest due time.

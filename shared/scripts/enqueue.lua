@@ -7,31 +7,31 @@
 -- ARGV[1] -> now (ms)
 -- ARGV[2] -> task prefix            tq:{q}:task:
 -- ARGV[3] -> index prefix           tq:{q}:index:
--- ARGV[4] -> ready prefix           tq:{q}:ready:
--- ARGV[5] -> wake prefix            tq:{q}:wake:
--- ARGV[6] -> events channel         task_events
--- ARGV[7] -> scheduler wake channel
--- ARGV[8] -> idempotency TTL (s)
--- ARGV[9] -> idempotency key in use: '1' or ''
--- ARGV[10..] -> one JSON spec per task: {id, type, payload, priority, max_retries, run_at,
+-- ARGV[4] -> layout (Keys.layout JSON)
+-- ARGV[5] -> events channel         task_events
+-- ARGV[6] -> scheduler wake channel
+-- ARGV[7] -> idempotency TTL (s)
+-- ARGV[8] -> idempotency key in use: '1' or ''
+-- ARGV[9..] -> one JSON spec per task: {id, type, payload, priority, max_retries, run_at,
 --              webhook, timeout, lane}; payload is JSON text already
 --
 -- Returns {'created', ''} or {'replayed', 'id1,id2,...'} when the Idempotency-Key was seen,
 -- or {'duplicate', id} when an id exists (nothing written).
--- Side effects: HSET task, ZADD indexes, HINCRBY counts, RPUSH ready or ZADD delayed,
--- wake tokens, PUBLISH task.created per task.
+-- Side effects: HSET task, ZADD indexes, HINCRBY counts, PUBLISH task.created, then per
+-- task RPUSH ready (or a hand-over to an idle consumer) or ZADD delayed.
 local now = tonumber(ARGV[1])
-local task_prefix, index_prefix, ready_prefix, wake_prefix = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local channel, sched_channel = ARGV[6], ARGV[7]
+local task_prefix, index_prefix = ARGV[2], ARGV[3]
+local L = cjson.decode(ARGV[4])
+local channel, sched_channel = ARGV[5], ARGV[6]
 
-if ARGV[9] == '1' then
+if ARGV[8] == '1' then
   local seen = redis.call('GET', KEYS[4])
   if seen then return {'replayed', seen} end
 end
 
 -- Guard first, so a rejected batch leaves nothing half-written.
 local specs = {}
-for i = 10, #ARGV do
+for i = 9, #ARGV do
   local spec = cjson.decode(ARGV[i])
   if redis.call('EXISTS', task_prefix .. spec.id) == 1 then return {'duplicate', spec.id} end
   specs[#specs + 1] = spec
@@ -54,18 +54,19 @@ for _, spec in ipairs(specs) do
   redis.call('ZADD', index_prefix .. status, now, id)
   redis.call('HINCRBY', KEYS[1], status, 1)
   redis.call('HINCRBY', KEYS[1], 'total', 1)
+  -- The created event is published but not stored: queries.py derives it from the record.
+  -- Published before a hand-over, whose task.claimed must come after it.
+  redis.call('PUBLISH', channel, cjson.encode({event = 'task.created', task_id = id,
+    status = status, type = spec.type, priority = spec.priority, at_ms = now}))
   if status == 'scheduled' then
     add_delayed(KEYS[3], sched_channel, run_at, id)
   else
-    make_ready(key, ready_prefix, wake_prefix, id, false)
+    make_ready(L, key, id, false, now)
   end
-  -- The created event is published but not stored: queries.py derives it from the record.
-  redis.call('PUBLISH', channel, cjson.encode({event = 'task.created', task_id = id,
-    status = status, type = spec.type, priority = spec.priority, at_ms = now}))
   ids[#ids + 1] = id
 end
 
-if ARGV[9] == '1' then
-  redis.call('SET', KEYS[4], table.concat(ids, ','), 'EX', ARGV[8])
+if ARGV[8] == '1' then
+  redis.call('SET', KEYS[4], table.concat(ids, ','), 'EX', ARGV[7])
 end
 return {'created', ''}

@@ -21,7 +21,7 @@
 -- ARGV[9] -> purge time (ms) if the task ends
 -- ARGV[10] -> index prefix
 -- ARGV[11] -> held prefix
--- ARGV[12] -> ready prefix
+-- ARGV[12] -> layout (Keys.layout JSON)
 -- ARGV[13] -> wake prefix
 -- ARGV[14] -> events channel
 -- ARGV[15] -> scheduler wake channel
@@ -56,9 +56,9 @@ if mode == 'lease' or string.sub(mode, 1, 5) == 'lost:' then
   local recoveries = redis.call('HINCRBY', KEYS[1], 'recoveries', 1)
   if recoveries <= tonumber(ARGV[19]) then
     move_status(KEYS[1], ARGV[10], KEYS[3], id, 'processing', 'pending')
-    make_ready(KEYS[1], ARGV[12], ARGV[13], id, true)
     event.event, event.status = 'task.recovered', 'pending'
     emit(KEYS[2], ARGV[14], event)
+    make_ready(cjson.decode(ARGV[12]), KEYS[1], id, true, now)
     return {'recovered'}
   end
 end

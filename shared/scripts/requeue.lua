@@ -5,11 +5,12 @@
 -- KEYS[3] -> tq:{q}:counts          HASH
 -- KEYS[4] -> tq:{q}:leases          ZSET
 -- ARGV[1] -> task id   ARGV[2] -> attempt the caller holds   ARGV[3] -> now (ms)
--- ARGV[4] -> index prefix   ARGV[5] -> held prefix   ARGV[6] -> ready prefix
--- ARGV[7] -> wake prefix    ARGV[8] -> events channel   ARGV[9] -> reason
+-- ARGV[4] -> index prefix   ARGV[5] -> held prefix   ARGV[6] -> layout (Keys.layout JSON)
+-- ARGV[7] -> events channel   ARGV[8] -> reason
 --
 -- Returns {'ok'} | {'missing'} | {'stale', status}.
--- Side effects: LPUSH to the front of its ready list so it keeps its place.
+-- Side effects: LPUSH to the front of its ready list so it keeps its place (or a hand-over
+-- to an idle consumer).
 local id, now = ARGV[1], ARGV[3]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
@@ -22,7 +23,7 @@ if owner then redis.call('SREM', ARGV[5] .. owner, id) end
 redis.call('HDEL', KEYS[1], 'owner')
 redis.call('HSET', KEYS[1], 'updated', now)
 move_status(KEYS[1], ARGV[4], KEYS[3], id, 'processing', 'pending')
-make_ready(KEYS[1], ARGV[6], ARGV[7], id, true)
-emit(KEYS[2], ARGV[8], {event = 'task.requeued', task_id = id, status = 'pending',
-  attempt = tonumber(ARGV[2]), error = ARGV[9], at_ms = tonumber(now)})
+emit(KEYS[2], ARGV[7], {event = 'task.requeued', task_id = id, status = 'pending',
+  attempt = tonumber(ARGV[2]), error = ARGV[8], at_ms = tonumber(now)})
+make_ready(cjson.decode(ARGV[6]), KEYS[1], id, true, now)
 return {'ok'}

@@ -5,7 +5,7 @@
 -- KEYS[3] -> tq:{q}:counts          HASH
 -- KEYS[4] -> tq:{q}:expiry          ZSET
 -- ARGV[1] -> task id   ARGV[2] -> now (ms)   ARGV[3] -> index prefix
--- ARGV[4] -> ready prefix   ARGV[5] -> wake prefix   ARGV[6] -> events channel
+-- ARGV[4] -> layout (Keys.layout JSON)   ARGV[5] -> events channel
 --
 -- Returns {'ok'} | {'missing'} | {'invalid', status}.
 local id, now = ARGV[1], ARGV[2]
@@ -16,7 +16,7 @@ redis.call('ZREM', KEYS[4], id)
 move_status(KEYS[1], ARGV[3], KEYS[3], id, status, 'pending')
 redis.call('HSET', KEYS[1], 'retry_count', 0, 'recoveries', 0, 'updated', now)
 redis.call('HDEL', KEYS[1], 'completed', 'result')
-make_ready(KEYS[1], ARGV[4], ARGV[5], id, false)
-emit(KEYS[2], ARGV[6], {event = 'task.retried', task_id = id, status = 'pending',
+emit(KEYS[2], ARGV[5], {event = 'task.retried', task_id = id, status = 'pending',
   at_ms = tonumber(now)})
+make_ready(cjson.decode(ARGV[4]), KEYS[1], id, false, now)
 return {'ok'}

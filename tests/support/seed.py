@@ -53,8 +53,12 @@ async def assert_consistent(conn: Conn) -> dict[str, int]:
         assert await conn.redis.zcard(k.index_status(status)) == statuses[status], status
     ready = 0
     for lane in ("work", "notify"):
+        in_lane = 0
         for key in k.ready_all(lane):
-            ready += await conn.redis.llen(key)
+            in_lane += await conn.redis.llen(key)
+        # Offers exist only while the lane has nothing ready: a hand-over never jumps a queue.
+        assert not (in_lane and await conn.redis.llen(k.idle(lane))), (lane, in_lane)
+        ready += in_lane
     assert ready == statuses["pending"], (ready, statuses)
     assert await conn.redis.zcard(k.delayed) == statuses["scheduled"] + statuses["retrying"]
     assert await conn.redis.zcard(k.leases) == statuses["processing"]

@@ -212,3 +212,85 @@ async def test_thousands_of_tasks_with_random_outcomes_keep_counts_exact(
     await scheduler
     recorded = await assert_consistent(conn)
     assert recorded["total"] == 2200 and recorded["cancelled"] == 100
+
+
+async def _offered(conn: Conn, owner: str, slots: int) -> bool:
+    return await conn.redis.lrange(conn.keys.idle("work"), 0, -1) == [owner] * slots
+
+
+async def test_idle_consumer_is_handed_tasks_and_offers_its_slots_again(
+    conn: Conn, settings: Settings
+) -> None:
+    starts: list[float] = []
+
+    async def record(payload: Any, ctx: TaskContext) -> int:
+        starts.append(time.time())
+        return int(payload["n"])
+
+    async with running(conn, settings, {"noop": record}, concurrency=2) as consumer:
+        me = consumer.instance_id
+        await wait_until(lambda: _offered(conn, me, 2), message="both slots on offer")
+        sent = time.time()
+        [task] = await seed_tasks(conn, settings, payload={"n": 5})
+        await wait_until(status_is(conn, task.id, "completed"), message="hand-over run")
+        # Once the inbox is quiet the consumer re-syncs and both slots are on offer again.
+        await wait_until(lambda: _offered(conn, me, 2), timeout=5, message="offers renewed")
+    record_ = await queries.get_task(conn, task.id)
+    assert record_.result == 5 and starts and starts[0] >= sent
+    details = await queries.get_details(conn, task.id)
+    assert [e.event for e in details.events] == ["task.created", "task.claimed", "task.completed"]
+    # Stopped: no offer, no inbox left behind.
+    assert await conn.redis.llen(conn.keys.idle("work")) == 0
+    assert not await conn.redis.exists(conn.keys.inbox(me), conn.keys.offers("work"))
+    await assert_consistent(conn)
+
+
+async def test_stopping_consumer_hands_back_tasks_handed_over_but_not_started(
+    conn: Conn, settings: Settings
+) -> None:
+    ran: list[str] = []
+
+    async def record(payload: Any, ctx: TaskContext) -> None:
+        ran.append(ctx.task.id)
+
+    consumer = Consumer(
+        conn, settings, service="worker", lane="work", name="Worker T", concurrency=2,
+        lookup={"noop": record}.get,
+    )  # fmt: skip
+    # Its offers were made, then tasks handed over, and it is told to stop before it reads.
+    await transitions.claim_or_offer(
+        conn, "work", 2, worker="Worker T", owner=consumer.instance_id, lease_seconds=30
+    )
+    handed = await seed_tasks(conn, settings, count=2)
+    [extra] = await seed_tasks(conn, settings)  # no offer left: queued
+    stop = asyncio.Event()
+    stop.set()
+    await asyncio.wait_for(consumer.run(stop), 10)
+    assert ran == []
+    for task in handed:
+        back = await queries.get_task(conn, task.id)
+        assert back.status == "pending", back
+    ready = await conn.redis.lrange(conn.keys.ready("work", extra.priority), 0, -1)
+    assert set(ready) == {t.id for t in handed} | {extra.id} and ready[-1] == extra.id
+    assert not await conn.redis.exists(conn.keys.inbox(consumer.instance_id))
+    await assert_consistent(conn)
+
+
+async def test_a_task_promoted_ahead_starts_at_its_due_time_not_before(
+    conn: Conn, settings: Settings
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    started: list[float] = []
+
+    async def record(payload: Any, ctx: TaskContext) -> None:
+        started.append(time.time())
+
+    async with running(conn, settings, {"noop": record}, concurrency=1) as consumer:
+        await wait_until(lambda: _offered(conn, consumer.instance_id, 1), message="an offer")
+        due = datetime.now(UTC) + timedelta(seconds=0.4)
+        [task] = await seed_tasks(conn, settings, scheduled_for=due)
+        assert await transitions.promote_due(conn, lead_seconds=1.0) == (1, None)
+        await wait_until(status_is(conn, task.id, "completed"), message="the scheduled task")
+    assert started[0] >= due.timestamp(), (started[0], due.timestamp())
+    assert started[0] - due.timestamp() < 0.2

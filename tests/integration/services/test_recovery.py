@@ -85,3 +85,25 @@ async def test_after_an_outage_recovery_waits_for_live_consumers_to_beat(
     await conn.redis.zadd(conn.keys.heartbeats("worker"), {"worker-alive": stale})
     assert await recoverer.tick() == 1
     assert (await queries.get_task(conn, task.id)).status == "pending"
+
+
+async def test_a_dead_consumers_offers_are_withdrawn_before_its_tasks_are_recovered(
+    conn: Conn, settings: Settings
+) -> None:
+    """A consumer killed while idle leaves offers behind: recovery takes them back, so the
+    tasks it recovers (and later ones) are not handed to the dead consumer again."""
+    await heartbeats.beat(conn, "worker", "worker-gone", {}, 5)
+    await transitions.claim_or_offer(
+        conn, "work", 3, worker="W", owner="worker-gone", lease_seconds=300
+    )
+    [handed] = await seed_tasks(conn, settings)  # handed to the consumer about to die
+    assert (await queries.get_task(conn, handed.id)).status == "processing"
+    stale = codec.now_ms() - int(settings.dead_after_seconds * 1000) - 1000
+    await conn.redis.zadd(conn.keys.heartbeats("worker"), {"worker-gone": stale})
+    assert await Recoverer(conn, settings).tick() == 1
+    assert (await queries.get_task(conn, handed.id)).status == "pending"
+    assert await conn.redis.llen(conn.keys.idle("work")) == 0
+    assert not await conn.redis.exists(conn.keys.inbox("worker-gone"))
+    [later] = await seed_tasks(conn, settings)
+    assert (await queries.get_task(conn, later.id)).status == "pending"
+    await assert_consistent(conn)
