@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from benchmarks.systems.common import REDIS_URL, RESULTS_KEY, result_line
+from benchmarks.systems.common import BODY_CLIENT_OPTIONS, REDIS_URL, RESULTS_KEY, result_line
 
 _settings = RedisSettings.from_dsn(REDIS_URL)
 _client: aioredis.Redis | None = None
@@ -20,7 +20,7 @@ _pool: Any = None
 async def noop(ctx: Any, arg: float) -> None:
     global _client
     if _client is None:
-        _client = aioredis.Redis.from_url(REDIS_URL)
+        _client = aioredis.Redis.from_url(REDIS_URL, **BODY_CLIENT_OPTIONS)
     await _client.rpush(RESULTS_KEY, result_line(arg))
 
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import redis
 from celery import Celery
 
-from benchmarks.systems.common import REDIS_URL, RESULTS_KEY, result_line
+from benchmarks.systems.common import BODY_CLIENT_OPTIONS, REDIS_URL, RESULTS_KEY, result_line
 
 app = Celery("bench", broker=REDIS_URL)
 app.conf.update(task_ignore_result=True, broker_connection_retry_on_startup=True)
-_client = redis.Redis.from_url(REDIS_URL)
+_client = redis.Redis.from_url(REDIS_URL, **BODY_CLIENT_OPTIONS)
 
 
 @app.task(name="noop")

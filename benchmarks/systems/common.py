@@ -27,6 +27,11 @@ from typing import Any
 RESULTS_KEY = "bench:results"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 BULK_CHUNK = 1000
+# The task body's own Redis client, the same options for every system. redis-py 8 (ours)
+# changed the default socket_timeout from None to 5 s, which wraps every command's write in
+# asyncio.wait_for (a Task per command on Python 3.11, ~10 us); the peers' redis-py 6.4
+# has None. Pinned here so the body costs the same everywhere.
+BODY_CLIENT_OPTIONS: dict[str, Any] = {"socket_timeout": None}
 
 
 def result_line(arg: float) -> str:

@@ -8,11 +8,11 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from benchmarks.systems.common import REDIS_URL, RESULTS_KEY, result_line
+from benchmarks.systems.common import BODY_CLIENT_OPTIONS, REDIS_URL, RESULTS_KEY, result_line
 
 broker = RedisBroker(url=REDIS_URL)
 dramatiq.set_broker(broker)
-_client = redis.Redis.from_url(REDIS_URL)
+_client = redis.Redis.from_url(REDIS_URL, **BODY_CLIENT_OPTIONS)
 
 
 @dramatiq.actor(max_retries=0)

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import redis
 from huey import RedisHuey
 
-from benchmarks.systems.common import REDIS_URL, RESULTS_KEY, result_line
+from benchmarks.systems.common import BODY_CLIENT_OPTIONS, REDIS_URL, RESULTS_KEY, result_line
 
 huey = RedisHuey("bench", url=REDIS_URL)
-_client = redis.Redis.from_url(REDIS_URL)
+_client = redis.Redis.from_url(REDIS_URL, **BODY_CLIENT_OPTIONS)
 
 
 @huey.task()

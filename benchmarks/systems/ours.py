@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from benchmarks.systems.common import REDIS_URL, RESULTS_KEY, result_line
+from benchmarks.systems.common import BODY_CLIENT_OPTIONS, REDIS_URL, RESULTS_KEY, result_line
 from shared.registry import TaskContext, task
 
 _client: aioredis.Redis | None = None
@@ -22,7 +22,9 @@ _client: aioredis.Redis | None = None
 def _redis() -> aioredis.Redis:
     global _client
     if _client is None:
-        _client = aioredis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", REDIS_URL))
+        _client = aioredis.Redis.from_url(
+            os.environ.get("BENCH_REDIS_URL", REDIS_URL), **BODY_CLIENT_OPTIONS
+        )
     return _client
 
 

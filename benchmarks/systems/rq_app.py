@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import redis
 from rq import Queue
 
-from benchmarks.systems.common import REDIS_URL, RESULTS_KEY, result_line
+from benchmarks.systems.common import BODY_CLIENT_OPTIONS, REDIS_URL, RESULTS_KEY, result_line
 
-_client = redis.Redis.from_url(REDIS_URL)
+_client = redis.Redis.from_url(REDIS_URL, **BODY_CLIENT_OPTIONS)
 queue = Queue("bench", connection=_client)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from saq import Queue
 
-from benchmarks.systems.common import REDIS_URL, RESULTS_KEY, result_line
+from benchmarks.systems.common import BODY_CLIENT_OPTIONS, REDIS_URL, RESULTS_KEY, result_line
 
 queue = Queue.from_url(REDIS_URL, name="bench")
 _client: aioredis.Redis | None = None
@@ -17,7 +17,7 @@ _client: aioredis.Redis | None = None
 async def noop(ctx: Any, *, arg: float) -> None:
     global _client
     if _client is None:
-        _client = aioredis.Redis.from_url(REDIS_URL)
+        _client = aioredis.Redis.from_url(REDIS_URL, **BODY_CLIENT_OPTIONS)
     await _client.rpush(RESULTS_KEY, result_line(arg))
 
 

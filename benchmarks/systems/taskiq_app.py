@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from taskiq import TaskiqScheduler
 from taskiq_redis import ListQueueBroker, ListRedisScheduleSource
 
-from benchmarks.systems.common import REDIS_URL, RESULTS_KEY, result_line
+from benchmarks.systems.common import BODY_CLIENT_OPTIONS, REDIS_URL, RESULTS_KEY, result_line
 
 broker = ListQueueBroker(url=REDIS_URL)
 source = ListRedisScheduleSource(url=REDIS_URL)
@@ -25,7 +25,7 @@ _client: aioredis.Redis | None = None
 async def noop(arg: float) -> None:
     global _client
     if _client is None:
-        _client = aioredis.Redis.from_url(REDIS_URL)
+        _client = aioredis.Redis.from_url(REDIS_URL, **BODY_CLIENT_OPTIONS)
     await _client.rpush(RESULTS_KEY, result_line(arg))
 
 
