@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from shared import codec, heartbeats, transitions
+from shared.logging import log_step
 from shared.redis import Conn, guarded
 from shared.registry import Handler, TaskContext
 from shared.settings import Settings
@@ -291,16 +292,13 @@ class Consumer:
 
     async def _run_one(self, item: Claimed) -> None:
         task = item.task
-        logger.info("%s received task %s", self.name, task.id, extra={"task_id": task.id})
+        log_step(logger, f"{self.name} received task {task.id}", task.id)
         if task.scheduled_for is not None:
             await _until(task.scheduled_for.timestamp())
-        logger.info(
-            "%s processing task %s (type: %s, attempt %d)",
-            self.name,
+        log_step(
+            logger,
+            f"{self.name} processing task {task.id} (type: {task.type}, attempt {item.attempt})",
             task.id,
-            task.type,
-            item.attempt,
-            extra={"task_id": task.id},
         )
         if item.poison is not None:
             logger.error("%s cannot run task %s: %s", self.name, task.id, item.poison)
@@ -412,7 +410,7 @@ class Consumer:
     def _log_outcome(self, outcome: Outcome, code: str) -> None:
         extra = {"task_id": outcome.task_id}
         if code == "ok":
-            logger.info("%s completed task %s", self.name, outcome.task_id, extra=extra)
+            log_step(logger, f"{self.name} completed task {outcome.task_id}", outcome.task_id)
         elif code.startswith("error"):
             logger.error(
                 "%s outcome of task %s not recorded (%s); its lease will expire and recover it",

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,19 +19,52 @@ class JsonFormatter(logging.Formatter):
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "service": self.service,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        entry = self._entry(record.created, record.levelname, record.name, record.getMessage())
         task_id = getattr(record, "task_id", None)
         if task_id:
             entry["task_id"] = task_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+    def _entry(self, created: float, level: str, name: str, message: str) -> dict[str, str]:
+        return {
+            "time": datetime.fromtimestamp(created, tz=UTC).isoformat(),
+            "level": level.lower(),
+            "service": self.service,
+            "logger": name,
+            "message": message,
+        }
+
+    def step_line(self, created: float, name: str, message: str, task_id: str) -> str:
+        """What format() makes of an INFO record with this task_id, without the record."""
+        return json.dumps({**self._entry(created, "INFO", name, message), "task_id": task_id})
+
+
+class PlainFormatter(logging.Formatter):
+    """`<date time,ms> <service> <LEVEL> <message>`, the date-time text made once a second."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"%(asctime)s {service} %(levelname)s %(message)s")
+        self.service = service
+        self._second = -1
+        self._text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return self._time(record.created)
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second, self._text = (
+                second,
+                time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)),
+            )
+        return f"{self._text},{int((created - second) * 1000):03d}"
+
+    def step_line(self, created: float, name: str, message: str, task_id: str) -> str:
+        """What format() makes of an INFO record with this message, without the record."""
+        return f"{self._time(created)} {self.service} INFO {message}"
 
 
 class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -62,6 +96,18 @@ class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             loop.call_soon(self.flush)
         self._lines.append(line)
 
+    def write_line(self, line: str) -> None:
+        """Queue one formatted line as emit() does (the fast path of log_step)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._lines.append(line + self.terminator)
+            self.flush()
+            return
+        if not self._lines:
+            loop.call_soon(self.flush)
+        self._lines.append(line + self.terminator)
+
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             if self._lines:
@@ -80,12 +126,37 @@ def configure_logging(service: str, settings: Settings) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler: logging.Handler = LoopBatchingHandler(sys.stdout)
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter(service))
-    else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+    global _step_handler
+    handler = LoopBatchingHandler(sys.stdout)
+    formatter: JsonFormatter | PlainFormatter = (
+        JsonFormatter(service) if settings.log_format == "json" else PlainFormatter(service)
+    )
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    _step_handler = (handler, formatter)
+
+
+_step_handler: tuple[LoopBatchingHandler, JsonFormatter | PlainFormatter] | None = None
+
+
+def log_step(logger: logging.Logger, message: str, task_id: str) -> None:
+    """Log one INFO line for a step of a task ("Worker 1 received task ...").
+
+    A consumer writes three such lines per task, and a LogRecord's creation, dispatch and
+    formatting cost more than a no-op task's own work. With the handler configure_logging
+    installed, the line is formatted exactly as that handler's formatter would and queued
+    directly; otherwise (tests capturing logs, a host application's set-up) it goes
+    through `logger.info` as usual.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    installed = _step_handler
+    root = logging.getLogger()
+    if installed is None or root.handlers != [installed[0]] or logger.handlers:
+        logger.info(message, extra={"task_id": task_id})
+        return
+    handler, formatter = installed
+    handler.write_line(formatter.step_line(time.time(), logger.name, message, task_id))

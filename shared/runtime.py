@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -49,8 +50,25 @@ async def every(
             return
 
 
+# Every task allocates coroutines, futures and dicts by the dozen, so the default threshold
+# of 700 runs a young collection every few tasks; most of it is garbage by then anyway.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Freeze what start-up imported (modules, settings, registries: never garbage) out of
+    the collector's sight and collect the young generation less often. Profiled on a worker
+    draining no-op tasks, the cyclic collector took ~6% of its CPU, mostly re-walking the
+    start-up objects in full collections."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """asyncio.run with uvloop when it is installed."""
+    """asyncio.run with uvloop when it is installed, after tune_gc."""
+    tune_gc()
     try:
         import uvloop
 
