@@ -34,17 +34,17 @@ local function claim_record(key, id, now, worker, owner, channel, created, attem
     redis.call('HSET', key, 'created', now, 'corrupt', 'created')
   end
   if attempt and not string.match(attempt, '^%d+$') then
-    redis.call('HSET', key, 'attempt', 0, 'corrupt', 'attempt')
+    attempt = '0'
+    redis.call('HSET', key, 'corrupt', 'attempt')
   end
   local history = redis.call('TYPE', key .. ':events')['ok']
   if history ~= 'list' and history ~= 'none' then
     redis.call('DEL', key .. ':events')
     redis.call('HSET', key, 'corrupt', 'events')
   end
-  local n = redis.call('HINCRBY', key, 'attempt', 1)
-  redis.call('HSET', key, 'status', 'processing', 'started', now, 'updated', now,
-    'worker', worker, 'owner', owner)
-  redis.call('HDEL', key, 'completed')
+  local n = (tonumber(attempt) or 0) + 1
+  redis.call('HSET', key, 'status', 'processing', 'attempt', n, 'started', now,
+    'updated', now, 'worker', worker, 'owner', owner)
   emit(key .. ':events', channel, {event = 'task.claimed', task_id = id,
     status = 'processing', attempt = n, worker = worker, at_ms = tonumber(now)})
   return redis.call('HGETALL', key), created or now

@@ -26,13 +26,14 @@ local now, purge_at = ARGV[1], ARGV[2]
 local index_prefix, held_prefix, channel = ARGV[3], ARGV[4], ARGV[5]
 local delivery_prefix, wake_prefix = ARGV[6], ARGV[7]
 local processing_index, completed_index = index_prefix .. 'processing', index_prefix .. 'completed'
-local codes, done = {}, 0
+-- The sorted-set and held-set updates of the whole batch go in one variadic call each.
+local codes, done, by_created, purge, held = {}, {}, {}, {}, {}
 
 for i = 1, (#KEYS - 5) / 2 do
   local task_key, events_key = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
   local a = 4 + 4 * i
   local id, attempt, result, delivery_id = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local f = redis.call('HMGET', task_key, 'status', 'attempt', 'owner', 'created')
+  local f = redis.call('HMGET', task_key, 'status', 'attempt', 'owner', 'created', 'webhook')
   if not f[1] then
     codes[i] = 'missing'
   elseif f[1] ~= 'processing' or f[2] ~= attempt then
@@ -41,27 +42,37 @@ for i = 1, (#KEYS - 5) / 2 do
     -- Checked before any write: an error half-way would leave the batch's counters behind.
     codes[i] = 'error: corrupt record (created)'
   else
-    redis.call('ZREM', processing_index, id)
-    redis.call('ZADD', completed_index, f[4], id)
+    done[#done + 1] = id
+    by_created[#by_created + 1] = f[4]
+    by_created[#by_created + 1] = id
+    purge[#purge + 1] = purge_at
+    purge[#purge + 1] = id
+    if f[3] then
+      held[f[3]] = held[f[3]] or {}
+      table.insert(held[f[3]], id)
+    end
     redis.call('HSET', task_key, 'status', 'completed', 'completed', now, 'updated', now,
       'result', result)
     redis.call('HDEL', task_key, 'error', 'owner')
-    redis.call('ZREM', KEYS[2], id)
-    if f[3] then redis.call('SREM', held_prefix .. f[3], id) end
-    redis.call('ZADD', KEYS[3], purge_at, id)
-    queue_webhook(task_key, KEYS[4], delivery_prefix, wake_prefix, delivery_id, id,
-      'task.completed', now)
+    if f[5] and f[5] ~= '' then
+      queue_webhook(task_key, KEYS[4], delivery_prefix, wake_prefix, delivery_id, id,
+        'task.completed', now)
+    end
     emit(events_key, channel, {event = 'task.completed', task_id = id, status = 'completed',
       attempt = tonumber(attempt), at_ms = tonumber(now)})
     codes[i] = 'ok'
-    done = done + 1
   end
 end
 
-if done > 0 then
-  redis.call('HINCRBY', KEYS[1], 'processing', -done)
-  redis.call('HINCRBY', KEYS[1], 'completed', done)
-  redis.call('HINCRBY', KEYS[5], ARGV[8], done)
+if #done > 0 then
+  redis.call('ZREM', processing_index, unpack(done))
+  redis.call('ZADD', completed_index, unpack(by_created))
+  redis.call('ZREM', KEYS[2], unpack(done))
+  redis.call('ZADD', KEYS[3], unpack(purge))
+  for owner, ids in pairs(held) do redis.call('SREM', held_prefix .. owner, unpack(ids)) end
+  redis.call('HINCRBY', KEYS[1], 'processing', -#done)
+  redis.call('HINCRBY', KEYS[1], 'completed', #done)
+  redis.call('HINCRBY', KEYS[5], ARGV[8], #done)
   redis.call('EXPIRE', KEYS[5], 3600)
 end
 return codes
