@@ -6,7 +6,6 @@ published). Each maps the script's return code to a value or a `shared.errors` e
 
 from __future__ import annotations
 
-import os
 import random
 import uuid
 from collections.abc import Sequence
@@ -267,17 +266,14 @@ def _complete_call(
         p["delivery"],
         p["wake"],
         f"{now // 1000}:c",
+        p["task"],
     ]
-    # Delivery ids (used only for tasks with a webhook): one urandom call for the batch.
-    randomness = os.urandom(16 * len(outcomes)).hex()
-    task_prefix = p["task"]
-    for i, outcome in enumerate(outcomes):
-        keys += [task_prefix + outcome.task_id, f"{task_prefix}{outcome.task_id}:events"]
+    for outcome in outcomes:
+        result = outcome.result_json
         args += [
             outcome.task_id,
             outcome.attempt,
-            outcome.result_json if outcome.result_json is not None else codec.dumps(outcome.result),
-            f"msg_{randomness[32 * i : 32 * i + 32]}",
+            codec.dumps(outcome.result) if result is None else result,
         ]
     return keys, args
 

@@ -7,7 +7,7 @@
 -- KEYS[3] -> tq:{q}:expiry          ZSET  final ids by purge time ms
 -- KEYS[4] -> tq:{q}:outbox          ZSET  completion webhooks by due ms
 -- KEYS[5] -> tq:{q}:tp:<minute>     HASH  throughput histogram
--- KEYS[4 + 2i], KEYS[5 + 2i] -> tq:{q}:task:<id>, tq:{q}:task:<id>:events of task i (i >= 1)
+-- (each task's record and history, task prefix .. id [.. ':events'], are named by its id)
 -- ARGV[1] -> now (ms)
 -- ARGV[2] -> purge time (ms)
 -- ARGV[3] -> index prefix
@@ -16,23 +16,25 @@
 -- ARGV[6] -> delivery prefix        tq:{q}:delivery:
 -- ARGV[7] -> wake prefix
 -- ARGV[8] -> throughput field       <epoch second>:c
--- ARGV[5 + 4i .. 8 + 4i] -> task i: id, attempt number claimed, result as JSON text,
---                           delivery id for a completion webhook
+-- ARGV[9] -> task prefix            tq:{q}:task:
+-- ARGV[7 + 3i .. 9 + 3i] -> task i (i >= 1): id, attempt number claimed, result as JSON text
 --
+-- A completion webhook's delivery id is msg_<task id>_<attempt>: a task completes once.
 -- Returns one code per task: 'ok', 'missing', or 'stale' when the caller no longer owns the
 -- attempt (its lease was recovered and the task moved on): that result is then dropped;
 -- 'error: ...' for a record this script cannot move (nothing of it is written).
 local now, purge_at = ARGV[1], ARGV[2]
 local index_prefix, held_prefix, channel = ARGV[3], ARGV[4], ARGV[5]
-local delivery_prefix, wake_prefix = ARGV[6], ARGV[7]
+local delivery_prefix, wake_prefix, task_prefix = ARGV[6], ARGV[7], ARGV[9]
 local processing_index, completed_index = index_prefix .. 'processing', index_prefix .. 'completed'
 -- The sorted-set and held-set updates of the whole batch go in one variadic call each.
 local codes, done, by_created, purge, held = {}, {}, {}, {}, {}
 
-for i = 1, (#KEYS - 5) / 2 do
-  local task_key, events_key = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
-  local a = 4 + 4 * i
-  local id, attempt, result, delivery_id = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+for i = 1, (#ARGV - 9) / 3 do
+  local a = 6 + 3 * i
+  local id, attempt, result = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local task_key = task_prefix .. id
+  local events_key = task_key .. ':events'
   local f = redis.call('HMGET', task_key, 'status', 'attempt', 'owner', 'created', 'webhook')
   if not f[1] then
     codes[i] = 'missing'
@@ -55,8 +57,8 @@ for i = 1, (#KEYS - 5) / 2 do
       'result', result)
     redis.call('HDEL', task_key, 'error', 'owner')
     if f[5] and f[5] ~= '' then
-      queue_webhook(task_key, KEYS[4], delivery_prefix, wake_prefix, delivery_id, id,
-        'task.completed', now)
+      queue_webhook(task_key, KEYS[4], delivery_prefix, wake_prefix,
+        'msg_' .. id .. '_' .. attempt, id, 'task.completed', now)
     end
     emit(events_key, channel, {event = 'task.completed', task_id = id, status = 'completed',
       attempt = tonumber(attempt), at_ms = tonumber(now)})
