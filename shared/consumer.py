@@ -201,14 +201,15 @@ class Consumer:
             free = self._free()
             if not self.resync and free < self.claim_batch and (self.running or self.offered):
                 # Busy, or the free slots are on offer: gather finished slots into one claim.
-                # A free slot not on offer waits at most CLAIM_GATHER_SECONDS, so long tasks
-                # do not leave it idle for long; one on offer is fed by hand-overs meanwhile.
+                # A free slot not on offer waits at most CLAIM_GATHER_SECONDS (then the claim
+                # offers it), so neither long tasks nor hand-overs leave it idle for long.
                 self.slot_free.clear()
-                gather = CLAIM_GATHER_SECONDS if free > 0 and not self.offered else None
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(gather):
+                try:
+                    async with asyncio.timeout(CLAIM_GATHER_SECONDS if free > 0 else None):
                         await self.slot_free.wait()
-                continue
+                    continue  # woken: look again
+                except TimeoutError:
+                    pass  # gathered long enough: claim (and offer) what is free
             self.resync = False
             try:
                 reply = await transitions.claim_or_offer(
@@ -312,7 +313,7 @@ class Consumer:
         if self.running.pop(outcome.task_id, None) is None:
             return  # abandoned after its timeout: that outcome is already reported
         self.finished.add(outcome.task_id)
-        if self._free() >= self.claim_batch or not (self.running or self.offered):
+        if self._free() >= self.claim_batch or not self.running:
             self.slot_free.set()
         self.outcomes.put_nowait(outcome)
 

@@ -27,8 +27,10 @@ end
 -- 'created' or 'attempt', an events key that is not a LIST) would make the script fail
 -- half-way and strand ids already taken: what the scripts need is repaired and the record
 -- marked 'corrupt', so the consumer fails it clearly. Returns the record (HGETALL) and its
--- created ms; the caller books the claim with note_claims.
-local function claim_record(key, id, now, worker, owner, channel, created, attempt)
+-- created ms; the caller books the claim with note_claims. A task promoted ahead of its due
+-- time (SCHEDULE_LEAD_SECONDS) is started by its consumer at that time, so that is its
+-- 'started'.
+local function claim_record(key, id, now, worker, owner, channel, created, attempt, run_at)
   if created and not string.match(created, '^%d+$') then
     created = now
     redis.call('HSET', key, 'created', now, 'corrupt', 'created')
@@ -43,7 +45,9 @@ local function claim_record(key, id, now, worker, owner, channel, created, attem
     redis.call('HSET', key, 'corrupt', 'events')
   end
   local n = (tonumber(attempt) or 0) + 1
-  redis.call('HSET', key, 'status', 'processing', 'attempt', n, 'started', now,
+  local started = now
+  if tonumber(run_at) and tonumber(run_at) > tonumber(now) then started = run_at end
+  redis.call('HSET', key, 'status', 'processing', 'attempt', n, 'started', started,
     'updated', now, 'worker', worker, 'owner', owner)
   emit(key .. ':events', channel, {event = 'task.claimed', task_id = id,
     status = 'processing', attempt = n, worker = worker, at_ms = tonumber(now)})
@@ -77,8 +81,9 @@ local function hand_over(L, key, id, lane, now)
     if offer then
       local sep = string.find(offer, '|', 1, true)
       local lease_ms, worker = tonumber(string.sub(offer, 1, sep - 1)), string.sub(offer, sep + 1)
-      local f = redis.call('HMGET', key, 'created', 'attempt')
-      local record, created = claim_record(key, id, now, worker, owner, L.channel, f[1], f[2])
+      local f = redis.call('HMGET', key, 'created', 'attempt', 'run_at')
+      local record, created = claim_record(key, id, now, worker, owner, L.channel, f[1], f[2],
+        f[3])
       note_claims(L, owner, {id}, {created, id}, {tonumber(now) + lease_ms, id})
       redis.call('RPUSH', L.wake .. 'inbox:' .. owner, cjson.encode(record))
       return true

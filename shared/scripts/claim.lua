@@ -36,11 +36,12 @@ for k = 7, 11 do
   if ids then
     for _, id in ipairs(ids) do
       local key = L.task .. id
-      local f = redis.call('HMGET', key, 'status', 'created', 'attempt')
+      local f = redis.call('HMGET', key, 'status', 'created', 'attempt', 'run_at')
       -- An id whose record is gone or no longer pending (purged) is dropped, not run.
       if f[1] == 'pending' then
         n = n + 1
-        local record, created = claim_record(key, id, now, worker, owner, L.channel, f[2], f[3])
+        local record, created = claim_record(key, id, now, worker, owner, L.channel, f[2], f[3],
+          f[4])
         reply[n + 3] = record
         ids_taken[n] = id
         by_created[2 * n - 1], by_created[2 * n] = created, id

@@ -227,14 +227,16 @@ async def test_idle_consumer_is_handed_tasks_and_offers_its_slots_again(
         starts.append(time.time())
         return int(payload["n"])
 
-    async with running(conn, settings, {"noop": record}, concurrency=2) as consumer:
+    # 8 slots: a claim then waits for 2 free ones (claim_batch) or CLAIM_GATHER_SECONDS.
+    async with running(conn, settings, {"noop": record}, concurrency=8) as consumer:
         me = consumer.instance_id
-        await wait_until(lambda: _offered(conn, me, 2), message="both slots on offer")
+        await wait_until(lambda: _offered(conn, me, 8), message="every slot on offer")
         sent = time.time()
         [task] = await seed_tasks(conn, settings, payload={"n": 5})
         await wait_until(status_is(conn, task.id, "completed"), message="hand-over run")
-        # Once the inbox is quiet the consumer re-syncs and both slots are on offer again.
-        await wait_until(lambda: _offered(conn, me, 2), timeout=5, message="offers renewed")
+        # The freed slot is offered again within a claim gather, long before the inbox's
+        # 1 s silence would re-sync the offers (a slot left unoffered idles meanwhile).
+        await wait_until(lambda: _offered(conn, me, 8), timeout=0.5, message="offers renewed")
     record_ = await queries.get_task(conn, task.id)
     assert record_.result == 5 and starts and starts[0] >= sent
     details = await queries.get_details(conn, task.id)
@@ -294,3 +296,6 @@ async def test_a_task_promoted_ahead_starts_at_its_due_time_not_before(
         await wait_until(status_is(conn, task.id, "completed"), message="the scheduled task")
     assert started[0] >= due.timestamp(), (started[0], due.timestamp())
     assert started[0] - due.timestamp() < 0.2
+    record = await queries.get_task(conn, task.id)  # 'started' is the due time, not the claim
+    assert record.started_at is not None and record.scheduled_for is not None
+    assert record.started_at == record.scheduled_for
