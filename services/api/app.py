@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import errors
 from services.api.deps import require_api_key
+from services.api.fast_create import FastCreate
 from services.api.routes import events, stats, tasks
 from shared import registry
 from shared.models import Stats
@@ -91,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception as exc:  # Redis may come later: routes answer 503 until it does
             logger.warning("scripts not loaded at start (%s); they load on first use", exc)
         yield
+        await app.state.producer.aclose()
         await app.state.conn.aclose()
 
     app = FastAPI(
@@ -119,6 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
         tags=["monitoring"],
         response_class=PlainTextResponse,
     )
+    app.add_middleware(FastCreate, settings=settings)  # inside BodyLimit: added first
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _document_errors_as_400(app)
     return app

@@ -32,18 +32,25 @@ async def require_api_key(request: Request, settings: SettingsDep) -> None:
 
     Keys in API_READ_KEYS may only read (GET), for dashboards and monitoring.
     """
+    refusal = key_refusal(settings, request.headers.get("authorization", ""), request.method)
+    if refusal is not None:
+        raise refusal
+
+
+def key_refusal(settings: Settings, authorization: str, method: str) -> HTTPException | None:
+    """Why a request with this Authorization header may not go on, or None when it may."""
     if not auth_enabled(settings):
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return None
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise HTTPException(
+        return HTTPException(
             401,
             "missing API key: send Authorization: Bearer <key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
     role = role_for_key(settings, token)
-    if role == "admin" or (role == "read" and request.method in READ_METHODS):
-        return
+    if role == "admin" or (role == "read" and method in READ_METHODS):
+        return None
     if role == "read":
-        raise HTTPException(403, "this API key may only read")
-    raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        return HTTPException(403, "this API key may only read")
+    return HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})

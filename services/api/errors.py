@@ -48,6 +48,19 @@ def error_response(status: int, message: str, details: list[Any] | None = None) 
     return JSONResponse({"error": message, "details": details or []}, status_code=status)
 
 
+def domain_error(exc: TaskQueueError) -> JSONResponse:
+    """The answer to a domain error, by the table above (500 for a kind not in it)."""
+    status = next((code for kind, code in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 500)
+    response = error_response(status, exc.message, exc.details)
+    if isinstance(exc, TooManyStreams):
+        response.headers["Retry-After"] = str(exc.retry_after_seconds)
+    return response
+
+
+def redis_down(exc: Exception) -> JSONResponse:
+    return error_response(503, f"redis unavailable: {exc}")
+
+
 def _clean(errors: list[Any]) -> list[dict[str, Any]]:
     """Pydantic error entries without their echo of the input (it may be huge or secret)."""
     return [
@@ -70,13 +83,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TaskQueueError)
     async def _domain(_: Request, exc: TaskQueueError) -> JSONResponse:
-        status = next(
-            (code for kind, code in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 500
-        )
-        response = error_response(status, exc.message, exc.details)
-        if isinstance(exc, TooManyStreams):
-            response.headers["Retry-After"] = str(exc.retry_after_seconds)
-        return response
+        return domain_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -95,7 +102,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(503, f"redis unavailable: {exc}")
+        return redis_down(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
