@@ -3,7 +3,7 @@
 -- KEYS[1] -> tq:{q}:counts          HASH  per-status counters + total
 -- KEYS[2] -> tq:{q}:index:all       ZSET  every id by created ms
 -- KEYS[3] -> tq:{q}:delayed         ZSET  scheduled ids by due ms
--- KEYS[4] -> tq:{q}:idem:<key>      STRING id list for an Idempotency-Key (unused when ARGV[9] = '')
+-- KEYS[4] -> tq:{q}:idem:<key>      STRING id list for an Idempotency-Key (unused when ARGV[8] = '')
 -- ARGV[1] -> now (ms)
 -- ARGV[2] -> task prefix            tq:{q}:task:
 -- ARGV[3] -> index prefix           tq:{q}:index:
@@ -17,8 +17,8 @@
 --
 -- Returns {'created', ''} or {'replayed', 'id1,id2,...'} when the Idempotency-Key was seen,
 -- or {'duplicate', id} when an id exists (nothing written).
--- Side effects: HSET task, ZADD indexes, HINCRBY counts, PUBLISH task.created, then per
--- task RPUSH ready (or a hand-over to an idle consumer) or ZADD delayed.
+-- Side effects: HSET task, PUBLISH task.created and ZADD delayed (when scheduled) per task;
+-- ZADD indexes, HINCRBY counts once; then hand-overs to idle consumers and RPUSH ready.
 local now = tonumber(ARGV[1])
 local task_prefix, index_prefix = ARGV[2], ARGV[3]
 local L = cjson.decode(ARGV[4])
@@ -37,23 +37,32 @@ for i = 9, #ARGV do
   specs[#specs + 1] = spec
 end
 
-local ids = {}
+-- Per task: its record, its event and, when due now, a hand-over or its place in a ready
+-- list; the indexes, counters and ready lists move with one call each for the whole batch.
+local ids, all, indexed, counted, ready, ready_keys = {}, {}, {}, {}, {}, {}
+local pending, waiting = {}, {}  -- pending ids in order; lanes known to have no offer
 for _, spec in ipairs(specs) do
   local id = spec.id
   local key = task_prefix .. id
   local run_at = tonumber(spec.run_at) or 0
   local status = 'pending'
   if run_at > now then status = 'scheduled' end
-  redis.call('HSET', key, 'id', id, 'type', spec.type, 'payload', spec.payload,
-    'status', status, 'priority', spec.priority, 'max_retries', spec.max_retries,
-    'retry_count', 0, 'attempt', 0, 'lane', spec.lane, 'created', now, 'updated', now)
-  if run_at > 0 then redis.call('HSET', key, 'run_at', run_at) end
-  if spec.webhook and spec.webhook ~= cjson.null then redis.call('HSET', key, 'webhook', spec.webhook) end
-  if spec.timeout and spec.timeout ~= cjson.null then redis.call('HSET', key, 'timeout', spec.timeout) end
-  redis.call('ZADD', KEYS[2], now, id)
-  redis.call('ZADD', index_prefix .. status, now, id)
-  redis.call('HINCRBY', KEYS[1], status, 1)
-  redis.call('HINCRBY', KEYS[1], 'total', 1)
+  local fields = {'id', id, 'type', spec.type, 'payload', spec.payload, 'status', status,
+    'priority', spec.priority, 'max_retries', spec.max_retries, 'retry_count', 0,
+    'attempt', 0, 'lane', spec.lane, 'created', now, 'updated', now}
+  if run_at > 0 then table.insert(fields, 'run_at'); table.insert(fields, run_at) end
+  if spec.webhook and spec.webhook ~= cjson.null then
+    table.insert(fields, 'webhook'); table.insert(fields, spec.webhook)
+  end
+  if spec.timeout and spec.timeout ~= cjson.null then
+    table.insert(fields, 'timeout'); table.insert(fields, spec.timeout)
+  end
+  redis.call('HSET', key, unpack(fields))
+  all[#all + 1], all[#all + 2] = now, id
+  indexed[status] = indexed[status] or {}
+  table.insert(indexed[status], now)
+  table.insert(indexed[status], id)
+  counted[status] = (counted[status] or 0) + 1
   -- The created event is published but not stored: queries.py derives it from the record.
   -- Published before a hand-over, whose task.claimed must come after it.
   redis.call('PUBLISH', channel, cjson.encode({event = 'task.created', task_id = id,
@@ -61,10 +70,30 @@ for _, spec in ipairs(specs) do
   if status == 'scheduled' then
     add_delayed(KEYS[3], sched_channel, run_at, id)
   else
-    make_ready(L, key, id, false, now)
+    pending[#pending + 1] = spec
   end
   ids[#ids + 1] = id
 end
+
+redis.call('ZADD', KEYS[2], unpack(all))
+for status, members in pairs(indexed) do
+  redis.call('ZADD', index_prefix .. status, unpack(members))
+  redis.call('HINCRBY', KEYS[1], status, counted[status])
+end
+redis.call('HINCRBY', KEYS[1], 'total', #ids)
+-- As make_ready, batched: hand over while a lane has offers, then queue the rest in order.
+for _, spec in ipairs(pending) do
+  if waiting[spec.lane] or not hand_over(L, task_prefix .. spec.id, spec.id, spec.lane, now) then
+    waiting[spec.lane] = true
+    local list = L.ready .. spec.lane .. ':' .. spec.priority
+    if not ready[list] then
+      ready[list] = {}
+      ready_keys[#ready_keys + 1] = list
+    end
+    table.insert(ready[list], spec.id)
+  end
+end
+for _, list in ipairs(ready_keys) do redis.call('RPUSH', list, unpack(ready[list])) end
 
 if ARGV[8] == '1' then
   redis.call('SET', KEYS[4], table.concat(ids, ','), 'EX', ARGV[7])
