@@ -288,7 +288,7 @@ class Consumer:
             logger.warning("%s could not close its inbox: %s", self.name, describe(exc))
         finally:
             reader.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
 
     async def _run_one(self, item: Claimed) -> None:
