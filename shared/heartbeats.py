@@ -95,3 +95,15 @@ async def withdraw_offers(conn: Conn, instance_id: str, *, seal_inbox: bool = Fa
 
 async def held_tasks(conn: Conn, instance_id: str) -> list[str]:
     return sorted(cast("set[str]", await guarded(conn.redis.smembers(conn.keys.held(instance_id)))))
+
+
+async def take_inbox(conn: Conn, instance_id: str) -> list[str]:
+    """Empty an instance's inbox (tasks handed over to it, not yet read) in one atomic step
+    and return the messages: a consumer that reads it in the same instant gets nothing, so
+    each handed-over task is either started by it or taken back here, never both."""
+    key = conn.keys.inbox(instance_id)
+    async with conn.redis.pipeline(transaction=True) as pipe:
+        pipe.lrange(key, 0, -1)
+        pipe.delete(key)
+        messages, _ = await guarded(pipe.execute())
+    return cast("list[str]", messages)

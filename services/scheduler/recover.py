@@ -16,7 +16,15 @@ CONSUMER_SERVICES = ("worker", "notifier")
 async def recover_once(conn: Conn, settings: Settings) -> int:
     """One pass: tasks of dead instances, then tasks whose lease deadline passed."""
     recovered = 0
+    # A consumer two beats late may be dead: hand nothing more to it (its idle slots' offers
+    # are withdrawn) and take back what was handed to it and is still unread, long before it
+    # is declared dead. A live one re-offers at its next claim and loses nothing it started.
+    suspect_after = min(settings.dead_after_seconds, 2 * settings.heartbeat_seconds)
     for service in CONSUMER_SERVICES:
+        for instance in await heartbeats.dead_instances(conn, service, suspect_after):
+            await heartbeats.withdraw_offers(conn, instance)
+            for message in await heartbeats.take_inbox(conn, instance):
+                recovered += await _take_back(conn, settings, instance, message)
         for instance in await heartbeats.dead_instances(conn, service, settings.dead_after_seconds):
             await heartbeats.withdraw_offers(conn, instance)  # nothing more is handed to it
             for task_id in await heartbeats.held_tasks(conn, instance):
@@ -35,6 +43,25 @@ async def recover_once(conn: Conn, settings: Settings) -> int:
         reply = await transitions.fail(conn, task_id, None, "lease expired", settings, mode="lease")
         recovered += _log(task_id, reply)
     return recovered
+
+
+async def _take_back(conn: Conn, settings: Settings, instance: str, message: str) -> int:
+    """Requeue one task handed over to a consumer that never read it."""
+    try:
+        item = transitions.handed_over(message, instance)
+    except Exception:  # unreadable: its lease runs out and recovers it
+        return 0
+    if item is None:
+        return 0  # the seal of an inbox closed at shutdown
+    reply = await transitions.fail(
+        conn,
+        item.task.id,
+        item.attempt,
+        f"worker lost: {instance} is late with its heartbeat and did not read the task",
+        settings,
+        mode=f"lost:{instance}",
+    )
+    return _log(item.task.id, reply)
 
 
 def _log(task_id: str, reply: list[str]) -> int:

@@ -107,3 +107,31 @@ async def test_a_dead_consumers_offers_are_withdrawn_before_its_tasks_are_recove
     [later] = await seed_tasks(conn, settings)
     assert (await queries.get_task(conn, later.id)).status == "pending"
     await assert_consistent(conn)
+
+
+async def test_a_consumer_two_beats_late_gets_no_more_hand_overs_and_gives_back_unread(
+    conn: Conn, settings: Settings
+) -> None:
+    await transitions.claim_or_offer(conn, "work", 2, worker="W", owner="late", lease_seconds=300)
+    [held] = await seed_tasks(conn, settings)  # handed over while it was fine
+    late = codec.now_ms() - int(2.5 * settings.heartbeat_seconds * 1000)
+    assert 2 * settings.heartbeat_seconds * 1000 < codec.now_ms() - late
+    assert codec.now_ms() - late < settings.dead_after_seconds * 1000
+    await conn.redis.zadd(conn.keys.heartbeats("worker"), {"late": late})
+    assert await Recoverer(conn, settings).tick() == 1  # the one it never read
+    assert await conn.redis.llen(conn.keys.idle("work")) == 0  # and no offer left
+    back = await queries.get_task(conn, held.id)
+    assert back.status == "pending" and back.retry_count == 0 and "did not read" in back.error
+    assert not await conn.redis.exists(conn.keys.inbox("late"))
+    [later] = await seed_tasks(conn, settings)
+    assert (await queries.get_task(conn, later.id)).status == "pending"  # queued, not handed
+    await assert_consistent(conn)
+
+
+async def test_a_late_consumer_keeps_the_tasks_it_started(conn: Conn, settings: Settings) -> None:
+    [task] = await seed_tasks(conn, settings)
+    await transitions.claim(conn, "work", 1, worker="W", owner="slow", lease_seconds=300)
+    late = codec.now_ms() - int(2.5 * settings.heartbeat_seconds * 1000)
+    await conn.redis.zadd(conn.keys.heartbeats("worker"), {"slow": late})
+    assert await Recoverer(conn, settings).tick() == 0
+    assert (await queries.get_task(conn, task.id)).status == "processing"
