@@ -176,8 +176,8 @@ PEERS = [
     System("arq", ARQ_PY, ("arq",), (2, 50), "asyncio"),
     System("rq", PEERS_PY, ("rq",), (2, 1), "processes", has_bulk=True),
 ]
-# BENCH_PATCHED_ROOT: a copy of this repo with proposed core patches applied
-# (docs/benchmarks-proposals.md), measured as "ours-patched" in the same run, beside ours.
+# BENCH_PATCHED_ROOT: another checkout of this repo (a branch with a proposed change),
+# measured as "ours-patched" in the same run, beside ours.
 _PATCHED = os.environ.get("BENCH_PATCHED_ROOT")
 PATCHED = (
     [System("ours-patched", OURS_PY, ("taskqueue",), (2, 64), "asyncio", has_bulk=True,
