@@ -151,8 +151,9 @@ class Consumer:
         self.offered = 0
         self.resync = False  # the inbox was silent: claim (re-sync the offers) even if busy
         # Claim in batches when busy: wait for this many free slots (or CLAIM_GATHER_SECONDS)
-        # instead of one claim round trip per finished task.
-        self.claim_batch = max(1, concurrency // 4)
+        # instead of one claim round trip per finished task. Small batches refill slots
+        # sooner (a burst's tail starts earlier) and measured no slower in a drain.
+        self.claim_batch = max(1, concurrency // 16)
         self.started = time.time()
         self.processed = 0
 

@@ -39,18 +39,21 @@ local function claim_record(key, id, now, worker, owner, channel, created, attem
     attempt = '0'
     redis.call('HSET', key, 'corrupt', 'attempt')
   end
-  local history = redis.call('TYPE', key .. ':events')['ok']
-  if history ~= 'list' and history ~= 'none' then
-    redis.call('DEL', key .. ':events')
-    redis.call('HSET', key, 'corrupt', 'events')
-  end
   local n = (tonumber(attempt) or 0) + 1
   local started = now
   if tonumber(run_at) and tonumber(run_at) > tonumber(now) then started = run_at end
   redis.call('HSET', key, 'status', 'processing', 'attempt', n, 'started', started,
     'updated', now, 'worker', worker, 'owner', owner)
-  emit(key .. ':events', channel, {event = 'task.claimed', task_id = id,
-    status = 'processing', attempt = n, worker = worker, at_ms = tonumber(now)})
+  local event = cjson.encode({event = 'task.claimed', task_id = id, status = 'processing',
+    attempt = n, worker = worker, at_ms = tonumber(now)})
+  -- pcall: an events key that is not a LIST is replaced, not a script error half-way.
+  local pushed = redis.pcall('RPUSH', key .. ':events', event)
+  if type(pushed) == 'table' and pushed.err then
+    redis.call('DEL', key .. ':events')
+    redis.call('HSET', key, 'corrupt', 'events')
+    redis.call('RPUSH', key .. ':events', event)
+  end
+  redis.call('PUBLISH', channel, event)
   return redis.call('HGETALL', key), created or now
 end
 

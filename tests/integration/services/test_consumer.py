@@ -227,16 +227,17 @@ async def test_idle_consumer_is_handed_tasks_and_offers_its_slots_again(
         starts.append(time.time())
         return int(payload["n"])
 
-    # 8 slots: a claim then waits for 2 free ones (claim_batch) or CLAIM_GATHER_SECONDS.
-    async with running(conn, settings, {"noop": record}, concurrency=8) as consumer:
+    # 32 slots: a claim then waits for 2 free ones (claim_batch) or CLAIM_GATHER_SECONDS.
+    async with running(conn, settings, {"noop": record}, concurrency=32) as consumer:
+        assert consumer.claim_batch == 2
         me = consumer.instance_id
-        await wait_until(lambda: _offered(conn, me, 8), message="every slot on offer")
+        await wait_until(lambda: _offered(conn, me, 32), message="every slot on offer")
         sent = time.time()
         [task] = await seed_tasks(conn, settings, payload={"n": 5})
         await wait_until(status_is(conn, task.id, "completed"), message="hand-over run")
         # The freed slot is offered again within a claim gather, long before the inbox's
         # 1 s silence would re-sync the offers (a slot left unoffered idles meanwhile).
-        await wait_until(lambda: _offered(conn, me, 8), timeout=0.5, message="offers renewed")
+        await wait_until(lambda: _offered(conn, me, 32), timeout=0.5, message="offers renewed")
     record_ = await queries.get_task(conn, task.id)
     assert record_.result == 5 and starts and starts[0] >= sent
     details = await queries.get_details(conn, task.id)
