@@ -25,8 +25,8 @@ async def recover_once(conn: Conn, settings: Settings) -> int:
             await heartbeats.withdraw_offers(conn, instance)
             for message in await heartbeats.take_inbox(conn, instance):
                 recovered += await _take_back(conn, settings, instance, message)
+        # Dead is later than suspect: the pass above has already withdrawn its offers.
         for instance in await heartbeats.dead_instances(conn, service, settings.dead_after_seconds):
-            await heartbeats.withdraw_offers(conn, instance)  # nothing more is handed to it
             for task_id in await heartbeats.held_tasks(conn, instance):
                 reply = await transitions.fail(
                     conn,

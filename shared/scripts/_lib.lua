@@ -104,6 +104,26 @@ local function make_ready(L, task_key, id, at_front, now)
   if at_front then redis.call('LPUSH', list, id) else redis.call('RPUSH', list, id) end
 end
 
+-- make_ready for several tasks that just became pending, in their order: handed over while
+-- their lane has offers (once a lane has none, it has none for the rest of the script), the
+-- rest appended to their ready lists with one RPUSH per list. tasks: {{id, lane, priority}, ...}.
+local function make_ready_many(L, tasks, now)
+  local no_offer, ready, lists = {}, {}, {}
+  for _, t in ipairs(tasks) do
+    local id, lane, priority = t[1], t[2], t[3]
+    if no_offer[lane] or not hand_over(L, L.task .. id, id, lane, now) then
+      no_offer[lane] = true
+      local list = L.ready .. lane .. ':' .. priority
+      if not ready[list] then
+        ready[list] = {}
+        lists[#lists + 1] = list
+      end
+      table.insert(ready[list], id)
+    end
+  end
+  for _, list in ipairs(lists) do redis.call('RPUSH', list, unpack(ready[list])) end
+end
+
 -- Add to the delayed ZSET; tell the scheduler when this is now the earliest due time.
 local function add_delayed(delayed_key, wake_channel, due_ms, id)
   local head = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')

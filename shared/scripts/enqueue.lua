@@ -39,8 +39,7 @@ end
 
 -- Per task: its record, its event and, when due now, a hand-over or its place in a ready
 -- list; the indexes, counters and ready lists move with one call each for the whole batch.
-local ids, all, indexed, counted, ready, ready_keys = {}, {}, {}, {}, {}, {}
-local pending, waiting = {}, {}  -- pending ids in order; lanes known to have no offer
+local ids, all, indexed, counted, pending = {}, {}, {}, {}, {}
 for _, spec in ipairs(specs) do
   local id = spec.id
   local key = task_prefix .. id
@@ -70,7 +69,7 @@ for _, spec in ipairs(specs) do
   if status == 'scheduled' then
     add_delayed(KEYS[3], sched_channel, run_at, id)
   else
-    pending[#pending + 1] = spec
+    pending[#pending + 1] = {id, spec.lane, spec.priority}
   end
   ids[#ids + 1] = id
 end
@@ -81,19 +80,7 @@ for status, members in pairs(indexed) do
   redis.call('HINCRBY', KEYS[1], status, counted[status])
 end
 redis.call('HINCRBY', KEYS[1], 'total', #ids)
--- As make_ready, batched: hand over while a lane has offers, then queue the rest in order.
-for _, spec in ipairs(pending) do
-  if waiting[spec.lane] or not hand_over(L, task_prefix .. spec.id, spec.id, spec.lane, now) then
-    waiting[spec.lane] = true
-    local list = L.ready .. spec.lane .. ':' .. spec.priority
-    if not ready[list] then
-      ready[list] = {}
-      ready_keys[#ready_keys + 1] = list
-    end
-    table.insert(ready[list], spec.id)
-  end
-end
-for _, list in ipairs(ready_keys) do redis.call('RPUSH', list, unpack(ready[list])) end
+make_ready_many(L, pending, now)
 
 if ARGV[8] == '1' then
   redis.call('SET', KEYS[4], table.concat(ids, ','), 'EX', ARGV[7])

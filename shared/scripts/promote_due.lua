@@ -19,14 +19,14 @@ local left, pending, promoted = {scheduled = {}, retrying = {}}, {}, {}
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
 for _, id in ipairs(due) do
   local key = L.task .. id
-  local f = redis.call('HMGET', key, 'status', 'created')
+  local f = redis.call('HMGET', key, 'status', 'created', 'lane', 'priority')
   local status = f[1]
   if status == 'scheduled' or status == 'retrying' then
     local from = left[status]
     from[#from + 1] = id
     pending[#pending + 1] = f[2]
     pending[#pending + 1] = id
-    promoted[#promoted + 1] = id
+    promoted[#promoted + 1] = {id, f[3], f[4]}
     redis.call('HSET', key, 'status', 'pending', 'updated', now)
     emit(key .. ':events', L.channel, {event = 'task.pending', task_id = id,
       status = 'pending', at_ms = now})
@@ -43,7 +43,7 @@ if #promoted > 0 then
   end
   redis.call('ZADD', L.index .. 'pending', unpack(pending))
   redis.call('HINCRBY', KEYS[2], 'pending', #promoted)
-  for _, id in ipairs(promoted) do make_ready(L, L.task .. id, id, false, now) end
+  make_ready_many(L, promoted, now)
 end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if head[2] then return {#promoted, head[2]} end
