@@ -28,6 +28,7 @@ from shared import codec, heartbeats, transitions
 from shared.logging import log_step
 from shared.redis import Conn, guarded
 from shared.registry import Handler, TaskContext
+from shared.runtime import end_within, first_of, instance_id
 from shared.settings import Settings
 from shared.transitions import Claimed, Outcome
 
@@ -41,6 +42,7 @@ MAX_EARLY_SECONDS = 1.0  # the longest a consumer waits for a promoted task's du
 MAX_RESULT_BYTES = 1024 * 1024  # a larger result fails the task instead of bloating Redis
 
 
+SHUTDOWN_CALL_SECONDS = 2.0  # the longest one Redis call may hold a shutdown step
 ABANDON_AFTER_SECONDS = 1.0  # a timed-out handler that ignores its cancellation keeps its
 # slot this long, then the slot is freed and the timeout reported while it runs on
 
@@ -137,8 +139,6 @@ class Consumer:
     ) -> None:
         self.conn, self.settings, self.service, self.lane = conn, settings, service, lane
         self.name, self.concurrency, self.lookup = name, concurrency, lookup
-        from shared.runtime import instance_id
-
         self.instance_id = instance_id(service)
         self.held: dict[str, Claimed] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -150,6 +150,7 @@ class Consumer:
         # claim. The claim script reports both, so every claim re-syncs this estimate.
         self.offered = 0
         self.resync = False  # the inbox was silent: claim (re-sync the offers) even if busy
+        self.closing = False  # shutting down: the inbox is sealed
         # Claim in batches when busy: wait for this many free slots (or CLAIM_GATHER_SECONDS)
         # instead of one claim round trip per finished task. Small batches refill slots
         # sooner (a burst's tail starts earlier) and measured no slower in a drain.
@@ -173,24 +174,22 @@ class Consumer:
             self.concurrency,
             self.lane,
         )
+        # Shutdown is bounded step by step (SPEC: SHUTDOWN_GRACE, then hand back): a Redis
+        # call that never answers or a callee that swallows its cancellation is logged and
+        # left behind instead of holding the process past its container's stop timeout.
         try:
             await self._claim_loop(stop)
         finally:
             await self._close_inbox(reader)
             await self._drain()
             self.outcomes.put_nowait(None)  # the flusher reports what is queued, then returns
-            try:
-                await asyncio.wait_for(
-                    flusher, timeout=max(self.settings.shutdown_grace_seconds, 1)
-                )
-            except (TimeoutError, asyncio.CancelledError):
+            if await end_within([flusher], max(self.settings.shutdown_grace_seconds, 1)):
                 logger.error("%s stopped before every outcome was reported", self.name)
-            beat.cancel()
             stopping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await end_within([beat, stopping], 0)
             with contextlib.suppress(Exception):
-                await heartbeats.leave(self.conn, self.service, self.instance_id)
+                async with asyncio.timeout(SHUTDOWN_CALL_SECONDS):
+                    await heartbeats.leave(self.conn, self.service, self.instance_id)
             logger.info("%s stopped after %d tasks", self.name, self.processed)
 
     def _free(self) -> int:
@@ -227,7 +226,7 @@ class Consumer:
                 logger.warning(
                     "%s cannot claim (%s); retrying in %.1fs", self.name, describe(exc), pause
                 )
-                await _first_of(asyncio.sleep(pause), stop.wait())
+                await first_of(asyncio.sleep(pause), stop.wait())
                 continue
             self.offered = reply.offered + reply.waiting
             for item in reply.claimed:
@@ -245,6 +244,8 @@ class Consumer:
             try:
                 reply = await guarded(redis.blpop([inbox], timeout=INBOX_WAIT_SECONDS))
                 if reply is None:
+                    if self.closing:
+                        return  # sealed, and the seal was taken back with the inbox
                     if self.offered and not stop.is_set():
                         self.resync = True  # nothing handed over for a while: re-sync
                         self.slot_free.set()
@@ -283,14 +284,14 @@ class Consumer:
         """Withdraw the offers, then read the inbox up to the seal, so that every task
         handed over before is started or handed back, none left behind."""
         try:
-            await heartbeats.withdraw_offers(self.conn, self.instance_id, seal_inbox=True)
-            await asyncio.wait_for(reader, timeout=INBOX_WAIT_SECONDS + 1)
+            async with asyncio.timeout(SHUTDOWN_CALL_SECONDS):
+                await heartbeats.withdraw_offers(self.conn, self.instance_id, seal_inbox=True)
         except Exception as exc:  # Redis is away: recovery takes over what was handed over
             logger.warning("%s could not close its inbox: %s", self.name, describe(exc))
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            reader.cancel()  # no seal is coming
+        self.closing = True  # a seal taken back by recovery: stop at the next silent wait
+        if await end_within([reader], INBOX_WAIT_SECONDS + 1):
+            logger.error("%s: its inbox reader did not stop", self.name)
 
     async def _run_one(self, item: Claimed) -> None:
         task = item.task
@@ -465,12 +466,11 @@ class Consumer:
     async def _drain(self) -> None:
         if self.running:
             logger.info("%s draining %d running tasks", self.name, len(self.running))
-            _, still = await asyncio.wait(
-                list(self.running.values()), timeout=self.settings.shutdown_grace_seconds
+            stuck = await end_within(
+                list(self.running.values()), self.settings.shutdown_grace_seconds
             )
-            for job in still:
-                job.cancel()
-            await asyncio.gather(*still, return_exceptions=True)
+            for _ in stuck:  # a handler that swallowed its cancellation: hand it back anyway
+                logger.error("%s leaves a task running that ignored its cancellation", self.name)
         for task_id, item in list(self.held.items()):
             if task_id in self.finished:
                 continue  # its outcome is queued; the flusher reports it
@@ -491,18 +491,3 @@ async def _until(due: float) -> None:
     # The loop's timers may fire a little early (ms resolution): check the clock again.
     while 0 < (left := due - time.time()) <= MAX_EARLY_SECONDS:  # noqa: ASYNC110 - a clock time, not an event
         await asyncio.sleep(left)
-
-
-async def _first_of(*aws: Any) -> None:
-    """Wait until the first awaitable finishes; cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            if not t.done():
-                t.cancel()
-        for t in tasks:
-            if t.done() and not t.cancelled():
-                t.exception()  # consume
-        await asyncio.gather(*tasks, return_exceptions=True)

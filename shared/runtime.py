@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,37 @@ async def every(
             logger.exception("%s tick failed; retrying in %.1fs", name, seconds)
         if await wait_or_stop(stop, seconds):
             return
+
+
+async def first_of(*aws: Awaitable[Any]) -> None:
+    """Wait until the first awaitable finishes; cancel the others and wait for them to end."""
+    jobs = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+
+async def end_within(jobs: Collection[asyncio.Task[Any]], seconds: float) -> set[asyncio.Task[Any]]:
+    """Give `jobs` `seconds` to finish, then cancel what still runs and give it as long
+    again (at least a second) to end. Returns the jobs that never ended (a callee swallowed
+    its cancellation): the caller logs them and goes on, so no single await can hold a
+    shutdown for ever. Each job's exception is retrieved; the caller reads what it wants."""
+    pending: set[asyncio.Task[Any]] = set(jobs)
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=seconds)
+    if pending:
+        for job in pending:
+            job.cancel()
+        # A cancelled job normally ends within a loop iteration or two; waiting at least a
+        # second tells one that takes time to clean up from one that ignores the cancel.
+        _, pending = await asyncio.wait(pending, timeout=max(seconds, 1.0))
+    for job in jobs:
+        if job.done() and not job.cancelled():
+            job.exception()
+    return pending
 
 
 # Every task allocates coroutines, futures and dicts by the dozen, so the default threshold

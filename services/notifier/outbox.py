@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
 
 from services.notifier import signing
 from services.notifier.webhooks import Poster, PostResult
@@ -20,21 +18,11 @@ from shared import codec, deliveries, queries
 from shared.deliveries import DeliveryClaim
 from shared.models import WebhookDelivery
 from shared.redis import Conn
+from shared.runtime import end_within, first_of
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0  # longest sleep without a wake token, as a safety net
-
-
-async def _first_of(*aws: Awaitable[Any]) -> None:
-    """Wait for the first awaitable to finish; cancel the others."""
-    jobs = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for job in jobs:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
 
 
 class Outbox:
@@ -64,7 +52,7 @@ class Outbox:
                 free = self.concurrency - len(self.running)
                 if free <= 0:
                     self.slot_free.clear()
-                    await _first_of(self.slot_free.wait(), stop.wait())
+                    await first_of(self.slot_free.wait(), stop.wait())
                     continue
                 try:
                     claimed, next_due = await deliveries.claim_deliveries(
@@ -77,12 +65,12 @@ class Outbox:
                         wait = IDLE_POLL_SECONDS
                         if next_due is not None:
                             wait = min(wait, max(next_due - codec.now_ms(), 0) / 1000)
-                        await _first_of(deliveries.wait_for_outbox(self.conn, wait), stop.wait())
+                        await first_of(deliveries.wait_for_outbox(self.conn, wait), stop.wait())
                     pause = 0.0
                 except Exception as exc:
                     pause = min(max(pause * 2, 0.1), 2.0)
                     logger.warning("outbox cannot claim (%s); retrying in %.1fs", exc, pause)
-                    await _first_of(asyncio.sleep(pause), stop.wait())
+                    await first_of(asyncio.sleep(pause), stop.wait())
         finally:
             await self._drain()
 
@@ -203,8 +191,6 @@ class Outbox:
         if not self.running:
             return
         logger.info("outbox draining %d deliveries", len(self.running))
-        jobs = list(self.running.values())
-        _, still = await asyncio.wait(jobs, timeout=self.settings.shutdown_grace_seconds)
-        for job in still:
-            job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        stuck = await end_within(list(self.running.values()), self.settings.shutdown_grace_seconds)
+        if stuck:  # its lease brings the delivery back to the next notifier
+            logger.error("outbox leaves %d deliveries that ignored their cancellation", len(stuck))

@@ -37,8 +37,15 @@ async def test_enqueue_returns_the_task_as_stored(producer: Producer) -> None:
     assert task.status == "pending" and task.priority == 5 and task.max_retries == 0
     assert await producer.get(task.id) == task
     later = datetime.now(UTC) + timedelta(minutes=5)
-    scheduled = await producer.enqueue("noop", [1, 2], scheduled_for=later, timeout_seconds=9)
+    scheduled = await producer.enqueue(
+        "noop", [1, 2], scheduled_for=later, timeout_seconds=9, webhook="http://127.0.0.1:9/h"
+    )
     assert scheduled.status == "scheduled" and await producer.get(scheduled.id) == scheduled
+    # The returned task is built without re-validation: its JSON (the REST answer) must be
+    # byte for byte what reading it back gives.
+    for created in (task, scheduled):
+        stored = await producer.get(created.id)
+        assert created.model_dump_json() == stored.model_dump_json()
 
 
 async def test_enqueue_validates_like_the_api(producer: Producer, conn: Conn) -> None:

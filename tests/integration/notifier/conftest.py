@@ -13,6 +13,7 @@ from services.scheduler.runner import run_scheduler
 from shared.redis import Conn
 from shared.settings import Settings
 from tests.integration.notifier.helpers import StartNotifier
+from tests.support.waiting import describe_stuck
 
 
 @pytest.fixture
@@ -28,6 +29,6 @@ async def start_notifier(conn: Conn) -> AsyncIterator[StartNotifier]:
     yield start
     stop.set()
     done, pending = await asyncio.wait(jobs, timeout=10) if jobs else (set(), set())
-    assert not pending, "the notifier did not stop within 10 s"
+    assert not pending, "the notifier did not stop within 10 s:\n" + describe_stuck(pending)
     for job in done:
         job.result()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from shared import queries, transitions
-from shared.consumer import Consumer
+import pytest
+
+from shared import heartbeats, queries, transitions
+from shared.consumer import INBOX_WAIT_SECONDS, Consumer
 from shared.redis import Conn
 from shared.registry import Handler, TaskContext
 from shared.settings import Settings
@@ -300,3 +303,57 @@ async def test_a_task_promoted_ahead_starts_at_its_due_time_not_before(
     record = await queries.get_task(conn, task.id)  # 'started' is the due time, not the claim
     assert record.started_at is not None and record.scheduled_for is not None
     assert record.started_at == record.scheduled_for
+
+
+async def test_a_handler_that_swallows_its_cancellation_does_not_hold_the_stop(
+    conn: Conn, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = asyncio.Event()
+
+    async def stubborn(payload: Any, ctx: TaskContext) -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):  # a misbehaving handler
+                await asyncio.sleep(10)
+
+    [task] = await seed_tasks(conn, settings)
+    consumer = Consumer(
+        conn, settings, service="worker", lane="work", name="Worker T", concurrency=2,
+        lookup={"noop": stubborn}.get,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    job = asyncio.create_task(consumer.run(stop))
+    try:
+        await wait_until(status_is(conn, task.id, "processing"), message="the task to start")
+        stop.set()
+        started = time.monotonic()
+        await asyncio.wait_for(job, 10)
+        # SHUTDOWN_GRACE (1 s here), then at most a second for the cancelled run to end.
+        assert time.monotonic() - started < 4
+    finally:
+        release.set()
+    assert "ignored its cancellation" in caplog.text
+    handed_back = await queries.get_task(conn, task.id)
+    assert handed_back.status == "pending" and handed_back.retry_count == 0
+    await assert_consistent(conn)
+
+
+async def test_a_consumer_whose_sealed_inbox_is_taken_back_still_stops(
+    conn: Conn, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    # Recovery judged it late and took its inbox back, seal included, before its reader
+    # read the seal: as if the seal had never been pushed.
+    withdraw = heartbeats.withdraw_offers
+
+    async def seal_taken_back(conn: Conn, instance_id: str, **kw: Any) -> None:
+        await withdraw(conn, instance_id)
+
+    async with running(conn, settings, {}, concurrency=1) as consumer:
+        await wait_until(lambda: _offered(conn, consumer.instance_id, 1), message="an offer")
+        await asyncio.sleep(0.05)  # let its reader block on the inbox
+        monkeypatch.setattr(heartbeats, "withdraw_offers", seal_taken_back)
+        started = time.monotonic()
+    # running() waited for the stop: one silent inbox wait (1 s); the reader was not left to
+    # time out and be cancelled (2 s and a warning before).
+    assert time.monotonic() - started < INBOX_WAIT_SECONDS + 0.8
+    assert "did not stop" not in caplog.text
