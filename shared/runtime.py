@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
@@ -103,6 +104,22 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
 
-        uvloop.run(main)
+        uvloop.run(_ending_strays(main))
     except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we ship
-        asyncio.run(main)
+        asyncio.run(_ending_strays(main))
+
+
+async def _ending_strays(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main`, then end the tasks it left behind. asyncio.run would wait for ever on one
+    that swallows its cancellation (a task handler catching CancelledError in a loop): such
+    a process is logged and exits without it, instead of hanging until it is killed."""
+    try:
+        await main
+    finally:
+        me = asyncio.current_task()
+        strays = [task for task in asyncio.all_tasks() if task is not me]
+        if strays and (stuck := await end_within(strays, 0)):
+            failed = sys.exc_info()[0] is not None
+            logger.error("exiting with %d tasks that ignored their cancellation", len(stuck))
+            logging.shutdown()  # flush the log handlers: os._exit skips it
+            os._exit(1 if failed else 0)

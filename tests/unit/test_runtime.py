@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 from shared.runtime import end_within, first_of
 
@@ -50,3 +55,36 @@ async def test_first_of_returns_with_the_first_and_ends_the_others() -> None:
     slow = asyncio.ensure_future(asyncio.sleep(30))
     await first_of(asyncio.sleep(0.01), slow)
     assert slow.cancelled()
+
+
+def test_a_service_process_exits_though_a_task_ignores_its_cancellation(tmp_path: Path) -> None:
+    script = tmp_path / "stray.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, contextlib, logging
+            from shared.runtime import run
+
+            async def stubborn():
+                while True:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.sleep(10)
+
+            async def main():
+                asyncio.get_running_loop().create_task(stubborn())
+                await asyncio.sleep(0.05)
+
+            logging.basicConfig()
+            run(main())
+            """
+        )
+    )
+    root = Path(__file__).resolve().parents[2]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "exiting with 1 tasks that ignored their cancellation" in done.stderr
+    assert time.monotonic() - started < 10  # one second for the cancel, plus start-up
