@@ -357,39 +357,3 @@ async def test_a_consumer_whose_sealed_inbox_is_taken_back_still_stops(
     # time out and be cancelled (2 s and a warning before).
     assert time.monotonic() - started < INBOX_WAIT_SECONDS + 0.8
     assert "did not stop" not in caplog.text
-
-
-async def test_a_report_waits_for_the_claim_in_flight(
-    conn: Conn, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Claims go to Redis before reports, so freed slots refill sooner: while a claim is out,
-    # the outcome of a finished task is held back, then reported.
-    gate, claim = asyncio.Event(), transitions.claim_or_offer
-    claims_waiting: list[int] = []
-
-    async def gated_claim(*args: Any, **kwargs: Any) -> transitions.ClaimReply:
-        claims_waiting.append(1)
-        await gate.wait()
-        return await claim(*args, **kwargs)
-
-    async def quick(payload: Any, ctx: TaskContext) -> str:
-        return "done"
-
-    async with running(conn, settings, {"noop": quick}, concurrency=2) as consumer:
-        await wait_until(lambda: _offered(conn, consumer.instance_id, 2), message="offers")
-        monkeypatch.setattr(transitions, "claim_or_offer", gated_claim)
-        [task] = await seed_tasks(conn, settings)  # handed over, run, then a claim goes out
-        await wait_until(_true(lambda: bool(claims_waiting)), message="a claim in flight")
-        await wait_until(_true(lambda: task.id in consumer.finished), message="task finished")
-        await asyncio.sleep(0.2)  # room for a report that would not wait
-        assert (await queries.get_task(conn, task.id)).status == "processing"
-        gate.set()
-        await wait_until(status_is(conn, task.id, "completed"), message="the report")
-    await assert_consistent(conn)
-
-
-def _true(check: Callable[[], bool]) -> Callable[[], Any]:
-    async def probe() -> bool:
-        return check()
-
-    return probe
