@@ -28,7 +28,7 @@ from shared import codec, heartbeats, transitions
 from shared.logging import log_step
 from shared.redis import Conn, guarded
 from shared.registry import Handler, TaskContext
-from shared.runtime import end_within, first_of, instance_id
+from shared.runtime import end_within, instance_id, wait_or_stop
 from shared.settings import Settings
 from shared.transitions import Claimed, Outcome
 
@@ -226,7 +226,7 @@ class Consumer:
                 logger.warning(
                     "%s cannot claim (%s); retrying in %.1fs", self.name, describe(exc), pause
                 )
-                await first_of(asyncio.sleep(pause), stop.wait())
+                await wait_or_stop(stop, pause)
                 continue
             self.offered = reply.offered + reply.waiting
             for item in reply.claimed:
@@ -469,8 +469,10 @@ class Consumer:
             stuck = await end_within(
                 list(self.running.values()), self.settings.shutdown_grace_seconds
             )
-            for _ in stuck:  # a handler that swallowed its cancellation: hand it back anyway
-                logger.error("%s leaves a task running that ignored its cancellation", self.name)
+            if stuck:  # handlers that swallowed their cancellation: hand their tasks back anyway
+                logger.error(
+                    "%s leaves %d running: each ignored its cancellation", self.name, len(stuck)
+                )
         for task_id, item in list(self.held.items()):
             if task_id in self.finished:
                 continue  # its outcome is queued; the flusher reports it

@@ -18,7 +18,7 @@ from shared import codec, deliveries, queries
 from shared.deliveries import DeliveryClaim
 from shared.models import WebhookDelivery
 from shared.redis import Conn
-from shared.runtime import end_within, first_of
+from shared.runtime import end_within, first_of, wait_or_stop
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Outbox:
                 except Exception as exc:
                     pause = min(max(pause * 2, 0.1), 2.0)
                     logger.warning("outbox cannot claim (%s); retrying in %.1fs", exc, pause)
-                    await first_of(asyncio.sleep(pause), stop.wait())
+                    await wait_or_stop(stop, pause)
         finally:
             await self._drain()
 
