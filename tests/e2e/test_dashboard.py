@@ -278,6 +278,44 @@ async def test_retry_on_a_failed_task_runs_it_again_to_completion(
     assert watched.errors == []
 
 
+async def test_a_late_answer_to_retry_does_not_step_the_row_back(
+    stack: Stack, browser: Any
+) -> None:
+    # The retry call answers with the task as read right after it (processing: handed over
+    # in the retry script). Held back until the live update has shown the rerun completed,
+    # that older answer must not turn the row back to Processing.
+    expect = playwright_api.expect
+    watched = await open_page(browser, stack.dashboard)
+    page = watched.page
+    await live(watched)
+    task_id = await stack.create(type="dash_flaky", max_retries=0)
+    row = page.locator(f'tr[data-id="{task_id}"]')
+    await expect(row.locator(".pill")).to_have_text("Failed")
+
+    rerun, shown = asyncio.Event(), asyncio.Event()
+
+    async def gated(payload: Any, ctx: TaskContext) -> Any:
+        await rerun.wait()  # the retry's answer is read while the rerun is still running
+        return "recovered"
+
+    async def late(route: Any) -> None:
+        response = await route.fetch()
+        rerun.set()
+        await shown.wait()
+        await route.fulfill(response=response)
+
+    stack.workers.handlers["dash_flaky"] = gated
+    await page.route("**/tasks/*/retry", late)
+    await row.locator('button[data-action="retry"]').click()
+    await expect(row.locator(".pill")).to_have_text("Completed")
+    shown.set()
+    await expect(page.locator(".toast", has_text="queued again")).to_be_visible()
+    # The answer is applied with the toast; let the table draw twice, then read the row.
+    await page.evaluate("() => new Promise((r) => setTimeout(r, 300))")
+    assert await row.locator(".pill").text_content() == "Completed"
+    assert watched.errors == []
+
+
 async def test_cancel_on_a_scheduled_task_asks_once_then_cancels(
     stack: Stack, browser: Any
 ) -> None:

@@ -8,6 +8,9 @@ const PAGE = 50;
 const MAX_LIMIT = 200;
 const RELOAD_EVERY_MS = 3000;
 
+/** `row` is an older state of the task than `than` (by its last update, in ms). */
+const isOlder = (row, than) => Boolean(than) && row.updated < than.updated;
+
 const newestFirst = (a, b) => b.created - a.created || (b.id < a.id ? -1 : b.id > a.id ? 1 : 0);
 
 /** Retry and Cancel, shared by the table and the details drawer. */
@@ -141,14 +144,17 @@ export class TaskTable {
   apply(rows) {
     let changed = false;
     for (const row of rows) {
-      if (this.inFlight) this.during.set(row.id, row);
+      if (this.inFlight && !isOlder(row, this.during.get(row.id))) this.during.set(row.id, row);
       const known = this.rows.has(row.id);
       if (known && !this.matches(row)) {
         this.rows.delete(row.id);
         changed = true;
       } else if (known) {
         const old = this.rows.get(row.id);
-        if (old.updated !== row.updated || old.status !== row.status) {
+        // An action's answer can arrive after the live update that followed it (a retried
+        // task handed over, run and completed before the retry call returned): never step
+        // a row back to an older state.
+        if (!isOlder(row, old) && (old.updated !== row.updated || old.status !== row.status)) {
           this.rows.set(row.id, row);
           changed = true;
         }
