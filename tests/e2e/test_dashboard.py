@@ -253,16 +253,22 @@ async def test_tasks_from_the_api_appear_and_counters_move_without_reload(
     assert watched.errors == []
 
 
+async def failed_row(stack: Stack, browser: Any) -> tuple[Watched, Any]:
+    """A live page showing the row of a task that failed (dash_flaky, no retries)."""
+    watched = await open_page(browser, stack.dashboard)
+    await live(watched)
+    task_id = await stack.create(type="dash_flaky", max_retries=0)
+    row = watched.page.locator(f'tr[data-id="{task_id}"]')
+    await playwright_api.expect(row.locator(".pill")).to_have_text("Failed")
+    return watched, row
+
+
 async def test_retry_on_a_failed_task_runs_it_again_to_completion(
     stack: Stack, browser: Any
 ) -> None:
     expect = playwright_api.expect
-    watched = await open_page(browser, stack.dashboard)
+    watched, row = await failed_row(stack, browser)
     page = watched.page
-    await live(watched)
-    task_id = await stack.create(type="dash_flaky", max_retries=0)
-    row = page.locator(f'tr[data-id="{task_id}"]')
-    await expect(row.locator(".pill")).to_have_text("Failed")
     await expect(page.locator('[data-status="failed"] .counter-value')).to_have_text("1")
 
     stack.workers.failing = False
@@ -285,13 +291,8 @@ async def test_a_late_answer_to_retry_does_not_step_the_row_back(
     # in the retry script). Held back until the live update has shown the rerun completed,
     # that older answer must not turn the row back to Processing.
     expect = playwright_api.expect
-    watched = await open_page(browser, stack.dashboard)
+    watched, row = await failed_row(stack, browser)
     page = watched.page
-    await live(watched)
-    task_id = await stack.create(type="dash_flaky", max_retries=0)
-    row = page.locator(f'tr[data-id="{task_id}"]')
-    await expect(row.locator(".pill")).to_have_text("Failed")
-
     rerun, shown = asyncio.Event(), asyncio.Event()
 
     async def gated(payload: Any, ctx: TaskContext) -> Any:
