@@ -21,6 +21,7 @@ F_PRIORITY, F_MAX_RETRIES, F_RETRY_COUNT = "priority", "max_retries", "retry_cou
 F_RUN_AT, F_WEBHOOK, F_TIMEOUT, F_LANE = "run_at", "webhook", "timeout", "lane"
 F_CREATED, F_UPDATED, F_STARTED, F_COMPLETED = "created", "updated", "started", "completed"
 F_ERROR, F_RESULT, F_ATTEMPT, F_WORKER = "error", "result", "attempt", "worker"
+F_TOKEN = "token"  # the current claim's fencing token (claim_token in _lib.lua)
 T = TypeVar("T")
 
 
@@ -31,6 +32,21 @@ def dumps(value: Any) -> str:
 
 def loads(raw: str | bytes) -> Any:
     return orjson.loads(raw)
+
+
+def safe_text(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD, so it can be written to Redis.
+
+    A handler's exception message, or a server reply that was decoded with
+    `surrogateescape`, can hold one; redis-py then fails on encoding every call it is in.
+    """
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        # Through UTF-16, surrogate pairs written as two code points are joined again and
+        # only the lone ones become U+FFFD.
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def to_ms(moment: datetime) -> int:

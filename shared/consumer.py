@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from shared import codec, heartbeats, transitions
+from shared.errors import RedisUnavailable
 from shared.logging import log_step
 from shared.redis import Conn, guarded
 from shared.registry import Handler, TaskContext
@@ -34,6 +35,7 @@ from shared.transitions import Claimed, Outcome
 
 logger = logging.getLogger(__name__)
 HandlerLookup = Callable[[str], Handler | None]
+ClaimKey = tuple[str, str]  # (task id, claim token): one run of a task (Claimed.key)
 CLAIM_GATHER_SECONDS = 0.002  # longest a free slot waits for others before a claim
 INBOX_WAIT_SECONDS = 1.0  # an inbox silent this long re-syncs the offers (a safety net)
 MAX_EARLY_SECONDS = 1.0  # the longest a consumer waits for a promoted task's due time
@@ -64,14 +66,33 @@ async def call_handler(handler: Handler, ctx: TaskContext) -> Any:
 
 
 def encode_result(result: Any) -> str:
-    """The result as stored; what cannot be stored is the task's error, not the worker's."""
+    """The result as stored; what cannot be stored is the task's error, not the worker's.
+
+    Lone surrogates in its strings (say an SMTP reply decoded with `surrogateescape`) are
+    stored as U+FFFD: the work was done, and failing it would run it again."""
     try:
         encoded = codec.dumps(result)
     except TypeError as exc:
-        raise TypeError(f"result is not JSON-serialisable: {exc}") from exc
+        if "surrogates" not in str(exc):
+            raise TypeError(f"result is not JSON-serialisable: {exc}") from exc
+        try:
+            encoded = codec.dumps(_without_surrogates(result))
+        except (TypeError, RecursionError) as again:
+            raise TypeError(f"result is not JSON-serialisable: {again}") from again
     if len(encoded) > MAX_RESULT_BYTES:
         raise ValueError(f"result is {len(encoded)} bytes as JSON; the limit is {MAX_RESULT_BYTES}")
     return encoded
+
+
+def _without_surrogates(value: Any) -> Any:
+    """`value` with codec.safe_text applied to every string in it (keys included)."""
+    if isinstance(value, str):
+        return codec.safe_text(value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_surrogates(item) for item in value]
+    return value
 
 
 async def _in_thread(handler: Handler, payload: Any, ctx: TaskContext) -> Any:
@@ -114,9 +135,10 @@ class _Carried(Exception):
 
 
 def describe(exc: BaseException) -> str:
-    """`Type: message` for a task's error; never raises, whatever the exception's __str__ does."""
+    """`Type: message` for a task's error; never raises, whatever the exception's __str__ does,
+    and always encodable (lone surrogates become U+FFFD)."""
     try:
-        text = str(exc)
+        text = codec.safe_text(str(exc))
     except Exception:
         text = "<unprintable message>"
     name = type(exc).__name__
@@ -140,11 +162,13 @@ class Consumer:
         self.conn, self.settings, self.service, self.lane = conn, settings, service, lane
         self.name, self.concurrency, self.lookup = name, concurrency, lookup
         self.instance_id = instance_id(service)
-        self.held: dict[str, Claimed] = {}
-        self.running: dict[str, asyncio.Task[None]] = {}
-        self.outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
-        self.finished: set[str] = set()
-        self.expired: set[str] = set()  # ids whose run hit its timeout and was cancelled
+        # Keyed by claim, not task id: a task wrongly recovered from this live consumer can
+        # come back to it while its first run goes on, and each run must settle as its own.
+        self.held: dict[ClaimKey, Claimed] = {}
+        self.running: dict[ClaimKey, asyncio.Task[None]] = {}
+        self.outcomes: asyncio.Queue[tuple[ClaimKey, Outcome] | None] = asyncio.Queue()
+        self.finished: set[ClaimKey] = set()
+        self.expired: set[ClaimKey] = set()  # runs that hit their timeout and were cancelled
         self.slot_free = asyncio.Event()
         # Slots on offer for hand-over, or handed over and still in the inbox: not free for a
         # claim. The claim script reports both, so every claim re-syncs this estimate.
@@ -233,8 +257,8 @@ class Consumer:
                 self._start(item)
 
     def _start(self, item: Claimed) -> None:
-        self.held[item.task.id] = item
-        self.running[item.task.id] = asyncio.create_task(self._run_one(item))
+        self.held[item.key] = item
+        self.running[item.key] = asyncio.create_task(self._run_one(item))
 
     async def _inbox_loop(self, stop: asyncio.Event) -> None:
         """Start the tasks handed over to this consumer, until the sealed inbox runs out."""
@@ -275,7 +299,7 @@ class Consumer:
             return False
         self.offered = max(self.offered - 1, 0)
         if stop.is_set():
-            self.held[item.task.id] = item  # _drain hands it back
+            self.held[item.key] = item  # _drain hands it back
         else:
             self._start(item)
         return True
@@ -305,19 +329,19 @@ class Consumer:
         )
         if item.poison is not None:
             logger.error("%s cannot run task %s: %s", self.name, task.id, item.poison)
-            outcome = Outcome(task.id, item.attempt, False, error=item.poison, final=True)
+            outcome = Outcome(task.id, item.token, False, error=item.poison, final=True)
         else:
             outcome = await self._outcome_of(item)
-        self._settle(outcome)
+        self._settle(item.key, outcome)
 
-    def _settle(self, outcome: Outcome) -> None:
+    def _settle(self, claim: ClaimKey, outcome: Outcome) -> None:
         """Free the slot and queue the outcome for the flusher (once per run)."""
-        if self.running.pop(outcome.task_id, None) is None:
+        if self.running.pop(claim, None) is None:
             return  # abandoned after its timeout: that outcome is already reported
-        self.finished.add(outcome.task_id)
+        self.finished.add(claim)
         if self._free() >= self.claim_batch or not self.running:
             self.slot_free.set()
-        self.outcomes.put_nowait(outcome)
+        self.outcomes.put_nowait((claim, outcome))
 
     async def _outcome_of(self, item: Claimed) -> Outcome:
         """Run the handler within its timeout; whatever it raises (bar our own cancellation)
@@ -326,7 +350,7 @@ class Consumer:
         The handler runs in this slot's own task, bounded by one timer that cancels it: no
         second task and no asyncio.wait per run, which cost more than a no-op handler.
         """
-        task = item.task
+        task, claim = item.task, item.key
         handler = self.lookup(task.type)
         timeout = task.timeout_seconds or self.settings.default_timeout_seconds
         me = asyncio.current_task()
@@ -337,49 +361,49 @@ class Consumer:
                 raise LookupError(f"no handler for task type {task.type!r} in {self.service}")
             ctx = TaskContext(task=task, attempt=item.attempt, settings=self.settings)
             result = await call_handler(handler, ctx)
-            if task.id in self.expired:  # it swallowed the cancellation and returned anyway
+            if claim in self.expired:  # it swallowed the cancellation and returned anyway
                 return self._timed_out(item, timeout)
             encoded = encode_result(result)
-            return Outcome(task.id, item.attempt, True, result=result, result_json=encoded)
+            return Outcome(task.id, item.token, True, result=result, result_json=encoded)
         except asyncio.CancelledError as exc:
-            if task.id in self.expired:
+            if claim in self.expired:
                 me.uncancel()
                 return self._timed_out(item, timeout)
             if me.cancelling():
                 raise  # shutdown: _drain hands the task back
-            return Outcome(task.id, item.attempt, False, error=describe(exc) or "cancelled")
+            return Outcome(task.id, item.token, False, error=describe(exc) or "cancelled")
         except BaseException as exc:  # SystemExit, GeneratorExit, ...: the handler's doing
-            if task.id in self.expired:
+            if claim in self.expired:
                 return self._timed_out(item, timeout)
-            return Outcome(task.id, item.attempt, False, error=describe(exc))
+            return Outcome(task.id, item.token, False, error=describe(exc))
         finally:
             expiry.cancel()
-            self.expired.discard(task.id)
+            self.expired.discard(claim)
 
     @staticmethod
     def _timed_out(item: Claimed, timeout: float) -> Outcome:
         error = describe(TaskTimeout(f"timed out after {timeout:g}s"))
-        return Outcome(item.task.id, item.attempt, False, error=error)
+        return Outcome(item.task.id, item.token, False, error=error)
 
     def _expire(self, item: Claimed, job: asyncio.Task[Any], timeout: float) -> None:
         """The timeout: cancel the run; a handler that swallows the cancellation loses its
         slot ABANDON_AFTER_SECONDS later (it runs on, its outcome ignored)."""
-        self.expired.add(item.task.id)
+        self.expired.add(item.key)
         job.cancel()
         asyncio.get_running_loop().call_later(
             ABANDON_AFTER_SECONDS, self._abandon, item, job, timeout
         )
 
     def _abandon(self, item: Claimed, job: asyncio.Task[Any], timeout: float) -> None:
-        if not job.done() and self.running.get(item.task.id) is job:
+        if not job.done() and self.running.get(item.key) is job:
             logger.error("%s abandons task %s: it ignored its timeout", self.name, item.task.id)
-            self._settle(self._timed_out(item, timeout))
+            self._settle(item.key, self._timed_out(item, timeout))
 
     async def _flush_loop(self) -> None:
         """Report outcomes as they come, batching whatever queued up during the last report."""
         while True:
             first = await self.outcomes.get()
-            batch: list[Outcome] = []
+            batch: list[tuple[ClaimKey, Outcome]] = []
             last = first is None
             if first is not None:
                 batch.append(first)
@@ -393,22 +417,50 @@ class Consumer:
             if last:
                 return
 
-    async def _report(self, batch: list[Outcome]) -> None:
-        """Report a batch, retrying while Redis is away (the leases keep the tasks safe)."""
+    async def _report(self, batch: list[tuple[ClaimKey, Outcome]]) -> None:
+        """Report a batch and forget its claims."""
+        codes = await self._store_or_split([outcome for _, outcome in batch])
+        for (claim, outcome), code in zip(batch, codes, strict=True):
+            self.held.pop(claim, None)
+            self.finished.discard(claim)
+            self.processed += 1
+            self._log_outcome(outcome, code)
+
+    async def _store(self, outcomes: list[Outcome]) -> list[str]:
+        """report_outcomes, retried for as long as Redis is unavailable (the heartbeat keeps
+        the leases, so the tasks stay safe); any other error is raised: it concerns the
+        outcomes, and sending them again would fail the same way for ever."""
         tries = 0
         while True:
             try:
-                codes = await transitions.report_outcomes(self.conn, batch, self.settings)
-                break
-            except Exception as exc:
+                return await transitions.report_outcomes(self.conn, outcomes, self.settings)
+            except RedisUnavailable as exc:
                 tries += 1
                 logger.warning("%s cannot report outcomes (%s); retrying", self.name, describe(exc))
                 await asyncio.sleep(min(0.1 * 2**tries, 2.0))
-        for outcome, code in zip(batch, codes, strict=True):
-            self.held.pop(outcome.task_id, None)
-            self.finished.discard(outcome.task_id)
-            self.processed += 1
-            self._log_outcome(outcome, code)
+
+    async def _store_or_split(self, outcomes: list[Outcome]) -> list[str]:
+        """Store outcomes; one that cannot be stored fails its own task, not the batch's."""
+        try:
+            return await self._store(outcomes)
+        except Exception as exc:
+            if len(outcomes) > 1:
+                return [code for one in outcomes for code in await self._store_or_split([one])]
+            outcome = outcomes[0]
+            logger.error(
+                "%s cannot store the outcome of task %s (%s); failing the task instead",
+                self.name,
+                outcome.task_id,
+                describe(exc),
+                extra={"task_id": outcome.task_id},
+            )
+            # A run that succeeded is not run again for a result it could not store.
+            error = f"the outcome of this run could not be stored: {describe(exc)}"
+            failure = Outcome(outcome.task_id, outcome.token, False, error=error, final=outcome.ok)
+            try:
+                return await self._store([failure])
+            except Exception as again:  # its lease runs out and recovery takes it
+                return [f"error: {describe(again)}"]
 
     def _log_outcome(self, outcome: Outcome, code: str) -> None:
         extra = {"task_id": outcome.task_id}
@@ -450,7 +502,7 @@ class Consumer:
             "lane": self.lane,
             "slots": self.concurrency,
             "running": len(self.running),
-            "tasks": list(self.running)[:20],
+            "tasks": [task_id for task_id, _ in self.running][:20],
             "processed": self.processed,
             "started_at": self.started,
         }
@@ -458,7 +510,9 @@ class Consumer:
         try:
             await heartbeats.beat(self.conn, self.service, self.instance_id, info, ttl)
             await transitions.extend_leases(
-                self.conn, list(self.held), self.settings.task_lease_seconds
+                self.conn,
+                list({task_id: None for task_id, _ in self.held}),
+                self.settings.task_lease_seconds,
             )
         except Exception as exc:
             logger.warning("%s heartbeat failed: %s", self.name, describe(exc))
@@ -473,17 +527,16 @@ class Consumer:
                 logger.error(
                     "%s leaves %d running: each ignored its cancellation", self.name, len(stuck)
                 )
-        for task_id, item in list(self.held.items()):
-            if task_id in self.finished:
+        for claim, item in list(self.held.items()):
+            if claim in self.finished:
                 continue  # its outcome is queued; the flusher reports it
+            task_id = item.task.id
             with contextlib.suppress(Exception):
-                await transitions.requeue(
-                    self.conn, task_id, item.attempt, f"{self.name} shut down"
-                )
+                await transitions.requeue(self.conn, task_id, item.token, f"{self.name} shut down")
                 logger.info(
                     "%s handed back task %s", self.name, task_id, extra={"task_id": task_id}
                 )
-            self.held.pop(task_id, None)
+            self.held.pop(claim, None)
 
 
 async def _until(due: float) -> None:

@@ -60,7 +60,8 @@ async def claim_deliveries(
 
     Returns the claims and the due time (ms) of the earliest delivery left, or None.
     """
-    now = now_ms if now_ms is not None else codec.now_ms()
+    # The server's clock: a delivery leased by one notifier is judged by another.
+    now = now_ms if now_ms is not None else await conn.server_ms()
     k = conn.keys
     args: list[str | int] = [now, now + int(lease_seconds * 1000), limit, k.delivery_prefix]
     next_due, entries = await guarded(conn.scripts["claim_deliveries"]([k.outbox], args))
@@ -76,7 +77,8 @@ async def record_delivery(
     retry_at_ms: int | None,
     body: str | None = None,
 ) -> str:
-    """Append attempt records; reschedule at `retry_at_ms`, or finish the delivery when None.
+    """Append attempt records (dropped when the task was purged meanwhile); reschedule at
+    `retry_at_ms`, or finish the delivery when None.
 
     Returns 'ok', 'missing' (already finished elsewhere) or 'stale' (claimed again meanwhile).
     """
@@ -86,6 +88,7 @@ async def record_delivery(
         k.outbox,
         k.task_deliveries(claim.task_id),
         k.wake("outbox"),
+        k.task(claim.task_id),
     ]
     args = [
         claim.delivery_id,

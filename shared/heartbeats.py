@@ -1,4 +1,7 @@
-"""Service liveness: each instance beats into a ZSET; health and worker_count read it."""
+"""Service liveness: each instance beats into a ZSET; health and worker_count read it.
+
+Beats are stamped and judged with Redis's clock (`Conn.server_ms`), never a host's own, so
+clock skew between hosts neither kills a live instance nor keeps a dead one."""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ async def beat(
 ) -> None:
     """Record that an instance is alive, with what it is doing (one MULTI round trip)."""
     k = conn.keys
+    now = await conn.server_ms()
     async with conn.redis.pipeline(transaction=True) as pipe:
-        pipe.zadd(k.heartbeats(service), {instance_id: codec.now_ms()})
+        pipe.zadd(k.heartbeats(service), {instance_id: now})
         pipe.set(k.instance(service, instance_id), codec.dumps(info), px=int(ttl_seconds * 1000))
         await guarded(pipe.execute())
 
@@ -34,7 +38,7 @@ async def leave(conn: Conn, service: str, instance_id: str) -> None:
 
 async def live_counts(conn: Conn, dead_after_seconds: float) -> dict[str, int]:
     """Live instances per service, counted by recent heartbeats."""
-    since = codec.now_ms() - int(dead_after_seconds * 1000)
+    since = await conn.server_ms() - int(dead_after_seconds * 1000)
     async with conn.redis.pipeline(transaction=False) as pipe:
         for service in SERVICES:
             pipe.zcount(conn.keys.heartbeats(service), since, "+inf")
@@ -45,7 +49,7 @@ async def live_counts(conn: Conn, dead_after_seconds: float) -> dict[str, int]:
 async def instances(conn: Conn, service: str, dead_after_seconds: float) -> list[dict[str, Any]]:
     """Live instances of a service with their last beat and info (current tasks, pid, host)."""
     k = conn.keys
-    since = codec.now_ms() - int(dead_after_seconds * 1000)
+    since = await conn.server_ms() - int(dead_after_seconds * 1000)
     members = cast(
         "list[tuple[str, float]]",
         await guarded(
@@ -64,7 +68,7 @@ async def instances(conn: Conn, service: str, dead_after_seconds: float) -> list
 
 async def dead_instances(conn: Conn, service: str, dead_after_seconds: float) -> Sequence[str]:
     """Instances whose last beat is older than `dead_after_seconds` (candidates for recovery)."""
-    before = codec.now_ms() - int(dead_after_seconds * 1000)
+    before = await conn.server_ms() - int(dead_after_seconds * 1000)
     key = conn.keys.heartbeats(service)
     return cast("list[str]", await guarded(conn.redis.zrangebyscore(key, "-inf", f"({before}")))
 
@@ -107,3 +111,17 @@ async def take_inbox(conn: Conn, instance_id: str) -> list[str]:
         pipe.delete(key)
         messages, _ = await guarded(pipe.execute())
     return cast("list[str]", messages)
+
+
+async def prune_dead(conn: Conn, service: str, dead_after_seconds: float) -> list[str]:
+    """Drop the entries (and info keys) of instances silent for `dead_after_seconds`, for
+    services holding no tasks; workers and notifiers are left to recovery's `forget`.
+    A live instance pruned in a race is back at its next beat. Returns the ids dropped."""
+    dead = list(await dead_instances(conn, service, dead_after_seconds))
+    if dead:
+        k = conn.keys
+        async with conn.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(k.heartbeats(service), *dead)
+            pipe.delete(*(k.instance(service, iid) for iid in dead))
+            await guarded(pipe.execute())
+    return dead

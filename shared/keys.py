@@ -6,6 +6,7 @@ in one Redis Cluster slot (SPEC section 8). More queues spread over more slots.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -65,6 +66,12 @@ class Keys:
     def ready_all(self, lane: str) -> list[str]:
         """Ready lists of one lane, most urgent first."""
         return [self.ready(lane, p) for p in PRIORITIES]
+
+    @property
+    def ready_skips(self) -> str:
+        # HASH: ready list name -> ids cancelled while in it (claim.lua drops them later), so
+        # a cancel is O(1) and LLEN minus this is the list's exact ready depth.
+        return f"{self.ready_prefix}skip"
 
     def wake(self, lane: str) -> str:
         return f"{self.wake_prefix}{lane}"  # LIST: wake tokens (the webhook outbox loop)
@@ -151,3 +158,11 @@ class Keys:
 
     def throughput(self, epoch_minute: int) -> str:
         return f"{self.prefix}tp:{epoch_minute}"  # HASH: "<second>:<c|f>" -> count, EX 1 h
+
+
+def client_idempotency_key(api_key: str, key: str) -> str:
+    """An Idempotency-Key as one API key's own (`Keys.idempotency` names its record): a short
+    hash of the API key goes in front, so two clients sending the same key never meet, and
+    the API key itself is never stored."""
+    digest = hashlib.sha256(b"tq-idempotency|" + api_key.encode()).hexdigest()[:16]
+    return f"k{digest}:{key}"

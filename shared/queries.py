@@ -62,7 +62,9 @@ async def list_tasks(
     """Newest first, from the created-time index of one status (or of all tasks).
 
     The cursor is the (created ms, id) of the last entry returned, so new tasks arriving
-    between pages never shift or repeat entries.
+    between pages never shift or repeat entries. Whole records (payloads, results up to
+    1 MiB) are read only for the tasks the page returns: a type filter first reads just
+    the `type` and `status` of the entries it walks past.
     """
     index = conn.keys.index_status(status) if status else conn.keys.index_all
     max_score: float | str = "+inf"
@@ -72,35 +74,65 @@ async def list_tasks(
         max_score = after[0]
     found: list[Task] = []
     scanned, offset, last = 0, 0, after
-    chunk = max(limit * 2, 100) if task_type else limit + 50
     while len(found) < limit and scanned < MAX_SCAN_FOR_FILTER:
+        want = limit - len(found)
+        chunk = max(want * 2, 200) if task_type else want + 50
         page = conn.redis.zrevrangebyscore(
             index, max_score, "-inf", start=offset, num=chunk, withscores=True
         )
         entries = cast("list[tuple[str, float]]", await guarded(page))
-        offset += len(entries)
-        # Equal scores come in reverse member order: skip what the previous page returned.
-        fresh = [
-            (tid, sc) for tid, sc in entries if not (after and sc == after[0] and tid >= after[1])
-        ]
-        tasks = {t.id: t for t in await get_tasks(conn, [tid for tid, _ in fresh])}
-        for tid, score in fresh:
+        candidates = await _candidates(conn, entries, after, status, task_type)
+        # Walk the index up to the entry that fills the page; only those picks are read whole.
+        picks: list[str] = []
+        walked = 0
+        for tid, score, match in candidates:
+            walked += 1
             scanned += 1
-            task = tasks.get(tid)
             last = (int(score), tid)
-            if (
-                task
-                and (task_type is None or task.type == task_type)
-                and (not status or task.status == status)
-            ):
-                found.append(task)
-                if len(found) == limit:
+            if match:
+                picks.append(tid)
+                if len(picks) == want:
                     break
-        if len(entries) < chunk:
+        # Offsets count from the first entry at max_score: resume right after the last one
+        # walked, which is not the chunk's end when the page filled early.
+        offset += len(entries) - len(candidates) + walked
+        found += [
+            task
+            for task in await get_tasks(conn, picks)
+            # A task can change status between the index read and this one: keep it exact.
+            if not status or task.status == status
+        ]
+        if len(entries) < chunk and walked == len(candidates):
             return Page(found, _encode_cursor(*last) if len(found) == limit and last else None)
     if len(found) < limit and scanned < MAX_SCAN_FOR_FILTER:
         return Page(found, None)
     return Page(found, _encode_cursor(*last) if last else None)
+
+
+async def _candidates(
+    conn: Conn,
+    entries: list[tuple[str, float]],
+    after: tuple[int, str] | None,
+    status: TaskStatus | None,
+    task_type: str | None,
+) -> list[tuple[str, float, bool]]:
+    """Index entries not on an earlier page, each with whether it may belong on this one.
+
+    With a type filter, HMGET of `type` and `status` decides (a few bytes per entry); without
+    one every entry is a candidate, and the full read of the picks drops any purged since.
+    """
+    # Equal scores come in reverse member order: skip what the previous page returned.
+    fresh = [(tid, sc) for tid, sc in entries if not (after and sc == after[0] and tid >= after[1])]
+    if not task_type or not fresh:
+        return [(tid, sc, True) for tid, sc in fresh]
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        for tid, _ in fresh:
+            pipe.hmget(conn.keys.task(tid), [codec.F_TYPE, codec.F_STATUS])
+        replies = cast("list[list[str | None]]", await guarded(pipe.execute()))
+    return [
+        (tid, sc, kind == task_type and (not status or current == status))
+        for (tid, sc), (kind, current) in zip(fresh, replies, strict=True)
+    ]
 
 
 def derive_attempts(events: Sequence[TaskEvent]) -> list[Attempt]:
@@ -164,18 +196,21 @@ async def get_details(conn: Conn, task_id: str) -> TaskDetails:
 async def get_stats(conn: Conn, *, dead_after_seconds: float) -> Stats:
     """Exact counts in one round trip: counters, queue lengths and live workers (O(1) each)."""
     k = conn.keys
-    alive_since = codec.now_ms() - int(dead_after_seconds * 1000)
+    alive_since = await conn.server_ms() - int(dead_after_seconds * 1000)
+    lists = [*k.ready_all("work"), *k.ready_all("notify")]
     async with conn.redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(k.counts)
-        for priority in PRIORITIES:
-            pipe.llen(k.ready("work", priority))
-        for priority in PRIORITIES:
-            pipe.llen(k.ready("notify", priority))
+        for name in lists:
+            pipe.llen(name)
+        pipe.hmget(k.ready_skips, lists)
         pipe.zcard(k.delayed)
         pipe.zcount(k.heartbeats("worker"), alive_since, "+inf")
         replies = await guarded(pipe.execute())
     counts = {name: int(value) for name, value in replies[0].items()}
-    work, notify = replies[1:6], replies[6:11]
+    # Cancelled ids stay in their ready list until a claim drops them (cancel.lua).
+    depths = [int(n) - int(skip or 0) for n, skip in zip(replies[1:11], replies[11], strict=True)]
+    work, notify = depths[:5], depths[5:]
+    delayed, workers = replies[12], replies[13]
     return Stats(
         total_tasks=counts.get("total", 0),
         pending_count=counts.get("pending", 0),
@@ -185,16 +220,17 @@ async def get_stats(conn: Conn, *, dead_after_seconds: float) -> Stats:
         scheduled_count=counts.get("scheduled", 0),
         retrying_count=counts.get("retrying", 0),
         cancelled_count=counts.get("cancelled", 0),
-        worker_count=int(replies[12]),
+        worker_count=int(workers),
         queue_depth_by_priority={
             str(p): int(w) + int(n) for p, w, n in zip(PRIORITIES, work, notify, strict=True)
         },
-        delayed_count=int(replies[11]),
+        delayed_count=int(delayed),
         notifier_queue_depth=sum(int(n) for n in notify),
     )
 
 
 async def expired_leases(conn: Conn, limit: int = 500) -> list[str]:
     """Processing tasks whose lease deadline has passed (their consumer stopped renewing)."""
-    page = conn.redis.zrangebyscore(conn.keys.leases, "-inf", codec.now_ms(), start=0, num=limit)
+    now = await conn.server_ms()  # deadlines are the server's clock (see Conn.server_ms)
+    page = conn.redis.zrangebyscore(conn.keys.leases, "-inf", now, start=0, num=limit)
     return cast("list[str]", await guarded(page))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared import codec
 from shared.errors import RedisUnavailable
 from shared.keys import Keys
 from shared.settings import Settings
@@ -35,6 +37,7 @@ SCRIPT_NAMES = (
 )
 
 T = TypeVar("T")
+CLOCK_SYNC_SECONDS = 10.0  # how long a reading of the server's clock offset is trusted
 
 
 def _script_source(name: str) -> str:
@@ -49,6 +52,22 @@ class Conn:
     redis: aioredis.Redis
     keys: Keys
     scripts: dict[str, AsyncScript]
+    # The server's clock minus this host's, in ms, and when (monotonic) it was read.
+    _clock_offset_ms: float = field(default=0.0, repr=False)
+    _clock_read_at: float = field(default=float("-inf"), repr=False)
+
+    async def server_ms(self) -> int:
+        """Now by Redis's clock (epoch ms). Liveness (heartbeats, lease deadlines) is stamped
+        and judged with it, so a host whose clock is off by seconds is not declared dead, nor
+        a dead one kept. The offset to this host's clock is read with TIME at most every
+        CLOCK_SYNC_SECONDS; its error is half a round trip."""
+        if time.monotonic() - self._clock_read_at > CLOCK_SYNC_SECONDS:
+            before = codec.now_ms()
+            seconds, micros = await guarded(self.redis.time())
+            after = codec.now_ms()
+            self._clock_offset_ms = seconds * 1000 + micros / 1000 - (before + after) / 2
+            self._clock_read_at = time.monotonic()
+        return int(codec.now_ms() + self._clock_offset_ms)
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD every script, so a broken script fails at boot, not at first use."""
@@ -97,6 +116,11 @@ async def guarded(call: Awaitable[T]) -> T:
     except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
         raise RedisUnavailable(str(exc) or type(exc).__name__) from exc
     except RedisError as exc:
-        if "LOADING" in str(exc) or "MISCONF" in str(exc):
-            raise RedisUnavailable(str(exc)) from exc
+        # Loading its data, refusing writes after a failed save, or full under noeviction:
+        # Redis, not the request, is the trouble (503, and a worker's report is retried).
+        text = str(exc)
+        if "> 'maxmemory'" in text:
+            raise RedisUnavailable(f"Redis is full: {text}") from exc
+        if "LOADING" in text or "MISCONF" in text:
+            raise RedisUnavailable(text) from exc
         raise

@@ -26,6 +26,9 @@ from shared.redis import Conn, guarded
 from shared.settings import Settings
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# Tasks one enqueue call creates at most: one atomic script holds Redis for its length
+# (about 10 ms per 1,000 tasks), so larger batches are the caller's to split.
+MAX_ENQUEUE_BATCH = 10_000
 ScriptArg = str | int | float
 # Runs one script with (KEYS, ARGV): a registered script, or the producer's own connection.
 ScriptRunner = Callable[[Sequence[str], Sequence[ScriptArg]], Awaitable[Any]]
@@ -37,12 +40,20 @@ PROMOTE_BATCH = 32
 
 @dataclass(frozen=True)
 class Claimed:
-    """A task a consumer now holds, with the attempt number its outcome must quote."""
+    """A task a consumer now holds: its attempt number, and the claim's fencing token, which
+    its outcome must quote (an attempt number can repeat after a failover; a token cannot)."""
 
     task: Task
     attempt: int
+    token: str
     owner: str
     poison: str | None = None  # the record did not decode: fail it with this error, do not run
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What tells this claim from another claim of the same task (a second run handed
+        back to the same consumer while the first still runs)."""
+        return self.task.id, self.token
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,7 @@ class Outcome:
     """A finished run, reported by `report_outcomes` in one round trip with others."""
 
     task_id: str
-    attempt: int
+    token: str  # the claim's fencing token (Claimed.token): a stale run's outcome is dropped
     ok: bool
     result: Any = None
     error: str = ""
@@ -199,6 +210,12 @@ async def enqueue_prepared(
     `run` runs enqueue.lua with (keys, args); by default it runs on `conn`. The producer
     passes its own connection for single tasks (see `shared.producer`).
     """
+    if len(tasks) > MAX_ENQUEUE_BATCH:  # checked before the script: nothing half-written
+        raise ValidationFailed(
+            f"{len(tasks)} tasks in one call; at most {MAX_ENQUEUE_BATCH} tasks are created "
+            "atomically: split the batch",
+            [{"loc": ["body", "tasks"], "msg": f"at most {MAX_ENQUEUE_BATCH} items"}],
+        )
     now = now_ms or codec.now_ms()
     keys, fixed = _enqueue_layout(conn.keys)
     if idempotency_key:
@@ -206,7 +223,14 @@ async def enqueue_prepared(
     args = [now, *fixed, "1" if idempotency_key else "", *(task.arg for task in tasks)]
     code, extra = await guarded((run or conn.scripts["enqueue"])(keys, args))
     if code == "replayed":
-        return await get_tasks(conn, extra.split(",")), True
+        from shared.errors import ReplayPurged
+
+        ids = extra.split(",")
+        replayed = await get_tasks(conn, ids)  # skips ids without a record
+        if len(replayed) < len(ids):  # RESULT_TTL_SECONDS (under the key's 24 h) purged some
+            found = {task.id for task in replayed}
+            raise ReplayPurged([task_id for task_id in ids if task_id not in found])
+        return replayed, True
     if code == "duplicate":
         # Ids are fresh uuid4s, so an existing one means this very call already ran (the
         # client retried after a dropped connection): the write is done, answer with it.
@@ -249,7 +273,7 @@ async def claim_or_offer(
     """`claim`, for a consumer that also takes hand-overs: the owner's offers still unused
     are withdrawn and claimed with `count`, and with `offer` the slots left unfilled are
     offered, so enqueues hand tasks straight to its inbox (`handed_over` decodes them)."""
-    k, now = conn.keys, codec.now_ms()
+    k = conn.keys
     keys = [
         k.counts,
         k.leases,
@@ -258,9 +282,10 @@ async def claim_or_offer(
         k.offers(lane),
         k.inbox(owner),
         *k.ready_all(lane),
+        k.ready_skips,
     ]
     args: list[ScriptArg] = [
-        now,
+        "",  # unused: the server's clock stamps the claim
         int(lease_seconds * 1000),
         count,
         worker,
@@ -284,17 +309,20 @@ def handed_over(message: str, owner: str) -> Claimed | None:
 def _claimed(fields: dict[str, str], owner: str) -> Claimed:
     """One claimed record; one that does not decode comes back as poison, not as an error
     that would lose the rest of the batch."""
-    attempt = int(fields["attempt"])  # claim.lua just set it with HINCRBY
+    attempt = int(fields[codec.F_ATTEMPT])  # claim.lua just set it with HINCRBY
+    token = fields.get(codec.F_TOKEN, "")
     try:
-        return Claimed(codec.decode_task_strict(fields), attempt, owner)
+        return Claimed(codec.decode_task_strict(fields), attempt, token, owner)
     except codec.CorruptRecord as exc:
-        return Claimed(codec.salvage_task(fields, str(exc)), attempt, owner, poison=str(exc))
+        task = codec.salvage_task(fields, str(exc))
+        return Claimed(task, attempt, token, owner, poison=str(exc))
 
 
 async def extend_leases(conn: Conn, task_ids: Sequence[str], lease_seconds: float) -> None:
-    """Push the lease deadline of held tasks forward (only ids still leased are touched)."""
+    """Push the lease deadline of held tasks forward (only ids still leased are touched), by
+    the server's clock, which recovery judges them by."""
     if task_ids:
-        until = codec.now_ms() + int(lease_seconds * 1000)
+        until = await conn.server_ms() + int(lease_seconds * 1000)
         mapping = dict.fromkeys(task_ids, until)
         await guarded(conn.redis.zadd(conn.keys.leases, mapping, xx=True))
 
@@ -324,7 +352,7 @@ def _complete_call(
         result = outcome.result_json
         args += [
             outcome.task_id,
-            outcome.attempt,
+            outcome.token,
             codec.dumps(outcome.result) if result is None else result,
         ]
     return keys, args
@@ -333,7 +361,7 @@ def _complete_call(
 def _fail_call(
     conn: Conn,
     task_id: str,
-    attempt: int | None,
+    token: str | None,
     error: str,
     settings: Settings,
     now: int,
@@ -352,9 +380,9 @@ def _fail_call(
     ]
     args: list[ScriptArg] = [
         task_id,
-        "" if attempt is None else attempt,
+        token or "",
         now,
-        error[:2000],
+        codec.safe_text(error[:2000]),
         mode,
         int(settings.retry_backoff_seconds * 1000),
         int(settings.retry_backoff_max_seconds * 1000),
@@ -392,7 +420,7 @@ async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Set
                     *_fail_call(
                         conn,
                         outcome.task_id,
-                        outcome.attempt,
+                        outcome.token,
                         outcome.error,
                         settings,
                         now,
@@ -428,10 +456,10 @@ async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Set
     return codes
 
 
-async def complete(conn: Conn, task_id: str, attempt: int, result: Any, settings: Settings) -> str:
-    """processing -> completed. Returns 'ok', 'stale' or 'missing'."""
+async def complete(conn: Conn, task_id: str, token: str, result: Any, settings: Settings) -> str:
+    """processing -> completed for the claim `token`. Returns 'ok', 'stale' or 'missing'."""
     keys, args = _complete_call(
-        conn, [Outcome(task_id, attempt, True, result)], settings, codec.now_ms()
+        conn, [Outcome(task_id, token, True, result)], settings, codec.now_ms()
     )
     return str((await guarded(conn.scripts["complete"](keys, args)))[0])
 
@@ -439,30 +467,31 @@ async def complete(conn: Conn, task_id: str, attempt: int, result: Any, settings
 async def fail(
     conn: Conn,
     task_id: str,
-    attempt: int | None,
+    token: str | None,
     error: str,
     settings: Settings,
     *,
     mode: str = "worker",
 ) -> list[str]:
-    """processing -> retrying | failed (or pending for a lost consumer). Returns the reply."""
-    keys, args = _fail_call(conn, task_id, attempt, error, settings, codec.now_ms(), mode)
+    """processing -> retrying | failed (or pending for a lost consumer) for the claim `token`
+    (None: whichever claim holds it, as recovery does). Returns the reply."""
+    keys, args = _fail_call(conn, task_id, token, error, settings, codec.now_ms(), mode)
     return [str(part) for part in await guarded(conn.scripts["fail"](keys, args))]
 
 
-async def requeue(conn: Conn, task_id: str, attempt: int, reason: str) -> str:
+async def requeue(conn: Conn, task_id: str, token: str, reason: str) -> str:
     """processing -> pending, at the front of its queue (graceful shutdown hand-back)."""
     k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
     keys = [k.task(task_id), k.task_events(task_id), k.counts, k.leases]
     args: list[ScriptArg] = [
         task_id,
-        attempt,
+        token,
         now,
         p["index"],
         p["held"],
         k.layout,
         EVENTS_CHANNEL,
-        reason,
+        codec.safe_text(reason),
     ]
     return str((await guarded(conn.scripts["requeue"](keys, args)))[0])
 
@@ -482,7 +511,7 @@ async def promote_due(
 async def cancel(conn: Conn, task_id: str, settings: Settings) -> Task:
     """pending | scheduled | retrying -> cancelled. Raises TaskNotFound or InvalidTransition."""
     k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
-    keys = [k.task(task_id), k.task_events(task_id), k.counts, k.delayed, k.expiry]
+    keys = [k.task(task_id), k.task_events(task_id), k.counts, k.delayed, k.expiry, k.ready_skips]
     args: list[ScriptArg] = [
         task_id,
         now,

@@ -64,7 +64,8 @@ class Outbox:
                     if len(claimed) < free:
                         wait = IDLE_POLL_SECONDS
                         if next_due is not None:
-                            wait = min(wait, max(next_due - codec.now_ms(), 0) / 1000)
+                            now = await self.conn.server_ms()  # the clock claims judge by
+                            wait = min(wait, max(next_due - now, 0) / 1000)
                         await first_of(deliveries.wait_for_outbox(self.conn, wait), stop.wait())
                     pause = 0.0
                 except Exception as exc:

@@ -56,7 +56,7 @@ async def _take_back(conn: Conn, settings: Settings, instance: str, message: str
     reply = await transitions.fail(
         conn,
         item.task.id,
-        item.attempt,
+        item.token,
         f"worker lost: {instance} is late with its heartbeat and did not read the task",
         settings,
         mode=f"lost:{instance}",

@@ -5,6 +5,35 @@
 -- as `L`, the decoded Keys.layout) and share the queue's hash tag, so every key stays in the
 -- queue's slot.
 
+-- The server's clock in epoch ms. Liveness (lease deadlines, heartbeats) is stamped and
+-- judged with this one clock, never a caller's, so a host whose clock is off neither loses
+-- its tasks to recovery nor keeps a dead consumer's (issue: each host's clock decided).
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A fencing token for one claim: the attempt number and the server's clock in microseconds.
+-- An outcome must quote it: after a failover or power loss an attempt number can repeat
+-- (the new primary never saw the last claim), this token does not.
+local function claim_token(attempt)
+  local t = redis.call('TIME')
+  return attempt .. '.' .. t[1] .. string.format('%06d', tonumber(t[2]))
+end
+
+-- Lua's unpack() fails past ~8,000 values, and Redis does not roll back a script that
+-- fails half-way: every variadic call whose size a caller decides goes through this.
+local VARIADIC_CHUNK = 1000
+local function call_chunked(command, key, values)
+  local n = #values
+  for first = 1, n, VARIADIC_CHUNK do
+    redis.call(command, key, unpack(values, first, math.min(first + VARIADIC_CHUNK - 1, n)))
+  end
+end
+
+-- A task's history keeps its newest MAX_EVENTS events (manual retries can add without end).
+local MAX_EVENTS = 1000
+
 -- Move one task between statuses: index sets, counters and the status field, together.
 local function move_status(task_key, index_prefix, counts_key, id, from, to)
   local created = redis.call('HGET', task_key, 'created')
@@ -18,7 +47,9 @@ end
 -- Append an event to the task's history and publish it on task_events (SPEC section 6).
 local function emit(events_key, channel, event)
   local encoded = cjson.encode(event)
-  redis.call('RPUSH', events_key, encoded)
+  if redis.call('RPUSH', events_key, encoded) > MAX_EVENTS then
+    redis.call('LTRIM', events_key, -MAX_EVENTS, -1)
+  end
   redis.call('PUBLISH', channel, encoded)
 end
 
@@ -26,8 +57,8 @@ end
 -- `created` and `attempt` are the record's raw fields. A hand-edited record (a non-numeric
 -- 'created' or 'attempt', an events key that is not a LIST) would make the script fail
 -- half-way and strand ids already taken: what the scripts need is repaired and the record
--- marked 'corrupt', so the consumer fails it clearly. Returns the record (HGETALL) and its
--- created ms; the caller books the claim with note_claims. A task promoted ahead of its due
+-- marked 'corrupt', so the consumer fails it clearly. Returns the record (HGETALL, with the
+-- claim's fencing 'token') and its created ms; the caller books the claim with note_claims. A task promoted ahead of its due
 -- time (SCHEDULE_LEAD_SECONDS) is started by its consumer at that time, so that is its
 -- 'started'.
 local function claim_record(key, id, now, worker, owner, channel, created, attempt, run_at)
@@ -42,8 +73,8 @@ local function claim_record(key, id, now, worker, owner, channel, created, attem
   local n = (tonumber(attempt) or 0) + 1
   local started = now
   if tonumber(run_at) and tonumber(run_at) > tonumber(now) then started = run_at end
-  redis.call('HSET', key, 'status', 'processing', 'attempt', n, 'started', started,
-    'updated', now, 'worker', worker, 'owner', owner)
+  redis.call('HSET', key, 'status', 'processing', 'attempt', n, 'token', claim_token(n),
+    'started', started, 'updated', now, 'worker', worker, 'owner', owner)
   local event = cjson.encode({event = 'task.claimed', task_id = id, status = 'processing',
     attempt = n, worker = worker, at_ms = tonumber(now)})
   -- pcall: an events key that is not a LIST is replaced, not a script error half-way.
@@ -52,6 +83,8 @@ local function claim_record(key, id, now, worker, owner, channel, created, attem
     redis.call('DEL', key .. ':events')
     redis.call('HSET', key, 'corrupt', 'events')
     redis.call('RPUSH', key .. ':events', event)
+  elseif pushed > MAX_EVENTS then
+    redis.call('LTRIM', key .. ':events', -MAX_EVENTS, -1)
   end
   redis.call('PUBLISH', channel, event)
   return redis.call('HGETALL', key), created or now
@@ -61,10 +94,10 @@ end
 -- one command each for the whole batch. by_created and leased are flat {score, id, ...}.
 local function note_claims(L, owner, ids, by_created, leased)
   local n = #ids
-  redis.call('ZREM', L.index .. 'pending', unpack(ids))
-  redis.call('ZADD', L.index .. 'processing', unpack(by_created))
-  redis.call('ZADD', L.leases, unpack(leased))
-  redis.call('SADD', L.held .. owner, unpack(ids))
+  call_chunked('ZREM', L.index .. 'pending', ids)
+  call_chunked('ZADD', L.index .. 'processing', by_created)
+  call_chunked('ZADD', L.leases, leased)
+  call_chunked('SADD', L.held .. owner, ids)
   redis.call('HINCRBY', L.counts, 'pending', -n)
   redis.call('HINCRBY', L.counts, 'processing', n)
 end
@@ -87,7 +120,7 @@ local function hand_over(L, key, id, lane, now)
       local f = redis.call('HMGET', key, 'created', 'attempt', 'run_at')
       local record, created = claim_record(key, id, now, worker, owner, L.channel, f[1], f[2],
         f[3])
-      note_claims(L, owner, {id}, {created, id}, {tonumber(now) + lease_ms, id})
+      note_claims(L, owner, {id}, {created, id}, {server_ms() + lease_ms, id})
       redis.call('RPUSH', L.wake .. 'inbox:' .. owner, cjson.encode(record))
       return true
     end
@@ -121,7 +154,7 @@ local function make_ready_many(L, tasks, now)
       table.insert(ready[list], id)
     end
   end
-  for _, list in ipairs(lists) do redis.call('RPUSH', list, unpack(ready[list])) end
+  for _, list in ipairs(lists) do call_chunked('RPUSH', list, ready[list]) end
 end
 
 -- Add to the delayed ZSET; tell the scheduler when this is now the earliest due time.

@@ -1,4 +1,4 @@
--- complete: processing -> completed, for one or many tasks (the attempts their caller holds).
+-- complete: processing -> completed, for one or many tasks (the claims their caller holds).
 -- A consumer reports a whole batch of outcomes in one call: per task only what is its own
 -- is done per task; counters and the throughput histogram move once per call.
 --
@@ -17,11 +17,12 @@
 -- ARGV[7] -> wake prefix
 -- ARGV[8] -> throughput field       <epoch second>:c
 -- ARGV[9] -> task prefix            tq:{q}:task:
--- ARGV[7 + 3i .. 9 + 3i] -> task i (i >= 1): id, attempt number claimed, result as JSON text
+-- ARGV[7 + 3i .. 9 + 3i] -> task i (i >= 1): id, claim token (fencing), result as JSON text
 --
 -- A completion webhook's delivery id is msg_<task id>_<attempt>: a task completes once.
--- Returns one code per task: 'ok', 'missing', or 'stale' when the caller no longer owns the
--- attempt (its lease was recovered and the task moved on): that result is then dropped;
+-- Returns one code per task: 'ok', 'missing', or 'stale' when the caller no longer holds the
+-- claim (its lease was recovered and the task moved on, or claimed again): that result is
+-- then dropped;
 -- 'error: ...' for a record this script cannot move (nothing of it is written).
 local now, purge_at = ARGV[1], ARGV[2]
 local index_prefix, held_prefix, channel = ARGV[3], ARGV[4], ARGV[5]
@@ -32,13 +33,15 @@ local codes, done, by_created, purge, held = {}, {}, {}, {}, {}
 
 for i = 1, (#ARGV - 9) / 3 do
   local a = 6 + 3 * i
-  local id, attempt, result = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local id, token, result = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local task_key = task_prefix .. id
   local events_key = task_key .. ':events'
-  local f = redis.call('HMGET', task_key, 'status', 'attempt', 'owner', 'created', 'webhook')
+  local f = redis.call('HMGET', task_key, 'status', 'token', 'owner', 'created', 'webhook',
+    'attempt')
+  local attempt = f[6]
   if not f[1] then
     codes[i] = 'missing'
-  elseif f[1] ~= 'processing' or f[2] ~= attempt then
+  elseif f[1] ~= 'processing' or f[2] ~= token then
     codes[i] = 'stale'
   elseif not tonumber(f[4]) then
     -- Checked before any write: an error half-way would leave the batch's counters behind.
@@ -67,11 +70,11 @@ for i = 1, (#ARGV - 9) / 3 do
 end
 
 if #done > 0 then
-  redis.call('ZREM', processing_index, unpack(done))
-  redis.call('ZADD', completed_index, unpack(by_created))
-  redis.call('ZREM', KEYS[2], unpack(done))
-  redis.call('ZADD', KEYS[3], unpack(purge))
-  for owner, ids in pairs(held) do redis.call('SREM', held_prefix .. owner, unpack(ids)) end
+  call_chunked('ZREM', processing_index, done)
+  call_chunked('ZADD', completed_index, by_created)
+  call_chunked('ZREM', KEYS[2], done)
+  call_chunked('ZADD', KEYS[3], purge)
+  for owner, ids in pairs(held) do call_chunked('SREM', held_prefix .. owner, ids) end
   redis.call('HINCRBY', KEYS[1], 'processing', -#done)
   redis.call('HINCRBY', KEYS[1], 'completed', #done)
   redis.call('HINCRBY', KEYS[5], ARGV[8], #done)

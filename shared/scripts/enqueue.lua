@@ -74,9 +74,9 @@ for _, spec in ipairs(specs) do
   ids[#ids + 1] = id
 end
 
-redis.call('ZADD', KEYS[2], unpack(all))
+call_chunked('ZADD', KEYS[2], all)
 for status, members in pairs(indexed) do
-  redis.call('ZADD', index_prefix .. status, unpack(members))
+  call_chunked('ZADD', index_prefix .. status, members)
   redis.call('HINCRBY', KEYS[1], status, counted[status])
 end
 redis.call('HINCRBY', KEYS[1], 'total', #ids)

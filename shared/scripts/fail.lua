@@ -10,11 +10,12 @@
 -- KEYS[7] -> tq:{q}:outbox          ZSET
 -- KEYS[8] -> tq:{q}:tp:<minute>     HASH
 -- ARGV[1] -> task id
--- ARGV[2] -> attempt the caller holds, or '' (recovery: any attempt)
+-- ARGV[2] -> claim token the caller holds (fencing), or '' (recovery: any claim)
 -- ARGV[3] -> now (ms)
 -- ARGV[4] -> error message
 -- ARGV[5] -> mode: 'worker' | 'final' (no retry: the record itself is broken) |
---            'lease' (lease must have expired) | 'lost:<instance>' (owner must match)
+--            'lease' (lease must have expired by the server's clock) |
+--            'lost:<instance>' (owner must match)
 -- ARGV[6] -> backoff base (ms)
 -- ARGV[7] -> backoff cap (ms)
 -- ARGV[8] -> jitter in [0, 1) (drawn by the caller, so the script stays deterministic)
@@ -35,12 +36,12 @@ local id, now, err, mode = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 if status ~= 'processing' then return {'stale', status} end
-local attempt = redis.call('HGET', KEYS[1], 'attempt')
-if ARGV[2] ~= '' and attempt ~= ARGV[2] then return {'stale', status} end
-local owner = redis.call('HGET', KEYS[1], 'owner')
+local held = redis.call('HMGET', KEYS[1], 'attempt', 'token', 'owner')
+local attempt, owner = held[1], held[3]
+if ARGV[2] ~= '' and held[2] ~= ARGV[2] then return {'stale', status} end
 if mode == 'lease' then
   local deadline = redis.call('ZSCORE', KEYS[4], id)
-  if deadline and tonumber(deadline) > now then return {'alive'} end
+  if deadline and tonumber(deadline) > server_ms() then return {'alive'} end
 elseif string.sub(mode, 1, 5) == 'lost:' then
   if owner ~= string.sub(mode, 6) then return {'stale', status} end
 end

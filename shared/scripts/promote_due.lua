@@ -16,7 +16,7 @@ local L = cjson.decode(ARGV[3])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[2]))
 local left, pending, promoted = {scheduled = {}, retrying = {}}, {}, {}
 
-if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+if #due > 0 then call_chunked('ZREM', KEYS[1], due) end
 for _, id in ipairs(due) do
   local key = L.task .. id
   local f = redis.call('HMGET', key, 'status', 'created', 'lane', 'priority')
@@ -37,11 +37,11 @@ if #promoted > 0 then
   -- Indexes and counters say pending before any task is handed over (which moves it on).
   for status, ids in pairs(left) do
     if #ids > 0 then
-      redis.call('ZREM', L.index .. status, unpack(ids))
+      call_chunked('ZREM', L.index .. status, ids)
       redis.call('HINCRBY', KEYS[2], status, -#ids)
     end
   end
-  redis.call('ZADD', L.index .. 'pending', unpack(pending))
+  call_chunked('ZADD', L.index .. 'pending', pending)
   redis.call('HINCRBY', KEYS[2], 'pending', #promoted)
   make_ready_many(L, promoted, now)
 end

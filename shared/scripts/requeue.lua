@@ -4,7 +4,7 @@
 -- KEYS[2] -> tq:{q}:task:<id>:events LIST
 -- KEYS[3] -> tq:{q}:counts          HASH
 -- KEYS[4] -> tq:{q}:leases          ZSET
--- ARGV[1] -> task id   ARGV[2] -> attempt the caller holds   ARGV[3] -> now (ms)
+-- ARGV[1] -> task id   ARGV[2] -> claim token the caller holds   ARGV[3] -> now (ms)
 -- ARGV[4] -> index prefix   ARGV[5] -> held prefix   ARGV[6] -> layout (Keys.layout JSON)
 -- ARGV[7] -> events channel   ARGV[8] -> reason
 --
@@ -14,9 +14,8 @@
 local id, now = ARGV[1], ARGV[3]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
-if status ~= 'processing' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then
-  return {'stale', status}
-end
+local held = redis.call('HMGET', KEYS[1], 'attempt', 'token')
+if status ~= 'processing' or held[2] ~= ARGV[2] then return {'stale', status} end
 local owner = redis.call('HGET', KEYS[1], 'owner')
 redis.call('ZREM', KEYS[4], id)
 if owner then redis.call('SREM', ARGV[5] .. owner, id) end
@@ -24,6 +23,6 @@ redis.call('HDEL', KEYS[1], 'owner')
 redis.call('HSET', KEYS[1], 'updated', now)
 move_status(KEYS[1], ARGV[4], KEYS[3], id, 'processing', 'pending')
 emit(KEYS[2], ARGV[7], {event = 'task.requeued', task_id = id, status = 'pending',
-  attempt = tonumber(ARGV[2]), error = ARGV[8], at_ms = tonumber(now)})
+  attempt = tonumber(held[1]), error = ARGV[8], at_ms = tonumber(now)})
 make_ready(cjson.decode(ARGV[6]), KEYS[1], id, true, now)
 return {'ok'}

@@ -57,7 +57,7 @@ async def run_all(conn: Conn, settings: Settings, ok: bool = True) -> list[str]:
     claimed = await transitions.claim(
         conn, "work", 1000, worker="Worker T", owner="worker-test", lease_seconds=30
     )
-    outcomes = [Outcome(c.task.id, c.attempt, ok, result="done", error="boom") for c in claimed]
+    outcomes = [Outcome(c.task.id, c.token, ok, result="done", error="boom") for c in claimed]
     return await transitions.report_outcomes(conn, outcomes, settings) if outcomes else []
 
 

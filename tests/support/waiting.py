@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -11,16 +12,18 @@ T = TypeVar("T")
 
 
 async def wait_until(
-    probe: Callable[[], Awaitable[T]],
+    probe: Callable[[], Awaitable[T] | T],
     timeout: float = 10.0,
     interval: float = 0.02,
     message: str = "condition",
 ) -> T:
-    """Poll `probe` until it returns something truthy; fail with `message` after `timeout`."""
+    """Poll `probe` (a coroutine function, or a plain one for in-process state) until it
+    returns something truthy; fail with `message` after `timeout`."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
-        last = await probe()
+        value = probe()
+        last = await value if inspect.isawaitable(value) else value
         if last:
             return last
         await asyncio.sleep(interval)

@@ -39,7 +39,7 @@ async def finish_task(
         conn, "work", 1, worker="Test worker", owner="test-owner", lease_seconds=30
     )
     if ok:
-        assert await transitions.complete(conn, task.id, claimed.attempt, {"ok": 1}, settings)
+        assert await transitions.complete(conn, task.id, claimed.token, {"ok": 1}, settings)
     else:
-        await transitions.fail(conn, task.id, claimed.attempt, "boom", settings)
+        await transitions.fail(conn, task.id, claimed.token, "boom", settings)
     return await queries.get_task(conn, task.id)

@@ -58,7 +58,7 @@ async def test_handed_over_task_completes_like_a_claimed_one(
     [task] = await seed_tasks(conn, settings)
     [handed] = await inbox(conn)
     codes = await transitions.report_outcomes(
-        conn, [transitions.Outcome(task.id, handed.attempt, True, result=42)], settings
+        conn, [transitions.Outcome(task.id, handed.token, True, result=42)], settings
     )
     assert codes == ["ok"]
     done = await queries.get_task(conn, task.id)

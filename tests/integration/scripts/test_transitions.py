@@ -51,9 +51,10 @@ async def test_enqueue_scheduled_goes_to_delayed_and_wakes_scheduler(
     conn: Conn, settings: Settings
 ) -> None:
     later = datetime.now(UTC) + timedelta(hours=1)
-    messages = subscribe(conn, conn.keys.scheduler_wake)
+    subscribed = asyncio.Event()
+    messages = subscribe(conn, conn.keys.scheduler_wake, subscribed=subscribed)
     first = asyncio.ensure_future(anext(messages))
-    await asyncio.sleep(0.05)  # let SUBSCRIBE reach Redis before the publish
+    await asyncio.wait_for(subscribed.wait(), 5)  # Redis confirmed SUBSCRIBE before the publish
     [task] = await seed_tasks(conn, settings, scheduled_for=later)
     assert task.status == "scheduled"
     assert int(await asyncio.wait_for(first, 2)) == codec.to_ms(later)
@@ -96,7 +97,7 @@ async def test_complete_records_result_and_releases_lease(conn: Conn, settings: 
     [task] = await seed_tasks(conn, settings)
     [c] = await claim(conn)
     assert await transitions.report_outcomes(
-        conn, [Outcome(task.id, c.attempt, True, {"ok": 1})], settings
+        conn, [Outcome(task.id, c.token, True, {"ok": 1})], settings
     ) == ["ok"]
     done = await queries.get_task(conn, task.id)
     assert done.status == "completed" and done.result == {"ok": 1} and done.completed_at is not None
@@ -108,11 +109,35 @@ async def test_complete_records_result_and_releases_lease(conn: Conn, settings: 
     await assert_consistent(conn)
 
 
-async def test_stale_attempt_cannot_complete(conn: Conn, settings: Settings) -> None:
+async def test_stale_claim_cannot_complete(conn: Conn, settings: Settings) -> None:
     [task] = await seed_tasks(conn, settings)
     [c] = await claim(conn)
-    assert await transitions.complete(conn, task.id, c.attempt + 1, None, settings) == "stale"
+    assert await transitions.complete(conn, task.id, c.token + "x", None, settings) == "stale"
     assert (await queries.get_task(conn, task.id)).status == "processing"
+
+
+async def test_an_outcome_quoting_a_lost_claim_is_fenced_off_after_a_failover(
+    conn: Conn, settings: Settings
+) -> None:
+    """After a failover (or power loss) the new primary may never have seen the last claim,
+    so the next claim repeats its attempt number: its token does not repeat, so the report
+    of the lost claim's run cannot land on the new run."""
+    [task] = await seed_tasks(conn, settings)
+    [lost] = await claim(conn)
+    # What the new primary holds: the task as it was before that claim.
+    await transitions.requeue(conn, task.id, lost.token, "failover")
+    await conn.redis.hset(conn.keys.task(task.id), "attempt", 0)
+    [new] = await claim(conn)
+    assert new.attempt == lost.attempt == 1 and new.token != lost.token
+    outcome = [Outcome(task.id, lost.token, True, {"from": "the lost run"})]
+    assert await transitions.report_outcomes(conn, outcome, settings) == ["stale"]
+    assert await transitions.fail(conn, task.id, lost.token, "old run", settings) == [
+        "stale",
+        "processing",
+    ]
+    assert await transitions.requeue(conn, task.id, lost.token, "old run") == "stale"
+    assert await transitions.complete(conn, task.id, new.token, 1, settings) == "ok"
+    assert (await queries.get_task(conn, task.id)).result == 1
 
 
 async def test_failure_retries_with_backoff_until_budget_then_fails(
@@ -123,7 +148,7 @@ async def test_failure_retries_with_backoff_until_budget_then_fails(
     for _ in range(3):
         [c] = await wait_until(lambda: claim(conn), message="claim")
         [code] = await transitions.report_outcomes(
-            conn, [Outcome(task.id, c.attempt, False, error="boom")], settings
+            conn, [Outcome(task.id, c.token, False, error="boom")], settings
         )
         outcomes.append(code)
         if code == "retrying":
@@ -205,14 +230,55 @@ async def test_cancel_pending_scheduled_and_refuse_processing(
     )
     assert (await transitions.cancel(conn, pending.id, settings)).status == "cancelled"
     assert (await transitions.cancel(conn, scheduled.id, settings)).status == "cancelled"
-    assert await conn.redis.llen(conn.keys.ready("work", 3)) == 0
+    # The cancelled id waits in its list, counted as skipped, until a claim drops it.
+    ready = conn.keys.ready("work", 3)
+    assert await conn.redis.lrange(ready, 0, -1) == [pending.id]
+    assert await conn.redis.hget(conn.keys.ready_skips, ready) == "1"
+    assert (await queries.get_stats(conn, dead_after_seconds=1)).queue_depth_by_priority["3"] == 0
     assert await conn.redis.zcard(conn.keys.delayed) == 0
     [running] = await seed_tasks(conn, settings)
-    await claim(conn)
+    assert [c.task.id for c in await claim(conn)] == [running.id]
+    assert await conn.redis.llen(ready) == 0
+    assert await conn.redis.hget(conn.keys.ready_skips, ready) == "0"
     with pytest.raises(InvalidTransition):
         await transitions.cancel(conn, running.id, settings)
     with pytest.raises(TaskNotFound):
         await transitions.cancel(conn, "nope", settings)
+    await assert_consistent(conn)
+
+
+async def test_cancel_costs_the_same_whatever_the_queue_length(
+    conn: Conn, settings: Settings
+) -> None:
+    """A cancel never scans a ready list: mass cancels in a long queue must not block
+    Redis. Measured in commands Redis runs, not time: a pending task's cancel calls the
+    same commands with 10 or 10,000 tasks queued, and none of them is an LREM."""
+
+    async def commands_of_one_cancel(queued: int) -> dict[str, int]:
+        await conn.redis.flushdb()
+        tasks = await seed_tasks(conn, settings, count=queued)
+        await conn.redis.config_resetstat()
+        await transitions.cancel(conn, tasks[queued // 2].id, settings)
+        stats = await conn.redis.info("commandstats")
+        return {name: int(v["calls"]) for name, v in stats.items() if name != "cmdstat_hgetall"}
+
+    short, long = await commands_of_one_cancel(10), await commands_of_one_cancel(10_000)
+    assert short == long and "cmdstat_lrem" not in long
+    await assert_consistent(conn)
+
+
+async def test_claim_skips_cancelled_ids_without_giving_way_to_a_lower_priority(
+    conn: Conn, settings: Settings
+) -> None:
+    urgent = await seed_tasks(conn, settings, count=6, priority=5)
+    [low] = await seed_tasks(conn, settings, priority=1)
+    for task in urgent[:4]:
+        await transitions.cancel(conn, task.id, settings)
+    claimed = await transitions.claim(
+        conn, "work", 2, worker="w", owner="w-1", lease_seconds=settings.task_lease_seconds
+    )
+    assert [c.task.id for c in claimed] == [t.id for t in urgent[4:]]
+    assert (await queries.get_task(conn, low.id)).status == "pending"
     await assert_consistent(conn)
 
 
@@ -244,7 +310,7 @@ async def test_retry_failed_gives_fresh_budget_and_keeps_history(
     [task] = await seed_tasks(conn, settings, max_retries=0)
     [c] = await claim(conn)
     await transitions.report_outcomes(
-        conn, [Outcome(task.id, c.attempt, False, error="nope")], settings
+        conn, [Outcome(task.id, c.token, False, error="nope")], settings
     )
     assert (await queries.get_task(conn, task.id)).status == "failed"
     again = await transitions.retry_failed(conn, task.id)
@@ -260,7 +326,7 @@ async def test_retry_failed_gives_fresh_budget_and_keeps_history(
 async def test_requeue_hands_back_to_the_front(conn: Conn, settings: Settings) -> None:
     a, b = await seed_tasks(conn, settings, count=2)
     [c] = await claim(conn)
-    assert await transitions.requeue(conn, a.id, c.attempt, "shutdown") == "ok"
+    assert await transitions.requeue(conn, a.id, c.token, "shutdown") == "ok"
     assert await conn.redis.lrange(conn.keys.ready("work", 3), 0, -1) == [a.id, b.id]
     await assert_consistent(conn)
 
@@ -271,7 +337,7 @@ async def test_purge_expired_deletes_record_history_and_counts(
     short = settings.model_copy(update={"result_ttl_seconds": 1})
     [task] = await seed_tasks(conn, short)
     [c] = await claim(conn)
-    await transitions.report_outcomes(conn, [Outcome(task.id, c.attempt, True)], short)
+    await transitions.report_outcomes(conn, [Outcome(task.id, c.token, True)], short)
     assert await transitions.purge_expired(conn) == 0
     await wait_until(lambda: transitions.purge_expired(conn), timeout=3, message="purge")
     assert not await conn.redis.exists(conn.keys.task(task.id), conn.keys.task_events(task.id))
@@ -299,5 +365,22 @@ async def test_scripts_survive_script_flush(conn: Conn, settings: Settings) -> N
     await seed_tasks(conn, settings)
     [c] = await claim(conn)
     await conn.redis.script_flush()
-    codes = await transitions.report_outcomes(conn, [Outcome(c.task.id, c.attempt, True)], settings)
+    codes = await transitions.report_outcomes(conn, [Outcome(c.task.id, c.token, True)], settings)
     assert codes == ["ok"]
+
+
+async def test_a_task_history_keeps_its_newest_thousand_events(
+    conn: Conn, settings: Settings
+) -> None:
+    """Manual retries give a task a fresh budget every time, so without a cap its events
+    list would grow for ever."""
+    [task] = await seed_tasks(conn, settings, max_retries=0)
+    for _ in range(400):  # three events a round: claimed, failed, retried
+        [c] = await claim(conn)
+        await transitions.report_outcomes(conn, [Outcome(task.id, c.token, False)], settings)
+        await transitions.retry_failed(conn, task.id)
+    events = conn.keys.task_events(task.id)
+    assert await conn.redis.llen(events) == 1000
+    newest = json.loads(await conn.redis.lindex(events, -1))
+    assert newest["event"] == "task.retried"
+    await assert_consistent(conn)

@@ -357,3 +357,95 @@ async def test_a_consumer_whose_sealed_inbox_is_taken_back_still_stops(
     # time out and be cancelled (2 s and a warning before).
     assert time.monotonic() - started < INBOX_WAIT_SECONDS + 0.8
     assert "did not stop" not in caplog.text
+
+
+async def test_an_unencodable_error_text_fails_its_own_task_and_blocks_no_other(
+    conn: Conn, settings: Settings
+) -> None:
+    """A lone surrogate in an exception message (or an SMTP reply decoded with
+    surrogateescape) cannot be encoded for Redis: it once made every report of its batch
+    fail for ever while the heartbeat kept the leases alive."""
+
+    async def outcome(payload: Any, ctx: TaskContext) -> Any:
+        if payload["n"] == 0:
+            raise ValueError("reply was \udcff\udcfe")
+        if payload["n"] == 1:
+            return {"smtp_reply": "2.0.0 queued as \udcff"}  # the work is done: keep it
+        return payload["n"]
+
+    bad = await seed_tasks(conn, settings, payload={"n": 0}, max_retries=0)
+    sent = await seed_tasks(conn, settings, payload={"n": 1})
+    good = [(await seed_tasks(conn, settings, payload={"n": n}))[0] for n in range(2, 7)]
+    async with running(conn, settings, {"noop": outcome}, concurrency=8):
+        for task in good + sent:
+            await wait_until(status_is(conn, task.id, "completed"), message=f"task {task.id}")
+        await wait_until(status_is(conn, bad[0].id, "failed"), message="the bad task")
+    assert (await queries.get_task(conn, bad[0].id)).error == "ValueError: reply was \ufffd\ufffd"
+    stored = (await queries.get_task(conn, sent[0].id)).result
+    assert stored == {"smtp_reply": "2.0.0 queued as \ufffd"}
+    await assert_consistent(conn)
+
+
+async def test_an_outcome_that_cannot_be_stored_fails_alone_instead_of_retrying_for_ever(
+    conn: Conn, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only "Redis unavailable" is worth retrying: any other error of a report concerns its
+    outcomes, so the batch is split and the one that cannot be stored fails its task."""
+    from shared import codec
+
+    monkeypatch.setattr(codec, "safe_text", lambda text: text)  # a path that forgot to clean
+    gate = asyncio.Event()
+
+    async def outcome(payload: Any, ctx: TaskContext) -> Any:
+        await gate.wait()  # finish together, so the outcomes share one report
+        if payload["n"] == 0:
+            raise ValueError("\udcff")
+        return payload["n"]
+
+    tasks = [
+        (await seed_tasks(conn, settings, payload={"n": n}, max_retries=0))[0] for n in range(4)
+    ]
+    async with running(conn, settings, {"noop": outcome}, concurrency=4) as consumer:
+        await wait_until(lambda: len(consumer.running) == 4, message="all four running")
+        gate.set()
+        for task in tasks[1:]:
+            await wait_until(status_is(conn, task.id, "completed"), message=f"task {task.id}")
+        await wait_until(status_is(conn, tasks[0].id, "failed"), message="unstorable outcome")
+    error = (await queries.get_task(conn, tasks[0].id)).error or ""
+    assert error.startswith("the outcome of this run could not be stored: UnicodeEncodeError")
+    await assert_consistent(conn)
+
+
+async def test_a_task_handed_back_to_the_consumer_still_running_it_settles_each_run(
+    conn: Conn, settings: Settings
+) -> None:
+    """A live worker wrongly declared dead (an event-loop stall longer than
+    DEAD_AFTER_SECONDS) gets its own task back while the first run goes on. The first
+    run's report is stale and must not drop the second run's: the task completes once the
+    second run ends, long before its lease (300 s here) would have to recover it."""
+    long_lease = settings.model_copy(update={"task_lease_seconds": 300})
+    runs: list[asyncio.Event] = []
+
+    async def gated(payload: Any, ctx: TaskContext) -> int:
+        gate = asyncio.Event()
+        runs.append(gate)
+        await gate.wait()
+        return ctx.attempt
+
+    [task] = await seed_tasks(conn, long_lease)
+    async with running(conn, long_lease, {"noop": gated}) as consumer:
+        await wait_until(lambda: len(runs) == 1, message="first run")
+        # What recovery does to a consumer it believes dead: its task goes back to the queue,
+        # and this very consumer (the only one) claims it again.
+        reply = await transitions.fail(
+            conn, task.id, None, "worker lost", long_lease, mode=f"lost:{consumer.instance_id}"
+        )
+        assert reply == ["recovered"]
+        await wait_until(lambda: len(runs) == 2, message="second run")
+        runs[0].set()  # the first run ends: its outcome is stale
+        await wait_until(lambda: len(consumer.running) == 1, message="first run settled")
+        runs[1].set()
+        await wait_until(status_is(conn, task.id, "completed"), timeout=5, message="completion")
+    done = await queries.get_task(conn, task.id)
+    assert done.result == 2 and len(runs) == 2
+    await assert_consistent(conn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from typing import Any
 
@@ -135,3 +136,36 @@ async def test_a_late_consumer_keeps_the_tasks_it_started(conn: Conn, settings: 
     await conn.redis.zadd(conn.keys.heartbeats("worker"), {"slow": late})
     assert await Recoverer(conn, settings).tick() == 0
     assert (await queries.get_task(conn, task.id)).status == "processing"
+
+
+async def test_a_worker_whose_clock_is_seconds_behind_keeps_its_task(
+    conn: Conn, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Heartbeats and lease deadlines are stamped and judged with Redis's clock, so a worker
+    host 4 s behind the scheduler's (DEAD_AFTER_SECONDS is 1 s here) is not declared dead
+    every pass, and its task runs once."""
+    skew_ms: contextvars.ContextVar[int] = contextvars.ContextVar("skew_ms", default=0)
+    host_clock = codec.now_ms
+    monkeypatch.setattr(codec, "now_ms", lambda: host_clock() + skew_ms.get())
+
+    async def slow(payload: Any, ctx: TaskContext) -> str:
+        await asyncio.sleep(3 * settings.dead_after_seconds)  # outlives a dead worker
+        return "done"
+
+    [task] = await seed_tasks(conn, settings)
+    worker_conn = create_redis(settings)
+    await worker_conn.load_scripts()
+    stop = asyncio.Event()
+    scheduler = asyncio.create_task(run_scheduler(conn, settings, stop))
+    behind = skew_ms.set(-4000)  # the worker's tasks copy this context: their host's clock
+    try:
+        async with running(worker_conn, settings, {"noop": slow}):
+            skew_ms.reset(behind)
+            await wait_until(status_is(conn, task.id, "completed"), timeout=10, message="done")
+    finally:
+        stop.set()
+        await scheduler
+        await worker_conn.aclose()
+    details = await queries.get_details(conn, task.id)
+    assert [a.outcome for a in details.attempts] == ["completed"]
+    assert not [e for e in details.events if e.event == "task.recovered"]
