@@ -7,13 +7,10 @@ rows read only the few small fields a table needs (never payloads or results).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from shared import codec
-from shared.keys import EVENTS_CHANNEL
 from shared.models import Task
 from shared.redis import Conn, guarded
 
@@ -40,22 +37,6 @@ Point = tuple[int, int, int]  # (epoch second, completed, failed)
 async def ping(conn: Conn) -> None:
     """Raise RedisUnavailable unless Redis answers."""
     await guarded(conn.redis.ping())
-
-
-async def watch_events(conn: Conn, subscribed: asyncio.Event) -> AsyncIterator[str]:
-    """Raw JSON of every event on `task_events`, like `shared.events.subscribe`, but
-    `subscribed` is set once the subscription is live (and cleared when it ends)."""
-    pubsub = conn.redis.pubsub(ignore_subscribe_messages=True)
-    try:
-        await guarded(pubsub.subscribe(EVENTS_CHANNEL))
-        subscribed.set()
-        async for message in pubsub.listen():
-            if message.get("type") == "message":
-                yield str(message["data"])
-    finally:
-        subscribed.clear()
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def throughput(conn: Conn, since_s: int, until_s: int) -> list[Point]:

@@ -29,14 +29,13 @@ from types import TracebackType
 from typing import Any, Self
 
 from pydantic import ValidationError
-from redis.asyncio.client import PubSub
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import codec, queries, registry, transitions
 from shared.errors import ValidationFailed
-from shared.keys import EVENTS_CHANNEL
+from shared.events import Fanout
 from shared.models import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PRIORITY,
@@ -44,7 +43,7 @@ from shared.models import (
     Task,
     TaskCreate,
 )
-from shared.redis import Conn, create_redis, guarded
+from shared.redis import Conn, create_redis
 from shared.settings import Settings, get_settings
 from shared.transitions import NewTask, ScriptArg
 
@@ -53,6 +52,7 @@ _FINAL = frozenset(str(status) for status in FINAL_STATUSES)
 
 CreateLike = TaskCreate | Mapping[str, Any]
 MAX_COALESCED = 1000  # concurrent enqueue() calls sent in one script call, at most
+SUBSCRIBE_TIMEOUT_SECONDS = 5.0  # longest `wait` waits for Redis to confirm its subscription
 
 
 def _to_create(item: CreateLike) -> TaskCreate:
@@ -154,8 +154,10 @@ class Producer:
         self._lane = _ScriptLane(conn, "enqueue")
         self._sending = False
         self._senders: set[asyncio.Task[None]] = set()
-        self._listener: asyncio.Task[None] | None = None
-        self._subscribed: asyncio.Future[None] | None = None
+        # One task_events subscription wakes every waiter (see `wait`).
+        self._events = Fanout(conn)
+        self._listening = False
+        self._opening = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
@@ -176,11 +178,10 @@ class Producer:
         while self._senders:
             await asyncio.gather(*self._senders, return_exceptions=True)
         await self._lane.aclose()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
-            self._listener = None
+        if self._listening:
+            self._events.close(self._on_event)
+            await self._events.aclose()
+            self._listening = False
         for futures in self._waiters.values():
             for future in futures:
                 if not future.done():
@@ -340,37 +341,25 @@ class Producer:
             del self._waiters[task_id]
 
     async def _ensure_listener(self) -> None:
-        if self._listener is not None and not self._listener.done():
-            assert self._subscribed is not None
-            await asyncio.shield(self._subscribed)
-            return
-        self._subscribed = asyncio.get_running_loop().create_future()
-        self._listener = asyncio.create_task(self._listen(self._subscribed))
-        await asyncio.shield(self._subscribed)
+        """Return once the subscription is live, so a final event after the caller's next
+        read is never missed."""
+        async with self._opening:
+            if not self._listening:
+                await self._events.open(self._on_event, timeout=SUBSCRIBE_TIMEOUT_SECONDS)
+                self._listening = True
+                return
+        await self._events.subscribed.wait()  # renewed after a drop (bounded by wait's timeout)
 
-    async def _listen(self, subscribed: asyncio.Future[None]) -> None:
-        """One subscription to task_events wakes every waiter whose task reached an end."""
-        pubsub: PubSub = self.conn.redis.pubsub()
-        try:
-            await guarded(pubsub.subscribe(EVENTS_CHANNEL))
-            async for message in pubsub.listen():
-                kind = message.get("type")
-                if kind == "subscribe" and not subscribed.done():
-                    subscribed.set_result(None)
-                elif kind == "message" and self._waiters:
-                    self._dispatch(message["data"])
-        except Exception as exc:
-            if not subscribed.done():
-                subscribed.set_exception(exc)
-            # Wake every waiter: each re-reads its task, then waits on a fresh subscription.
-            logger.warning("task_events subscription lost (%s)", exc)
+    def _on_event(self, raw: str | None) -> None:
+        if raw is None:
+            # The subscription was lost or renewed and events may be missing: every waiter
+            # re-reads its task once the subscription is back.
             for futures in self._waiters.values():
                 for future in futures:
                     if not future.done():
                         future.set_result(None)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        elif self._waiters:
+            self._dispatch(raw)
 
     def _dispatch(self, raw: str | bytes) -> None:
         try:

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from shared import codec, heartbeats, monitoring, queries
 from shared.errors import RedisUnavailable
+from shared.events import Fanout
 from shared.redis import Conn
 from shared.runtime import instance_id
 from shared.settings import Settings
@@ -65,7 +66,9 @@ class Hub:
         self.conn, self.settings, self.tick_seconds = conn, settings, tick_seconds
         self.changed: OrderedDict[str, None] = OrderedDict()
         self.clients: set[Client] = set()
-        self.subscribed = asyncio.Event()
+        self.events = Fanout(conn)
+        self.events.add(self._note)
+        self.subscribed = self.events.subscribed
         self.events_seen = 0
         self.frames_sent = 0
         self.bytes_sent = 0
@@ -76,8 +79,8 @@ class Hub:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Listen, tick and beat until `stop` is set; then close every stream."""
+        self.events.start()
         jobs = [
-            asyncio.create_task(self._listen()),
             asyncio.create_task(self._loop(stop, self.tick_seconds, self._tick)),
             asyncio.create_task(self._loop(stop, self.settings.heartbeat_seconds, self._beat)),
         ]
@@ -87,6 +90,8 @@ class Hub:
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
+            self.events.remove(self._note)  # closing pages need no resync
+            await self.events.aclose()
             for client in list(self.clients):
                 client.offer(None)
             with contextlib.suppress(Exception):
@@ -103,24 +108,12 @@ class Hub:
                     stop.wait(), max(0.0, seconds - (time.monotonic() - started))
                 )
 
-    async def _listen(self) -> None:
-        pause = 0.2
-        while True:
-            try:
-                async for raw in monitoring.watch_events(self.conn, self.subscribed):
-                    pause = 0.2
-                    self._note(raw)
-            except (RedisUnavailable, RedisError, OSError) as exc:
-                logger.warning("task_events subscription lost (%s); retrying", exc)
-            except Exception:
-                logger.exception("task_events listener failed; restarting it")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
-            self.changed.clear()  # events were missed: pages re-read their lists
+    def _note(self, raw: str | None) -> None:
+        if raw is None:  # the subscription was lost or renewed: events were missed
+            self.changed.clear()  # pages re-read their lists
             for client in list(self.clients):
                 client.offer(RESYNC)
-
-    def _note(self, raw: str) -> None:
+            return
         try:
             task_id = str(codec.loads(raw)["task_id"])
         except (ValueError, KeyError, TypeError):

@@ -10,10 +10,12 @@ import pytest
 
 from shared import transitions
 from shared.errors import TaskNotFound, ValidationFailed
+from shared.keys import EVENTS_CHANNEL
 from shared.producer import Producer
 from shared.redis import Conn
 from shared.settings import Settings
 from shared.transitions import Outcome
+from tests.support.pubsub import wait_subscribed
 from tests.support.seed import assert_consistent, counts, ensure_test_types
 
 
@@ -28,7 +30,7 @@ async def _finish(conn: Conn, settings: Settings, ok: bool = True) -> None:
     [claimed] = await transitions.claim(
         conn, "work", 1, worker="Worker T", owner="w-t", lease_seconds=30
     )
-    outcome = Outcome(claimed.task.id, claimed.attempt, ok, result={"done": 1}, error="boom")
+    outcome = Outcome(claimed.task.id, claimed.token, ok, result={"done": 1}, error="boom")
     await transitions.report_outcomes(conn, [outcome], settings)
 
 
@@ -68,6 +70,26 @@ async def test_enqueue_many_is_all_or_nothing(producer: Producer, conn: Conn) ->
     await assert_consistent(conn)
 
 
+async def test_enqueue_many_writes_ten_thousand_tasks_whole_or_refuses_before_writing(
+    producer: Producer, conn: Conn
+) -> None:
+    """A script that fails half-way is not rolled back: 5,000 tasks once became orphans that
+    never ran and 4,100 scheduled ones drove the counters negative. Ten thousand of each go
+    in whole; one more than the cap is refused before anything is written."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    plain = await producer.enqueue_many({"type": "noop", "payload": n} for n in range(10_000))
+    scheduled = await producer.enqueue_many(
+        {"type": "noop", "payload": n, "scheduled_for": later} for n in range(10_000)
+    )
+    assert len(plain) == len(scheduled) == transitions.MAX_ENQUEUE_BATCH == 10_000
+    assert await counts(conn) == {"total": 20_000, "pending": 10_000, "scheduled": 10_000}
+    await assert_consistent(conn)
+    too_many = [{"type": "noop", "payload": n} for n in range(transitions.MAX_ENQUEUE_BATCH + 1)]
+    with pytest.raises(ValidationFailed, match="at most 10000 tasks"):
+        await producer.enqueue_many(too_many)
+    assert await counts(conn) == {"total": 20_000, "pending": 10_000, "scheduled": 10_000}
+
+
 async def test_idempotency_key_returns_the_original(producer: Producer, conn: Conn) -> None:
     first = await producer.enqueue("noop", 1, idempotency_key="order-7")
     again = await producer.enqueue("noop", 2, idempotency_key="order-7")
@@ -94,7 +116,7 @@ async def test_wait_returns_when_the_task_ends(
 ) -> None:
     task = await producer.enqueue("noop", 1)
     waiting = asyncio.create_task(producer.wait(task.id, timeout=10))
-    await asyncio.sleep(0)  # let the waiter subscribe and read the task first
+    await wait_subscribed(conn, EVENTS_CHANNEL)  # the waiter subscribed before reading the task
     assert not waiting.done()
     await _finish(conn, settings)
     done = await waiting
@@ -102,6 +124,21 @@ async def test_wait_returns_when_the_task_ends(
     # Already final: returns at once, for as many waiters as ask.
     again = await asyncio.gather(*(producer.wait(task.id, timeout=1) for _ in range(3)))
     assert {t.status for t in again} == {"completed"}
+
+
+async def test_wait_survives_a_dropped_subscription(
+    producer: Producer, conn: Conn, settings: Settings
+) -> None:
+    """A task that ends while the producer's subscription is down is still seen: the drop
+    wakes every waiter to re-read its task once subscribed again (redis-py alone would
+    re-subscribe silently and lose what was published meanwhile)."""
+    task = await producer.enqueue("noop", 1)
+    waiting = asyncio.create_task(producer.wait(task.id, timeout=10))
+    await wait_subscribed(conn, EVENTS_CHANNEL)
+    assert await conn.redis.client_kill_filter(_type="pubsub") == 1
+    await _finish(conn, settings)  # published while nobody listens
+    done = await waiting
+    assert done.status == "completed"
 
 
 async def test_wait_returns_failed_tasks_and_times_out(

@@ -1,9 +1,16 @@
-"""`GET /api/events`: live task events as Server-Sent Events."""
+"""`GET /api/events`: live task events as Server-Sent Events, all streams on one subscription.
+
+Every open stream reads from the process's one `task_events` subscription (`Fanout`, built in
+the app's lifespan) through a bounded `Feed`. A stream is ready before its first line is sent,
+so every event published after a client has read that line reaches it. A stream that may have
+missed events (it fell STREAM_BACKLOG events behind, or the subscription was lost) is closed
+with a comment saying why: the client reconnects (after the `retry:` delay) and re-reads.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -11,52 +18,77 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from services.api.deps import ConnDep
 from services.api.errors import TooManyStreams
 from services.api.schemas import ERROR_RESPONSES, ErrorBody
 from shared import codec
-from shared.events import subscribe
+from shared.events import Fanout, Feed
+from shared.redis import Conn
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["events"], responses=ERROR_RESPONSES)
 KEEPALIVE_SECONDS = 15.0
 MAX_STREAMS = 200
+STREAM_BACKLOG = 1000  # events a stream may lag behind before it is closed
+SUBSCRIBE_TIMEOUT_SECONDS = 5.0
+# cjson escapes these in the published JSON, so an id holding one is not found verbatim there.
+_ESCAPED = frozenset('"\\/')
 
 
-async def _stream(
-    request: Request, source: AsyncIterator[str], task_id: str | None
-) -> AsyncIterator[str]:
-    pending: asyncio.Task[str] | None = None
+def make_fanout(conn: Conn) -> Fanout:
+    """The process's one `task_events` subscription (for the app's lifespan), held while at
+    least one stream is open: an API with no open stream receives no events."""
+    return Fanout(conn, on_demand=True)
+
+
+async def _stream(request: Request, feed: Feed, task_id: str | None) -> AsyncIterator[str]:
+    yield "retry: 2000\n\n"
+    while not await request.is_disconnected():
+        try:
+            raw = await feed.get(timeout=KEEPALIVE_SECONDS)
+        except TimeoutError:
+            yield ": keep-alive\n\n"
+            continue
+        if raw is None:
+            yield f": closed: {feed.reason}; reconnect and re-read\n\n"
+            return
+        decoded = _frame(raw)
+        if decoded is not None and (task_id is None or decoded[0] == task_id):
+            yield decoded[1]
+
+
+@functools.lru_cache(maxsize=1024)
+def _frame(raw: str) -> tuple[str, str] | None:
+    """(task id, SSE frame) of one raw event, or None when it is not an event. Every open stream
+    gets the same message object, so this decodes each one once per process, not per stream."""
     try:
-        yield "retry: 2000\n\n"
-        while not await request.is_disconnected():
-            pending = pending or asyncio.ensure_future(anext(source))
-            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
-            if not done:
-                yield ": keep-alive\n\n"
-                continue
-            raw, pending = pending.result(), None
-            event = codec.decode_event(raw)
-            if task_id is None or event.task_id == task_id:
-                yield f"event: {event.event}\ndata: {codec.event_to_json(event)}\n\n"
-    finally:
-        if pending is not None:
-            pending.cancel()
-        with contextlib.suppress(Exception):
-            await source.aclose()  # type: ignore[attr-defined]
+        event = codec.decode_event(raw)
+    except (ValueError, KeyError, TypeError):
+        logger.warning("skipping a message on task_events that is not an event: %.200s", raw)
+        return None
+    return event.task_id, f"event: {event.event}\ndata: {codec.event_to_json(event)}\n\n"
+
+
+def _match(task_id: str | None) -> str | None:
+    """What a filtered stream's events must contain, verbatim, to be worth decoding."""
+    if task_id is None or not task_id.isprintable() or _ESCAPED.intersection(task_id):
+        return None
+    return task_id
 
 
 class _CountedStream(StreamingResponse):
-    """Gives its slot back when the response ends, however it ends (even unstarted)."""
+    """Gives its slot and its feed back when the response ends, however it ends (even unstarted)."""
 
-    def __init__(self, request: Request, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, request: Request, feed: Feed, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app_state = request.app.state
+        self.app_state, self.feed = request.app.state, feed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             self.app_state.open_streams -= 1
+            self.app_state.events.close(self.feed)
 
 
 @router.get(
@@ -68,17 +100,25 @@ class _CountedStream(StreamingResponse):
     },
 )
 async def events(
-    request: Request, conn: ConnDep, task_id: Annotated[str | None, Query(max_length=64)] = None
+    request: Request, task_id: Annotated[str | None, Query(max_length=64)] = None
 ) -> StreamingResponse:
     """Every transition as it happens (`event: task.completed`, `data: {...}`)."""
-    limit: int = getattr(request.app.state, "max_streams", MAX_STREAMS)
-    if request.app.state.open_streams >= limit:
+    state = request.app.state
+    limit: int = getattr(state, "max_streams", MAX_STREAMS)
+    if state.open_streams >= limit:
         raise TooManyStreams(limit)
-    request.app.state.open_streams += 1  # no await since the check: the cap is exact
-    source = subscribe(conn)
+    state.open_streams += 1  # no await since the check: the cap is exact
+    feed = Feed(_match(task_id), getattr(state, "stream_backlog", STREAM_BACKLOG))
+    fanout: Fanout = state.events
+    try:
+        await fanout.open(feed, SUBSCRIBE_TIMEOUT_SECONDS)  # RedisUnavailable: a 503
+    except BaseException:
+        state.open_streams -= 1
+        raise
     return _CountedStream(
         request,
-        _stream(request, source, task_id),
+        feed,
+        _stream(request, feed, task_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

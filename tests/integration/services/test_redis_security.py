@@ -24,6 +24,7 @@ from shared.settings import Settings
 from tests.conftest import ROOT, make_settings
 from tests.integration.services.test_consumer import running, status_is
 from tests.support import redis_server as rs
+from tests.support.pubsub import wait_subscribed
 from tests.support.seed import create, ensure_test_types
 from tests.support.tls import make_certificates
 from tests.support.waiting import wait_until, wait_until_sync
@@ -69,16 +70,17 @@ async def exercise(settings: Settings) -> None:
     """Scripts, a consumer, pub/sub, the scheduler's wake channel: all through this URL."""
     ensure_test_types()
     async with connect(settings) as conn:
-        stream = events.subscribe(conn)
+        subscribed = asyncio.Event()
+        stream = events.subscribe(conn, subscribed=subscribed)
         first_event = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0.2)  # let the subscription settle
+        await asyncio.wait_for(subscribed.wait(), 5)  # pub/sub allowed by the ACL
         tasks, _ = await transitions.enqueue(conn, [create()], settings)
         async with running(conn, settings, {"noop": lambda payload, ctx: "ok"}):
             await wait_until(status_is(conn, tasks[0].id, "completed"), message="completion")
         assert tasks[0].id in await asyncio.wait_for(first_event, 5)  # pub/sub allowed by the ACL
         stop = asyncio.Event()
         scheduler = asyncio.create_task(run_scheduler(conn, settings, stop))
-        await asyncio.sleep(0.3)
+        await wait_subscribed(conn, conn.keys.scheduler_wake)  # its wake-up channel too
         stop.set()
         await asyncio.wait_for(scheduler, 5)
         stats = await queries.get_stats(conn, dead_after_seconds=settings.dead_after_seconds)

@@ -12,6 +12,7 @@ from services.scheduler.retention import purge_once
 from shared import codec, heartbeats, queries, transitions
 from shared.redis import Conn
 from shared.settings import Settings
+from tests.support.pubsub import wait_subscribed
 from tests.support.seed import assert_consistent, seed_tasks
 from tests.support.waiting import wait_until
 
@@ -51,7 +52,8 @@ async def test_an_earlier_schedule_wakes_a_sleeping_scheduler(
     await seed_tasks(conn, settings, scheduled_for=datetime.now(UTC) + timedelta(hours=1))
     stop = asyncio.Event()
     loop = asyncio.create_task(promote_loop(conn, stop))
-    await asyncio.sleep(0.1)  # the loop is now asleep until the hour-away task
+    # Its wake-up subscription is live, so the earlier task below cuts its sleep short.
+    await wait_subscribed(conn, conn.keys.scheduler_wake)
     [soon] = await seed_tasks(
         conn, settings, scheduled_for=datetime.now(UTC) + timedelta(milliseconds=100)
     )
