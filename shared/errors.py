@@ -40,3 +40,16 @@ class RedisUnavailable(TaskQueueError):
 
 class StaleOutcome(TaskQueueError):
     """A consumer reported on an attempt it no longer owns (its lease was taken back)."""
+
+
+class ReplayPurged(TaskQueueError):
+    """An Idempotency-Key still names tasks that RESULT_TTL_SECONDS already purged: there is
+    nothing left to replay, and creating anew would break the key's promise (a 409)."""
+
+    def __init__(self, task_ids: list[str]) -> None:
+        super().__init__(
+            "the tasks this Idempotency-Key created were purged after RESULT_TTL_SECONDS; "
+            "nothing was created (use a new key to create again)",
+            [{"task_id": task_id, "reason": "purged"} for task_id in task_ids],
+        )
+        self.task_ids = task_ids

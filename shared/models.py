@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.errors import TaskNotFound
 
 
 class TaskStatus(StrEnum):
@@ -26,8 +29,18 @@ CANCELLABLE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED, Task
 RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 MAX_PAYLOAD_BYTES = 64 * 1024
+# Ids are lowercase UUID text (transitions._new_id); nothing else may reach a key name, where
+# "<id>:events" would name a history list instead of a task record.
+TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DEFAULT_PRIORITY = 3
 DEFAULT_MAX_RETRIES = 2
+
+
+def task_id_or_404(task_id: str) -> str:
+    """`task_id` when it has an id's shape; TaskNotFound (a 404) for anything else."""
+    if not TASK_ID.fullmatch(task_id):
+        raise TaskNotFound(task_id if len(task_id) <= 64 else f"{task_id[:64]}...")
+    return task_id
 
 
 class TaskCreate(BaseModel):

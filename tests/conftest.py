@@ -101,6 +101,8 @@ def make_settings(redis_url: str, **overrides: object) -> Settings:
         "image_task_seconds": 0.05,
         "shutdown_grace_seconds": 1.0,
         "webhook_allow_private_networks": True,
+        # Starlette's TestClient sends `Host: testserver`; the services bind to loopback.
+        "allowed_hosts": "testserver",
         "_env_file": None,
     }
     values.update(overrides)

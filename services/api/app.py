@@ -15,10 +15,11 @@ from services.api import errors
 from services.api.deps import require_api_key
 from services.api.fast_create import FastCreate
 from services.api.routes import events, stats, tasks
-from shared import registry
+from shared import health, registry
 from shared.models import Stats
 from shared.producer import Producer
 from shared.redis import create_redis
+from shared.request_guard import RequestGuard
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -87,11 +88,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.conn = create_redis(settings)
         # Concurrent single creates share script calls (see shared/producer.py).
         app.state.producer = Producer(app.state.conn, settings)
+        app.state.events = events.make_fanout(app.state.conn)  # shared by every SSE stream
         try:
             await app.state.conn.load_scripts()
+            await health.warn_about_redis(app.state.conn, "api")
         except Exception as exc:  # Redis may come later: routes answer 503 until it does
             logger.warning("scripts not loaded at start (%s); they load on first use", exc)
         yield
+        await app.state.events.aclose()
         await app.state.producer.aclose()
         await app.state.conn.aclose()
 
@@ -123,6 +127,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(FastCreate, settings=settings)  # inside BodyLimit: added first
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: in front of both create paths (FastCreate and the routes), body unread.
+    app.add_middleware(RequestGuard, settings=settings)
     _document_errors_as_400(app)
     return app
 

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from shared.errors import (
     InvalidTransition,
     RedisUnavailable,
+    ReplayPurged,
     TaskNotFound,
     TaskQueueError,
     ValidationFailed,
@@ -39,6 +40,7 @@ STATUS_BY_ERROR: dict[type[TaskQueueError], int] = {
     ValidationFailed: 400,
     TaskNotFound: 404,
     InvalidTransition: 409,
+    ReplayPurged: 409,  # an Idempotency-Key whose tasks are gone: never created anew
     TooManyStreams: 429,
     RedisUnavailable: 503,
 }

@@ -36,7 +36,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "invalid request",
         401: "missing or wrong API key",
-        403: "read-only API key",
+        403: "read-only API key, cross-site write, or unknown Host on loopback",
         404: "no such task",
         409: "not allowed in the task's current state",
         413: "body too large",

@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.dashboard import errors, routes
 from services.dashboard.hub import Hub
-from shared import monitoring, registry
+from shared import health, monitoring, registry
 from shared.redis import create_redis
+from shared.request_guard import RequestGuard
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, tick_seconds: float | None = None) -> Fast
         conn = create_redis(settings)
         try:
             await conn.load_scripts()
+            await health.warn_about_redis(conn, "dashboard")
         except Exception as exc:  # Redis may come later: the hub retries, routes answer 503
             logger.warning("scripts not loaded at start (%s); they load on first use", exc)
         hub = Hub(conn, settings, **({"tick_seconds": tick_seconds} if tick_seconds else {}))
@@ -78,6 +80,7 @@ def create_app(settings: Settings, *, tick_seconds: float | None = None) -> Fast
     app.add_api_route("/", _index, methods=["GET"], include_in_schema=False)
     app.add_api_route("/favicon.ico", _favicon, methods=["GET"], include_in_schema=False)
     app.add_api_route("/healthz", _healthz, methods=["GET"])
+    app.add_middleware(RequestGuard, settings=settings)  # inside SecurityHeaders: added first
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(SecurityHeaders)
     return app

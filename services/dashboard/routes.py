@@ -18,7 +18,7 @@ from services.dashboard.hub import RESYNC, Client, Hub, frame
 from shared import monitoring, queries, registry, transitions
 from shared.auth import auth_enabled
 from shared.errors import RedisUnavailable
-from shared.models import TaskStatus
+from shared.models import TaskStatus, task_id_or_404
 from shared.redis import Conn
 from shared.settings import Settings
 
@@ -149,21 +149,21 @@ async def list_tasks(
 @router.get("/tasks/{task_id}")
 async def details(task_id: str, request: Request, _: auth.Viewer) -> dict[str, Any]:
     """The task with its attempts, events and webhook deliveries."""
-    found = await queries.get_details(_conn(request), task_id)
+    found = await queries.get_details(_conn(request), task_id_or_404(task_id))
     return found.model_dump(mode="json")
 
 
 @router.post("/tasks/{task_id}/retry")
 async def retry(task_id: str, request: Request, _: auth.Operator) -> dict[str, Any]:
     """A failed (or cancelled) task runs again with a fresh retry budget."""
-    task = await transitions.retry_failed(_conn(request), task_id)
+    task = await transitions.retry_failed(_conn(request), task_id_or_404(task_id))
     return {"task": monitoring.row_from_task(task)}
 
 
 @router.post("/tasks/{task_id}/cancel")
 async def cancel(task_id: str, request: Request, _: auth.Operator) -> dict[str, Any]:
     """A pending, scheduled or retrying task is cancelled."""
-    task = await transitions.cancel(_conn(request), task_id, _settings(request))
+    task = await transitions.cancel(_conn(request), task_id_or_404(task_id), _settings(request))
     return {"task": monitoring.row_from_task(task)}
 
 

@@ -24,7 +24,8 @@ class RefusedTarget(Exception):
 
 
 async def system_resolver(host: str, port: int) -> list[IPAddress]:
-    """Every address the system resolver gives for `host` (a literal address is itself)."""
+    """Every address the system resolver gives for `host` (a literal address, in any IPv4
+    spelling, is itself: read here, not by the C library, as at creation)."""
     literal = literal_address(host)
     if literal is not None:
         return [literal]
@@ -44,7 +45,8 @@ def refusal(host: str, addresses: Iterable[IPAddress]) -> str | None:
         return None
     return (
         f"refused: {host} resolves to {', '.join(blocked)} (loopback, private, link-local, "
-        "multicast or reserved); set WEBHOOK_ALLOW_PRIVATE_NETWORKS=true to allow it"
+        "multicast, reserved, or an IPv6 tunnel to IPv4); set "
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS=true to allow it"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,13 +15,15 @@ from tests.support.seed import ensure_test_types
 
 # Nothing listens here: a request that reached Redis would answer 503, not 400.
 UNREACHABLE = "redis://127.0.0.1:1/0"
+LOOPBACK = "http://127.0.0.1"  # the services bind to loopback and refuse other Host names
 
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
     ensure_test_types()
     settings = Settings(redis_url=UNREACHABLE, max_body_bytes=4096, _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+    app = create_app(settings)
+    with TestClient(app, base_url=LOOPBACK, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -111,7 +114,11 @@ def test_list_rejects_bad_query(client: TestClient, query: str) -> None:
 
 
 def test_redis_down_is_503_json(client: TestClient) -> None:
-    for method, path in (("GET", "/api/stats"), ("GET", "/api/tasks/x"), ("GET", "/api/health")):
+    for method, path in (
+        ("GET", "/api/stats"),
+        ("GET", f"/api/tasks/{uuid.uuid4()}"),
+        ("GET", "/api/health"),
+    ):
         response = client.request(method, path)
         assert response.status_code == 503, (path, response.text)
         body = response.json()
@@ -127,7 +134,8 @@ def test_unknown_route_is_json_404(client: TestClient) -> None:
 
 def test_api_keys_required_when_set() -> None:
     settings = Settings(redis_url=UNREACHABLE, api_keys="k1,k2", api_read_keys="ro", _env_file=None)  # type: ignore[call-arg]
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    app = create_app(settings)
+    with TestClient(app, base_url=LOOPBACK, raise_server_exceptions=False) as client:
         assert client.get("/api/stats").status_code == 401
         assert (
             client.get("/api/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from services.notifier.netguard import GuardedBackend, RefusedTarget, refusal
+from services.notifier.netguard import GuardedBackend, RefusedTarget, refusal, system_resolver
 from shared.deliveries import DeliveryClaim, redelivery_at_ms
 from shared.netguard import IPAddress
 from shared.settings import Settings
@@ -20,6 +20,45 @@ from shared.settings import Settings
 def test_notifier_refusal_names_private_addresses(address: str) -> None:
     reason = refusal("h.example", [ipaddress.ip_address(address)])
     assert reason is not None and str(ipaddress.ip_address(address)) in reason
+
+
+# IPv6 forms that reach a private IPv4 address or a private IPv6 range (gaps of issue 11).
+TUNNELLED = [
+    "fec0::1",  # site-local (deprecated, still routed by some stacks)
+    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    "2002:a00:1::1",  # 6to4 of 10.0.0.1
+    "2002:5db8:d822::1",  # 6to4 of a public address: 6to4 is refused outright (RFC 7526)
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+    "64:ff9b:1::a00:1",  # local-use NAT64 (RFC 8215)
+    "::127.0.0.1",  # IPv4-compatible (deprecated)
+    "::ffff:0:7f00:1",  # SIIT IPv4-translated
+]
+
+
+@pytest.mark.parametrize("address", TUNNELLED)
+def test_notifier_refusal_sees_through_ipv6_tunnels_and_translations(address: str) -> None:
+    reason = refusal("h.example", [ipaddress.ip_address(address)])
+    assert reason is not None and str(ipaddress.ip_address(address)) in reason
+
+
+def test_notifier_refusal_accepts_nat64_of_a_public_address() -> None:
+    # What DNS64 answers for an IPv4-only receiver on an IPv6-only network.
+    assert refusal("h.example", [ipaddress.ip_address("64:ff9b::5db8:d822")]) is None
+
+
+# Every way inet_aton and the WHATWG URL standard spell 127.0.0.1 (or 10.0.0.1).
+IPV4_SPELLINGS = ["2130706433", "0x7f000001", "0X7F000001", "127.1", "127.0.1", "0177.0.0.1",
+                  "0x7f.0.0.1", "127.0.0.1.", "017700000001", "0x0a.1", "167772161"]  # fmt: skip
+
+
+@pytest.mark.parametrize("host", IPV4_SPELLINGS)
+async def test_notifier_resolver_reads_every_ipv4_spelling_without_dns(host: str) -> None:
+    [address] = await system_resolver(host, 80)
+    assert str(address) in ("127.0.0.1", "10.0.0.1")
+    with pytest.raises(RefusedTarget, match=str(address).replace(".", r"\.")):
+        await GuardedBackend(allow_private=False).connect_tcp(host, 80)
 
 
 def test_notifier_refusal_accepts_public_addresses() -> None:

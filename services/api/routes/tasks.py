@@ -10,18 +10,27 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from services.api.deps import ConnDep, SettingsDep
 from services.api.schemas import ERROR_RESPONSES, BatchCreate, BatchCreated, RetryAccepted
 from shared import queries, transitions
+from shared.auth import auth_enabled
 from shared.errors import ValidationFailed
-from shared.models import Task, TaskCreate, TaskDetails, TaskStatus
+from shared.keys import client_idempotency_key
+from shared.models import Task, TaskCreate, TaskDetails, TaskStatus, task_id_or_404
 from shared.producer import Producer
+from shared.settings import Settings
 
 router = APIRouter(tags=["tasks"], responses=ERROR_RESPONSES)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
-def _idempotency(key: str | None) -> str | None:
-    if key is not None and (not key.strip() or not key.isprintable()):
+def _idempotency(key: str | None, request: Request, settings: Settings) -> str | None:
+    """The key as the caller's own: with API keys on, each API key has its own keys."""
+    if key is None:
+        return None
+    if not key.strip() or not key.isprintable():
         raise ValidationFailed("Idempotency-Key must be 1..200 printable characters")
-    return key
+    if not auth_enabled(settings):
+        return key
+    # require_api_key let this request in, so it carries a known key.
+    return client_idempotency_key(request.headers["authorization"].partition(" ")[2], key)
 
 
 REPLAYED = "replayed: what this Idempotency-Key created before (header Idempotent-Replayed: true)"
@@ -44,9 +53,8 @@ async def create_task(
     if idempotency_key is None:
         producer: Producer = request.app.state.producer
         return await producer.submit(body)
-    tasks, replayed = await transitions.enqueue(
-        conn, [body], settings, idempotency_key=_idempotency(idempotency_key)
-    )
+    key = _idempotency(idempotency_key, request, settings)
+    tasks, replayed = await transitions.enqueue(conn, [body], settings, idempotency_key=key)
     if replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
@@ -61,14 +69,14 @@ async def create_task(
 )
 async def create_batch(
     body: BatchCreate,
+    request: Request,
     response: Response,
     conn: ConnDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> BatchCreated:
-    tasks, replayed = await transitions.enqueue(
-        conn, body.tasks, settings, idempotency_key=_idempotency(idempotency_key)
-    )
+    key = _idempotency(idempotency_key, request, settings)
+    tasks, replayed = await transitions.enqueue(conn, body.tasks, settings, idempotency_key=key)
     if replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
@@ -97,20 +105,20 @@ async def list_tasks(
 
 @router.get("/tasks/{task_id}", response_model=Task)
 async def get_task(task_id: str, conn: ConnDep) -> Task:
-    return await queries.get_task(conn, task_id)
+    return await queries.get_task(conn, task_id_or_404(task_id))
 
 
 @router.get("/tasks/{task_id}/details", response_model=TaskDetails)
 async def get_details(task_id: str, conn: ConnDep) -> TaskDetails:
-    return await queries.get_details(conn, task_id)
+    return await queries.get_details(conn, task_id_or_404(task_id))
 
 
 @router.post("/tasks/{task_id}/retry", response_model=RetryAccepted)
 async def retry_task(task_id: str, conn: ConnDep) -> RetryAccepted:
-    await transitions.retry_failed(conn, task_id)
+    await transitions.retry_failed(conn, task_id_or_404(task_id))
     return RetryAccepted(task_id=task_id)
 
 
 @router.delete("/tasks/{task_id}", response_model=Task)
 async def cancel_task(task_id: str, conn: ConnDep, settings: SettingsDep) -> Task:
-    return await transitions.cancel(conn, task_id, settings)
+    return await transitions.cancel(conn, task_id_or_404(task_id), settings)
