@@ -15,4 +15,5 @@ USER redis
 EXPOSE 6379
 # Without a config file redis-server enables protected mode, which refuses clients from other
 # containers; the official image turns it off the same way. Do not publish this port publicly.
-CMD ["redis-server", "--protected-mode", "no", "--dir", "/data"]
+# noeviction: at a memory limit Redis refuses new writes instead of deleting task records.
+CMD ["redis-server", "--protected-mode", "no", "--dir", "/data", "--maxmemory-policy", "noeviction"]

@@ -1,14 +1,21 @@
-"""The heartbeat health check behind `python -m services.<name>.health` (compose, k8s)."""
+"""Health checks: the heartbeat check behind `python -m services.<name>.health` (compose,
+k8s), and the Redis configuration check every service runs at start and /api/health shows."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import cast
 
+from redis.exceptions import ResponseError
+
 from shared import codec
-from shared.redis import create_redis
+from shared.redis import Conn, create_redis, guarded
 from shared.settings import get_settings
+
+logger = logging.getLogger(__name__)
+SAFE_POLICY = "noeviction"
 
 
 async def _alive(service: str, hostname: str | None) -> bool:
@@ -36,3 +43,52 @@ def check(service: str) -> None:
         sys.exit(1)
     print(f"{service}: {'healthy' if ok else 'no recent heartbeat'}")
     sys.exit(0 if ok else 1)
+
+
+async def eviction_policy(conn: Conn) -> tuple[str, str] | None:
+    """The server's (maxmemory-policy, maxmemory), or None when unknown: managed Redis and
+    restricted ACL users often refuse CONFIG GET, which is no fault of theirs.
+
+    Raises RedisUnavailable when Redis does not answer at all.
+    """
+    try:
+        config = cast("dict[str, str]", await guarded(conn.redis.config_get("maxmemory*")))
+    except ResponseError:  # NOPERM, or CONFIG renamed away
+        return None
+    policy = config.get("maxmemory-policy")
+    return (policy, config.get("maxmemory", "?")) if policy else None
+
+
+async def redis_warnings(conn: Conn) -> list[str]:
+    """What in the Redis configuration puts tasks at risk; empty when fine or unknown."""
+    return _warnings(await eviction_policy(conn))
+
+
+def _warnings(found: tuple[str, str] | None) -> list[str]:
+    if found is None or found[0] == SAFE_POLICY:
+        return []
+    policy, maxmemory = found
+    # Task records carry no TTL, but volatile-* policies still evict idempotency keys.
+    return [
+        f"Redis maxmemory-policy is {policy} (maxmemory {maxmemory}): at its memory limit "
+        f"Redis deletes keys, silently losing tasks and idempotency keys; set "
+        f"maxmemory-policy {SAFE_POLICY}"
+    ]
+
+
+async def warn_about_redis(conn: Conn, service: str) -> None:
+    """Log `redis_warnings` at service start. Never raises: the api and dashboard start
+    before Redis may answer, and /api/health repeats the check every time."""
+    try:
+        found = await eviction_policy(conn)
+    except Exception as exc:
+        logger.info("%s: Redis configuration not checked (%s)", service, exc)
+        return
+    if found is None:
+        logger.info(
+            "%s: Redis refused CONFIG GET; make sure its maxmemory-policy is %s",
+            service,
+            SAFE_POLICY,
+        )
+    for warning in _warnings(found):
+        logger.warning("%s: %s", service, warning)

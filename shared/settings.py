@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     redis_url: str = DEFAULT_REDIS_URL
     queue_name: str = Field(default="default", pattern=r"^[a-z0-9_-]{1,32}$")
     bind_host: str = "127.0.0.1"
+    # Host names the api and dashboard answer besides loopback ones while bound to loopback
+    # (a local reverse proxy that keeps Host); any other Host is refused (DNS rebinding).
+    allowed_hosts: str = ""
     api_port: int = Field(default=8080, ge=1, le=65535)
     dashboard_port: int = Field(default=8081, ge=1, le=65535)
     worker_replicas: int = Field(default=3, ge=0, le=64)
@@ -36,6 +39,9 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=15.0, gt=0)
 
     webhook_secret: str = ""
+    # Webhook tasks sign with their own secret, never WEBHOOK_SECRET: their body is the
+    # caller's, so sharing the key would let any task creator forge a completion webhook.
+    webhook_task_secret: str = ""
     webhook_allow_private_networks: bool = False
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     webhook_max_attempts: int = Field(default=6, ge=1, le=50)
@@ -78,6 +84,10 @@ class Settings(BaseSettings):
     @property
     def api_read_key_list(self) -> list[str]:
         return _split(self.api_read_keys)
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return [host.lower() for host in _split(self.allowed_hosts)]
 
     @property
     def task_module_list(self) -> list[str]:

@@ -15,6 +15,7 @@ from services.notifier.outbox import Outbox
 from services.notifier.smtp import Mailer, SmtpMailer
 from services.notifier.tasks import NotifyHandlers
 from services.notifier.webhooks import HttpPoster, Poster
+from shared import health
 from shared.consumer import Consumer
 from shared.redis import Conn, connect
 from shared.runtime import stop_event_on_signals
@@ -24,9 +25,10 @@ SERVICE = "notifier"
 
 
 async def main(settings: Settings) -> None:
-    signing.parse_secrets(settings.webhook_secret)  # a malformed secret fails at start
+    signing.secrets_from(settings)  # a malformed or shared secret fails at start
     stop = stop_event_on_signals()
     async with connect(settings) as conn:
+        await health.warn_about_redis(conn, SERVICE)
         await run_notifier(conn, settings, stop)
 
 
@@ -40,11 +42,11 @@ async def run_notifier(
     name: str | None = None,
 ) -> None:
     """Run tasks and deliveries until `stop` is set; a given mailer or poster stays open."""
-    secrets = signing.parse_secrets(settings.webhook_secret)
+    completion_secrets, task_secrets = signing.secrets_from(settings)
     own_mailer, own_poster = mailer is None, poster is None
     mailer = mailer or SmtpMailer(settings)
     poster = poster or HttpPoster(settings)
-    handlers = NotifyHandlers(settings, mailer, poster, secrets)
+    handlers = NotifyHandlers(settings, mailer, poster, task_secrets)
     consumer = Consumer(
         conn,
         settings,
@@ -54,7 +56,9 @@ async def run_notifier(
         concurrency=settings.notifier_concurrency,
         lookup=handlers.lookup,
     )
-    outbox = Outbox(conn, settings, poster, secrets, concurrency=settings.notifier_concurrency)
+    outbox = Outbox(
+        conn, settings, poster, completion_secrets, concurrency=settings.notifier_concurrency
+    )
     try:
         await asyncio.gather(consumer.run(stop), outbox.run(stop))
     finally:

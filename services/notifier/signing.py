@@ -8,12 +8,15 @@ import hashlib
 import hmac
 import time
 
+from shared.settings import Settings
+
 SECRET_PREFIX = "whsec_"
 
 
-def parse_secrets(raw: str) -> list[bytes]:
-    """Decode WEBHOOK_SECRET: one `whsec_<base64>` secret, or several separated by spaces or
-    commas while a secret is rotated (each signs, so receivers accept either). Empty: unsigned.
+def parse_secrets(raw: str, *, name: str = "WEBHOOK_SECRET") -> list[bytes]:
+    """Decode a secret setting (`name`): one `whsec_<base64>` secret, or several separated by
+    spaces or commas while a secret is rotated (each signs, so receivers accept either).
+    Empty: unsigned.
 
     Raises ValueError for a secret that is not base64, so a typo fails at start, not silently.
     """
@@ -24,9 +27,23 @@ def parse_secrets(raw: str) -> list[bytes]:
             secrets.append(base64.b64decode(encoded, validate=True))
         except (binascii.Error, ValueError) as exc:
             raise ValueError(
-                "WEBHOOK_SECRET must be 'whsec_' followed by base64 (Standard Webhooks format)"
+                f"{name} must be 'whsec_' followed by base64 (Standard Webhooks format)"
             ) from exc
     return secrets
+
+
+def secrets_from(settings: Settings) -> tuple[list[bytes], list[bytes]]:
+    """The keys of completion webhooks (WEBHOOK_SECRET) and of webhook tasks
+    (WEBHOOK_TASK_SECRET), kept apart: a webhook task's body is chosen by whoever creates
+    the task, so a key that signs both would sign forged completion webhooks on request.
+
+    Raises ValueError for a malformed secret, or one key in both settings.
+    """
+    completion = parse_secrets(settings.webhook_secret)
+    tasks = parse_secrets(settings.webhook_task_secret, name="WEBHOOK_TASK_SECRET")
+    if set(completion) & set(tasks):
+        raise ValueError("WEBHOOK_TASK_SECRET must not share a key with WEBHOOK_SECRET")
+    return completion, tasks
 
 
 def signature(secrets: list[bytes], msg_id: str, timestamp: int, body: bytes) -> str:

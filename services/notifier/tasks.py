@@ -57,12 +57,16 @@ def webhook_request(payload: Any, task: Task) -> tuple[str, bytes, dict[str, str
 
 
 class NotifyHandlers:
-    """The handlers the notifier's Consumer looks up by task type."""
+    """The handlers the notifier's Consumer looks up by task type.
+
+    `task_secrets` (WEBHOOK_TASK_SECRET) sign webhook tasks; never WEBHOOK_SECRET's keys.
+    """
 
     def __init__(
-        self, settings: Settings, mailer: Mailer, poster: Poster, secrets: list[bytes]
+        self, settings: Settings, mailer: Mailer, poster: Poster, task_secrets: list[bytes]
     ) -> None:
-        self.settings, self.mailer, self.poster, self.secrets = settings, mailer, poster, secrets
+        self.settings, self.mailer, self.poster = settings, mailer, poster
+        self.task_secrets = task_secrets
 
     def lookup(self, task_type: str) -> Handler | None:
         handlers: dict[str, Handler] = {"email": self.email, "webhook": self.webhook}
@@ -76,7 +80,7 @@ class NotifyHandlers:
     async def webhook(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
         url, body, headers = webhook_request(payload, ctx.task)
         msg_id = f"msg_{ctx.task.id.replace('-', '')}"
-        headers.update(signing.webhook_headers(self.secrets, msg_id, body))
+        headers.update(signing.webhook_headers(self.task_secrets, msg_id, body))
         result = await self.poster.post(url, body, headers)
         if not result.ok:
             raise WebhookTaskFailed(result.error or f"HTTP {result.status_code}")

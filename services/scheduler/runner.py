@@ -11,8 +11,8 @@ import socket
 
 from services.scheduler.promote import promote_loop
 from services.scheduler.recover import Recoverer
-from services.scheduler.retention import purge_once
-from shared import heartbeats
+from services.scheduler.retention import retention_once
+from shared import health, heartbeats
 from shared.redis import Conn, connect
 from shared.runtime import every, instance_id, stop_event_on_signals
 from shared.settings import Settings
@@ -25,6 +25,7 @@ RETENTION_EVERY_SECONDS = 30.0
 async def main(settings: Settings) -> None:
     stop = stop_event_on_signals()
     async with connect(settings) as conn:
+        await health.warn_about_redis(conn, SERVICE)
         await run_scheduler(conn, settings, stop)
 
 
@@ -39,7 +40,9 @@ async def run_scheduler(conn: Conn, settings: Settings, stop: asyncio.Event) -> 
         await asyncio.gather(
             promote_loop(conn, stop, settings.schedule_lead_seconds),
             every(stop, RECOVER_EVERY_SECONDS, Recoverer(conn, settings).tick, "recover"),
-            every(stop, RETENTION_EVERY_SECONDS, lambda: purge_once(conn), "retention"),
+            every(
+                stop, RETENTION_EVERY_SECONDS, lambda: retention_once(conn, settings), "retention"
+            ),
             every(stop, settings.heartbeat_seconds, beat, "heartbeat"),
         )
     finally:

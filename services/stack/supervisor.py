@@ -82,6 +82,9 @@ def plan(
                     "",
                     "--protected-mode",
                     "yes",
+                    # The default, said out loud: an evicted task record is a task lost.
+                    "--maxmemory-policy",
+                    "noeviction",
                 ],
                 critical=True,
             )

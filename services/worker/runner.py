@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from shared import registry
+from shared import health, registry
 from shared.consumer import Consumer
 from shared.redis import connect
 from shared.registry import Handler
@@ -24,6 +24,7 @@ async def main(settings: Settings) -> None:
     stop = stop_event_on_signals()
     name = settings.instance_name or f"Worker {socket.gethostname()}"
     async with connect(settings) as conn:
+        await health.warn_about_redis(conn, SERVICE)
         consumer = Consumer(
             conn,
             settings,

@@ -4,6 +4,7 @@
 -- KEYS[2] -> tq:{q}:outbox                    ZSET  delivery ids by due ms
 -- KEYS[3] -> tq:{q}:task:<task id>:deliveries LIST  JSON attempts shown by /details
 -- KEYS[4] -> tq:{q}:wake:outbox               LIST  wake tokens for sleeping outbox loops
+-- KEYS[5] -> tq:{q}:task:<task id>            HASH  the task record (only checked for existence)
 -- ARGV[1] -> delivery id
 -- ARGV[2] -> claim number the caller holds (the `claims` value its claim returned)
 -- ARGV[3] -> action: 'retry' (redeliver at ARGV[4]) | 'done' (delivered, refused or given up)
@@ -14,10 +15,18 @@
 --
 -- Returns {'ok'} | {'missing'} (another notifier already finished it) | {'stale'} (claimed
 -- again meanwhile, so the newer holder decides the schedule).
--- The records are appended in every case: the attempts did happen.
+-- The records are appended whatever the reply (the attempts did happen), but only while the
+-- task exists: history of a task that retention purged is dropped.
 local id, claim, action = ARGV[1], ARGV[2], ARGV[3]
-for k = 7, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[k]) end
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  for k = 7, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[k]) end
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
+else
+  -- purge_expired deleted the list with the record; one written now would never be deleted
+  -- (a delivery in flight, or retried with its kept body, outlives its task). DEL clears
+  -- any such list an earlier version left behind.
+  redis.call('DEL', KEYS[3])
+end
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], id)

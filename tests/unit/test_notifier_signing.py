@@ -9,6 +9,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from services.notifier import signing
+from shared.settings import Settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER = "whsec_" + base64.b64encode(b"another secret, 32 bytes long!!!").decode()
@@ -55,3 +56,24 @@ def test_signing_without_secret_sends_id_and_timestamp_only() -> None:
 def test_signing_malformed_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="whsec_"):
         signing.parse_secrets("whsec_not base64!")
+
+
+def test_webhook_tasks_get_their_own_secret_or_none() -> None:
+    """WEBHOOK_SECRET signs completion webhooks only; webhook tasks use WEBHOOK_TASK_SECRET."""
+    completion, tasks = signing.secrets_from(Settings(webhook_secret=SECRET, _env_file=None))
+    assert completion == signing.parse_secrets(SECRET) and tasks == []
+    both = Settings(webhook_secret=SECRET, webhook_task_secret=OTHER, _env_file=None)
+    expected = (signing.parse_secrets(SECRET), signing.parse_secrets(OTHER))
+    assert signing.secrets_from(both) == expected
+
+
+@pytest.mark.parametrize("task_secret", [SECRET, f"{OTHER} {SECRET}"])
+def test_webhook_task_secret_sharing_a_key_with_webhook_secret_is_refused(task_secret: str) -> None:
+    shared = Settings(webhook_secret=SECRET, webhook_task_secret=task_secret, _env_file=None)
+    with pytest.raises(ValueError, match="WEBHOOK_TASK_SECRET"):
+        signing.secrets_from(shared)
+
+
+def test_malformed_webhook_task_secret_is_named() -> None:
+    with pytest.raises(ValueError, match="WEBHOOK_TASK_SECRET"):
+        signing.secrets_from(Settings(webhook_task_secret="whsec_not base64!", _env_file=None))

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from services.api.deps import ConnDep, SettingsDep
 from services.api.schemas import ERROR_RESPONSES
 from shared import heartbeats, queries
+from shared.health import redis_warnings
 from shared.models import Stats
 from shared.redis import guarded
 
@@ -25,11 +26,13 @@ async def stats(conn: ConnDep, settings: SettingsDep) -> Stats:
 
 @router.get("/health", responses={503: {"description": "Redis unreachable"}})
 async def health(conn: ConnDep, settings: SettingsDep) -> JSONResponse:
-    """200 with live instances per service, or 503 `degraded` when Redis does not answer."""
+    """200 with live instances per service (and `redis_warnings`: a Redis set to evict keys
+    stays up but may lose tasks), or 503 `degraded` when Redis does not answer."""
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
             await guarded(conn.redis.ping())
             counts = await heartbeats.live_counts(conn, settings.dead_after_seconds)
+            warnings = await redis_warnings(conn)
     except Exception as exc:
         body: dict[str, Any] = {
             "status": "degraded",
@@ -41,7 +44,8 @@ async def health(conn: ConnDep, settings: SettingsDep) -> JSONResponse:
         name: {"instances": counts[name]}
         for name in ("worker", "scheduler", "notifier", "dashboard")
     }
-    return JSONResponse({"status": "ok", "redis": "ok", "services": services})
+    body = {"status": "ok", "redis": "ok", "services": services, "redis_warnings": warnings}
+    return JSONResponse(body)
 
 
 async def metrics(conn: ConnDep, settings: SettingsDep) -> PlainTextResponse:
