@@ -19,9 +19,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from services.stack.supervisor import find_redis_server
+from shared.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
-PREFIX = "tq:{default}:"
+KEYS = Keys("default")  # the chaos load uses the default queue
+PREFIX = KEYS.prefix
 
 
 def free_port() -> int:
@@ -182,14 +184,14 @@ class Launcher:
 def live_instances(client: redis.Redis, service: str, dead_after: float) -> list[dict[str, Any]]:
     """Live instances of a service from its heartbeats: instance id, pid, ..."""
     since = int(time.time() * 1000 - dead_after * 1000)
-    ids = cast("list[str]", client.zrangebyscore(f"{PREFIX}hb:{service}", since, "+inf"))
+    ids = cast("list[str]", client.zrangebyscore(KEYS.heartbeats(service), since, "+inf"))
     found = []
     for iid in ids:
-        raw = client.get(f"{PREFIX}instance:{service}:{iid}")
+        raw = client.get(KEYS.instance(service, iid))
         if raw:
             found.append({"instance_id": iid, **json.loads(cast("str", raw))})
     return found
 
 
 def held_tasks(client: redis.Redis, instance_id: str) -> list[str]:
-    return sorted(cast("set[str]", client.smembers(f"{PREFIX}held:{instance_id}")))
+    return sorted(cast("set[str]", client.smembers(KEYS.held(instance_id))))

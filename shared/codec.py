@@ -22,6 +22,8 @@ F_RUN_AT, F_WEBHOOK, F_TIMEOUT, F_LANE = "run_at", "webhook", "timeout", "lane"
 F_CREATED, F_UPDATED, F_STARTED, F_COMPLETED = "created", "updated", "started", "completed"
 F_ERROR, F_RESULT, F_ATTEMPT, F_WORKER = "error", "result", "attempt", "worker"
 F_TOKEN = "token"  # the current claim's fencing token (claim_token in _lib.lua)
+# The task's queue; records written before named queues have none and are in "default".
+F_QUEUE, DEFAULT_QUEUE = "queue", "default"
 T = TypeVar("T")
 
 
@@ -94,6 +96,7 @@ def decode_task_strict(fields: dict[str, str]) -> Task:
     # 7.0 us per decode), which walks the fields in Python.
     return Task(
         id=_field(fields, F_ID, str),
+        queue=fields.get(F_QUEUE) or DEFAULT_QUEUE,
         type=_field(fields, F_TYPE, str),
         payload=_field(fields, F_PAYLOAD, loads),
         status=_field(fields, F_STATUS, TaskStatus),
@@ -132,6 +135,7 @@ def salvage_task(fields: dict[str, str], problem: str) -> Task:
     created = _salvage(fields, F_CREATED, from_ms, epoch)
     return Task(
         id=fields.get(F_ID) or "?",
+        queue=fields.get(F_QUEUE) or DEFAULT_QUEUE,
         type=fields.get(F_TYPE) or "?",
         payload=_salvage(fields, F_PAYLOAD, loads, fields.get(F_PAYLOAD)),
         status=_salvage(fields, F_STATUS, TaskStatus, TaskStatus.FAILED),

@@ -24,9 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from shared import codec, heartbeats, transitions
+from shared import codec, heartbeats, queues, transitions
 from shared.errors import RedisUnavailable
+from shared.events import Fanout
+from shared.keys import QUEUE_CONTROL_CHANNEL
 from shared.logging import log_step
+from shared.queue_selection import QueueSelection
 from shared.redis import Conn, guarded
 from shared.registry import Handler, TaskContext
 from shared.runtime import end_within, instance_id, wait_or_stop
@@ -39,6 +42,7 @@ ClaimKey = tuple[str, str]  # (task id, claim token): one run of a task (Claimed
 CLAIM_GATHER_SECONDS = 0.002  # longest a free slot waits for others before a claim
 INBOX_WAIT_SECONDS = 1.0  # an inbox silent this long re-syncs the offers (a safety net)
 MAX_EARLY_SECONDS = 1.0  # the longest a consumer waits for a promoted task's due time
+SERVED_REFRESH_SECONDS = 1.0  # how often `*` looks for new queues
 
 
 MAX_RESULT_BYTES = 1024 * 1024  # a larger result fails the task instead of bloating Redis
@@ -158,9 +162,18 @@ class Consumer:
         name: str,
         concurrency: int,
         lookup: HandlerLookup,
+        queues: QueueSelection | None = None,
     ) -> None:
         self.conn, self.settings, self.service, self.lane = conn, settings, service, lane
         self.name, self.concurrency, self.lookup = name, concurrency, lookup
+        # Which queues, in what order (WORKER_QUEUES); None: only the default queue.
+        self.selection = queues or QueueSelection("strict", (conn.keys.queue,))
+        self.served: list[str] = self.selection.served([conn.keys.queue])
+        self.served_at = float("-inf")  # when `served` was last read from the registry
+        self.reading: list[str] = []  # the queues whose inbox the reader blocks on now
+        self.sealed: set[str] = set()  # inboxes whose seal the reader met (shutdown)
+        self.paused: set[str] = set()  # served queues paused (woken by a control event)
+        self.limited_until: dict[str, float] = {}  # queue -> monotonic time to claim again
         self.instance_id = instance_id(service)
         # Keyed by claim, not task id: a task wrongly recovered from this live consumer can
         # come back to it while its first run goes on, and each run must settle as its own.
@@ -170,9 +183,12 @@ class Consumer:
         self.finished: set[ClaimKey] = set()
         self.expired: set[ClaimKey] = set()  # runs that hit their timeout and were cancelled
         self.slot_free = asyncio.Event()
-        # Slots on offer for hand-over, or handed over and still in the inbox: not free for a
-        # claim. The claim script reports both, so every claim re-syncs this estimate.
-        self.offered = 0
+        # Per queue, slots on offer for hand-over, and tasks handed over still in the inbox:
+        # neither is free for a claim. The claim script reports both, so every claim
+        # re-syncs these estimates. A consumer of several queues offers the same free slots
+        # in each, so the slots on offer are the most offered in any one queue.
+        self.offers: dict[str, int] = {}
+        self.waiting: dict[str, int] = {}
         self.resync = False  # the inbox was silent: claim (re-sync the offers) even if busy
         self.closing = False  # shutting down: the inbox is sealed
         # Claim in batches when busy: wait for this many free slots (or CLAIM_GATHER_SECONDS)
@@ -190,13 +206,18 @@ class Consumer:
         stopping = asyncio.create_task(stop.wait())
         stopping.add_done_callback(lambda _: self.slot_free.set())  # wakes a busy claim loop
         flusher = asyncio.create_task(self._flush_loop())
+        await self._refresh_served(force=True)
         reader = asyncio.create_task(self._inbox_loop(stop))
+        controls = Fanout(self.conn, QUEUE_CONTROL_CHANNEL)
+        controls.add(self._on_control)
+        controls.start()
         logger.info(
-            "%s started (%s, %d slots, lane %s)",
+            "%s started (%s, %d slots, lane %s, %s)",
             self.name,
             self.instance_id,
             self.concurrency,
             self.lane,
+            self.selection.describe(),
         )
         # Shutdown is bounded step by step (SPEC: SHUTDOWN_GRACE, then hand back): a Redis
         # call that never answers or a callee that swallows its cancellation is logged and
@@ -204,6 +225,8 @@ class Consumer:
         try:
             await self._claim_loop(stop)
         finally:
+            with contextlib.suppress(Exception):
+                await controls.aclose()
             await self._close_inbox(reader)
             await self._drain()
             self.outcomes.put_nowait(None)  # the flusher reports what is queued, then returns
@@ -216,14 +239,36 @@ class Consumer:
                     await heartbeats.leave(self.conn, self.service, self.instance_id)
             logger.info("%s stopped after %d tasks", self.name, self.processed)
 
+    def _on_offer(self) -> int:
+        """Slots not free for a claim: on offer somewhere, or taken by an unread hand-over."""
+        return max(self.offers.values(), default=0) + sum(self.waiting.values())
+
     def _free(self) -> int:
-        return self.concurrency - len(self.running) - self.offered
+        return self.concurrency - len(self.running) - self._on_offer()
+
+    async def _refresh_served(self, *, force: bool = False) -> None:
+        """With `*`, the queues there are now (read at most every SERVED_REFRESH_SECONDS)."""
+        if self.selection.mode != "all":
+            return
+        if force or time.monotonic() - self.served_at > SERVED_REFRESH_SECONDS:
+            self.served = await queues.known(self.conn)
+            self.served_at = time.monotonic()
+
+    def _claimable(self) -> list[str]:
+        """Served queues in this round's order, less those paused or out of tokens."""
+        now = time.monotonic()
+        return [
+            name
+            for name in self.selection.order(self.served)
+            if name not in self.paused and self.limited_until.get(name, 0.0) <= now
+        ]
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         pause = 0.0
         while not stop.is_set():
             free = self._free()
-            if not self.resync and free < self.claim_batch and (self.running or self.offered):
+            on_offer = self._on_offer()
+            if not self.resync and free < self.claim_batch and (self.running or on_offer):
                 # Busy, or the free slots are on offer: gather finished slots into one claim.
                 # A free slot not on offer waits at most CLAIM_GATHER_SECONDS (then the claim
                 # offers it), so neither long tasks nor hand-overs leave it idle for long.
@@ -236,14 +281,8 @@ class Consumer:
                     pass  # gathered long enough: claim (and offer) what is free
             self.resync = False
             try:
-                reply = await transitions.claim_or_offer(
-                    self.conn,
-                    self.lane,
-                    max(free, 0),
-                    worker=self.name,
-                    owner=self.instance_id,
-                    lease_seconds=self.settings.task_lease_seconds,
-                )
+                await self._refresh_served()
+                await self._claim_round()
                 pause = 0.0
             except Exception as exc:
                 pause = min(max(pause * 2, 0.1), 2.0)
@@ -252,34 +291,127 @@ class Consumer:
                 )
                 await wait_or_stop(stop, pause)
                 continue
-            self.offered = reply.offered + reply.waiting
-            for item in reply.claimed:
-                self._start(item)
+            if not self.running and not self._on_offer():
+                await self._wait_unblocked(stop)  # every served queue is paused or limited
+
+    async def _claim_round(self) -> None:
+        """Fill the free slots from the served queues in order; offer what stays free.
+
+        With one queue that is one claim call. With several, the first pass only claims, in
+        order, and a second offers what no queue could fill in each queue (tasks that came
+        meanwhile are claimed by it too): offering in a queue before a later one filled the
+        slots would promise them twice.
+        """
+        order = self._claimable()
+        want = self.concurrency - len(self.running) - sum(self.waiting.values())
+        if len(order) == 1:
+            want -= self._take(order[0], await self._claim(order[0], want, offer=True))
+            return
+        for name in order:
+            if want <= 0:
+                break
+            want -= self._take(name, await self._claim(name, want, offer=False))
+        if want > 0:
+            reading = set(self.reading)  # an offer needs its inbox read
+            for name in order:
+                if name in reading and want > 0:
+                    want -= self._take(name, await self._claim(name, want, offer=True))
+
+    async def _claim(self, queue: str, count: int, *, offer: bool) -> transitions.ClaimReply:
+        return await transitions.claim_or_offer(
+            self.conn,
+            self.lane,
+            max(count, 0),
+            worker=self.name,
+            owner=self.instance_id,
+            lease_seconds=self.settings.task_lease_seconds,
+            offer=offer,
+            queue=queue,
+            offers_held=self.offers.get(queue, 0),
+        )
+
+    def _take(self, queue: str, reply: transitions.ClaimReply) -> int:
+        """Start what a claim took and note the queue's offers and limits; how many started."""
+        self.offers[queue], self.waiting[queue] = reply.offered, reply.waiting
+        if reply.paused:
+            self.paused.add(queue)
+        elif reply.retry_at_ms is not None:
+            self._limit(queue, reply.retry_at_ms)
+        for item in reply.claimed:
+            self._start(item)
+        return len(reply.claimed)
+
+    def _limit(self, queue: str, retry_at_ms: int) -> None:
+        """Leave a rate- or concurrency-limited queue alone until its next token is due."""
+        server_now = time.time() * 1000 + self.conn.clock_offset_ms
+        delay = max((retry_at_ms - server_now) / 1000, 0.001)
+        self.limited_until[queue] = time.monotonic() + delay
+        asyncio.get_running_loop().call_later(delay, self._wake, queue)
+
+    def _wake(self, queue: str | None = None) -> None:
+        """A served queue may be claimable again: claim at once, even while busy."""
+        if queue is not None:
+            self.paused.discard(queue)
+            self.limited_until.pop(queue, None)
+        self.resync = True
+        self.slot_free.set()
+
+    def _on_control(self, raw: str | None) -> None:
+        """A pause, resume, limit change or freed concurrency slot of some queue."""
+        if raw is None:  # the subscription dropped: events may be lost, look at every queue
+            self.paused.clear()
+            self.limited_until.clear()
+            self._wake()
+            return
+        try:
+            message = codec.loads(raw)
+            queue, lane = str(message["queue"]), message.get("lane")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+        if queue in self.served and lane in (None, self.lane):
+            self._wake(queue)
+
+    async def _wait_unblocked(self, stop: asyncio.Event) -> None:
+        """Nothing runs and nothing is on offer: sleep until a limit's next token is due, a
+        control event, or INBOX_WAIT_SECONDS (a new queue may have appeared)."""
+        now = time.monotonic()
+        due = min((at - now for at in self.limited_until.values()), default=INBOX_WAIT_SECONDS)
+        self.slot_free.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(min(due, INBOX_WAIT_SECONDS), 0.001)):
+                await self.slot_free.wait()
 
     def _start(self, item: Claimed) -> None:
         self.held[item.key] = item
         self.running[item.key] = asyncio.create_task(self._run_one(item))
 
     async def _inbox_loop(self, stop: asyncio.Event) -> None:
-        """Start the tasks handed over to this consumer, until the sealed inbox runs out."""
-        inbox, redis = self.conn.keys.inbox(self.instance_id), self.conn.redis
+        """Start the tasks handed over to this consumer, until every sealed inbox runs out.
+        There is one inbox per served queue; one BLPOP waits on all of them."""
+        redis = self.conn.redis
         pause = 0.0
         while True:
             try:
-                reply = await guarded(redis.blpop([inbox], timeout=INBOX_WAIT_SECONDS))
+                self.reading = list(self.served)
+                inboxes = {
+                    self.conn.queue(name).inbox(self.instance_id): name for name in self.reading
+                }
+                reply = await guarded(redis.blpop(list(inboxes), timeout=INBOX_WAIT_SECONDS))
                 if reply is None:
                     if self.closing:
-                        return  # sealed, and the seal was taken back with the inbox
-                    if self.offered and not stop.is_set():
+                        return  # sealed, and the seals were taken back with the inboxes
+                    if self._on_offer() and not stop.is_set():
                         self.resync = True  # nothing handed over for a while: re-sync
                         self.slot_free.set()
                     continue
-                if not self._receive(str(reply[1]), stop):
+                inbox, queue = str(reply[0]), inboxes[str(reply[0])]
+                if not await self._receive(str(reply[1]), queue, stop):
                     return
-                if self.offered > 0:  # a burst: take what else is there in one round trip
-                    burst = await guarded(redis.lpop(inbox, self.offered))
+                more = self.offers.get(queue, 0) + self.waiting.get(queue, 0)
+                if more > 0:  # a burst: the rest in one round trip
+                    burst = await guarded(redis.lpop(inbox, more))
                     for message in cast("list[str]", burst or []):
-                        if not self._receive(message, stop):
+                        if not await self._receive(message, queue, stop):
                             return
                 pause = 0.0
             except Exception as exc:
@@ -287,29 +419,45 @@ class Consumer:
                 logger.warning("%s cannot read its inbox (%s)", self.name, describe(exc))
                 await asyncio.sleep(pause)
 
-    def _receive(self, message: str, stop: asyncio.Event) -> bool:
-        """Start one handed-over task (or keep it to hand back when stopping); False at the
-        seal `withdraw_offers` leaves last."""
+    async def _receive(self, message: str, queue: str, stop: asyncio.Event) -> bool:
+        """Start one handed-over task (or keep it to hand back when stopping); False once the
+        seals `withdraw_offers` leaves last in each inbox have all been read."""
         try:
-            item = transitions.handed_over(message, self.instance_id)
+            item = transitions.handed_over(message, self.instance_id, queue)
         except Exception as exc:  # not ours to fix: its lease runs out and recovers it
             logger.error("%s cannot read a handed-over task: %s", self.name, describe(exc))
             return True
         if item is None:
-            return False
-        self.offered = max(self.offered - 1, 0)
+            self.sealed.add(queue)
+            return not self.sealed.issuperset(self.reading)
+        if self.waiting.get(queue, 0) > 0:  # counted at the last claim, or an offer used
+            self.waiting[queue] -= 1
+        else:
+            self.offers[queue] = max(self.offers.get(queue, 0) - 1, 0)
         if stop.is_set():
             self.held[item.key] = item  # _drain hands it back
-        else:
-            self._start(item)
+            return True
+        self._start(item)
+        others = [name for name in self.reading if name != queue and self.offers.get(name)]
+        if others:
+            # The slot it took is on offer in the other queues too: take one offer back from
+            # each, so a burst across queues cannot hand this consumer more than it has.
+            with contextlib.suppress(Exception):
+                taken = await heartbeats.withdraw_one_offer(
+                    self.conn, self.instance_id, self.lane, others
+                )
+                for name, removed in zip(others, taken, strict=True):
+                    self.offers[name] = max(self.offers[name] - removed, 0)
         return True
 
     async def _close_inbox(self, reader: asyncio.Task[None]) -> None:
-        """Withdraw the offers, then read the inbox up to the seal, so that every task
+        """Withdraw the offers, then read the inboxes up to their seals, so that every task
         handed over before is started or handed back, none left behind."""
         try:
             async with asyncio.timeout(SHUTDOWN_CALL_SECONDS):
-                await heartbeats.withdraw_offers(self.conn, self.instance_id, seal_inbox=True)
+                await heartbeats.withdraw_offers(
+                    self.conn, self.instance_id, seal_inbox=True, queues=self.reading
+                )
         except Exception as exc:  # Redis is away: recovery takes over what was handed over
             logger.warning("%s could not close its inbox: %s", self.name, describe(exc))
             reader.cancel()  # no seal is coming
@@ -329,7 +477,9 @@ class Consumer:
         )
         if item.poison is not None:
             logger.error("%s cannot run task %s: %s", self.name, task.id, item.poison)
-            outcome = Outcome(task.id, item.token, False, error=item.poison, final=True)
+            outcome = Outcome(
+                task.id, item.token, False, error=item.poison, final=True, queue=task.queue
+            )
         else:
             outcome = await self._outcome_of(item)
         self._settle(item.key, outcome)
@@ -364,18 +514,21 @@ class Consumer:
             if claim in self.expired:  # it swallowed the cancellation and returned anyway
                 return self._timed_out(item, timeout)
             encoded = encode_result(result)
-            return Outcome(task.id, item.token, True, result=result, result_json=encoded)
+            return Outcome(
+                task.id, item.token, True, result=result, result_json=encoded, queue=task.queue
+            )
         except asyncio.CancelledError as exc:
             if claim in self.expired:
                 me.uncancel()
                 return self._timed_out(item, timeout)
             if me.cancelling():
                 raise  # shutdown: _drain hands the task back
-            return Outcome(task.id, item.token, False, error=describe(exc) or "cancelled")
+            error = describe(exc) or "cancelled"
+            return Outcome(task.id, item.token, False, error=error, queue=task.queue)
         except BaseException as exc:  # SystemExit, GeneratorExit, ...: the handler's doing
             if claim in self.expired:
                 return self._timed_out(item, timeout)
-            return Outcome(task.id, item.token, False, error=describe(exc))
+            return Outcome(task.id, item.token, False, error=describe(exc), queue=task.queue)
         finally:
             expiry.cancel()
             self.expired.discard(claim)
@@ -383,7 +536,7 @@ class Consumer:
     @staticmethod
     def _timed_out(item: Claimed, timeout: float) -> Outcome:
         error = describe(TaskTimeout(f"timed out after {timeout:g}s"))
-        return Outcome(item.task.id, item.token, False, error=error)
+        return Outcome(item.task.id, item.token, False, error=error, queue=item.task.queue)
 
     def _expire(self, item: Claimed, job: asyncio.Task[Any], timeout: float) -> None:
         """The timeout: cancel the run; a handler that swallows the cancellation loses its
@@ -456,7 +609,14 @@ class Consumer:
             )
             # A run that succeeded is not run again for a result it could not store.
             error = f"the outcome of this run could not be stored: {describe(exc)}"
-            failure = Outcome(outcome.task_id, outcome.token, False, error=error, final=outcome.ok)
+            failure = Outcome(
+                outcome.task_id,
+                outcome.token,
+                False,
+                error=error,
+                final=outcome.ok,
+                queue=outcome.queue,
+            )
             try:
                 return await self._store([failure])
             except Exception as again:  # its lease runs out and recovery takes it
@@ -500,6 +660,7 @@ class Consumer:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "lane": self.lane,
+            "queues": self.served,
             "slots": self.concurrency,
             "running": len(self.running),
             "tasks": [task_id for task_id, _ in self.running][:20],
@@ -509,11 +670,13 @@ class Consumer:
         ttl = self.settings.heartbeat_seconds * 5
         try:
             await heartbeats.beat(self.conn, self.service, self.instance_id, info, ttl)
-            await transitions.extend_leases(
-                self.conn,
-                list({task_id: None for task_id, _ in self.held}),
-                self.settings.task_lease_seconds,
-            )
+            by_queue: dict[str, dict[str, None]] = {}
+            for item in self.held.values():
+                by_queue.setdefault(item.task.queue, {})[item.task.id] = None
+            for queue, ids in by_queue.items():
+                await transitions.extend_leases(
+                    self.conn, list(ids), self.settings.task_lease_seconds, queue=queue
+                )
         except Exception as exc:
             logger.warning("%s heartbeat failed: %s", self.name, describe(exc))
 
@@ -532,7 +695,9 @@ class Consumer:
                 continue  # its outcome is queued; the flusher reports it
             task_id = item.task.id
             with contextlib.suppress(Exception):
-                await transitions.requeue(self.conn, task_id, item.token, f"{self.name} shut down")
+                await transitions.requeue(
+                    self.conn, task_id, item.token, f"{self.name} shut down", queue=item.task.queue
+                )
                 logger.info(
                     "%s handed back task %s", self.name, task_id, extra={"task_id": task_id}
                 )

@@ -31,6 +31,7 @@ class DeliveryClaim:
     settled: int  # the last claim whose outcome was recorded
     body: str | None  # the JSON sent by earlier attempts, so retries repeat it byte for byte
     previous_claim_ms: int | None
+    queue: str = "default"  # the queue of the task (its outbox holds the delivery)
 
     @property
     def lost_attempts(self) -> range:
@@ -38,7 +39,7 @@ class DeliveryClaim:
         return range(self.settled + 1, self.claims)
 
 
-def _decode_claim(entry: list[str]) -> DeliveryClaim:
+def _decode_claim(entry: list[str], queue: str) -> DeliveryClaim:
     delivery_id, previous = entry[0], entry[1]
     fields = codec.pairs_to_dict(entry[2:])
     return DeliveryClaim(
@@ -50,23 +51,29 @@ def _decode_claim(entry: list[str]) -> DeliveryClaim:
         settled=int(fields.get("settled") or 0),
         body=fields.get("body"),
         previous_claim_ms=int(previous) if previous else None,
+        queue=queue,
     )
 
 
 async def claim_deliveries(
-    conn: Conn, limit: int, *, lease_seconds: float, now_ms: int | None = None
+    conn: Conn,
+    limit: int,
+    *,
+    lease_seconds: float,
+    now_ms: int | None = None,
+    queue: str | None = None,
 ) -> tuple[list[DeliveryClaim], int | None]:
-    """Take up to `limit` due deliveries, leased for `lease_seconds`.
+    """Take up to `limit` due deliveries of a queue's outbox, leased for `lease_seconds`.
 
     Returns the claims and the due time (ms) of the earliest delivery left, or None.
     """
     # The server's clock: a delivery leased by one notifier is judged by another.
     now = now_ms if now_ms is not None else await conn.server_ms()
-    k = conn.keys
+    k = conn.queue(queue)
     args: list[str | int] = [now, now + int(lease_seconds * 1000), limit, k.delivery_prefix]
     next_due, entries = await guarded(conn.scripts["claim_deliveries"]([k.outbox], args))
     due = int(float(next_due))
-    return [_decode_claim(entry) for entry in entries], (None if due < 0 else due)
+    return [_decode_claim(entry, k.queue) for entry in entries], (None if due < 0 else due)
 
 
 async def record_delivery(
@@ -82,7 +89,7 @@ async def record_delivery(
 
     Returns 'ok', 'missing' (already finished elsewhere) or 'stale' (claimed again meanwhile).
     """
-    k = conn.keys
+    k = conn.queue(claim.queue)
     keys = [
         k.delivery(claim.delivery_id),
         k.outbox,
@@ -102,10 +109,12 @@ async def record_delivery(
     return str((await guarded(conn.scripts["record_delivery"](keys, args)))[0])
 
 
-async def wait_for_outbox(conn: Conn, timeout: float) -> bool:
-    """Block until a delivery is queued (a wake token) or `timeout` seconds pass."""
+async def wait_for_outbox(conn: Conn, timeout: float, queues: Sequence[str] | None = None) -> bool:
+    """Block until a delivery is queued in one of `queues` (a wake token) or `timeout`
+    seconds pass."""
+    wakes = [conn.queue(name).wake("outbox") for name in queues or [conn.keys.queue]]
     # BLPOP reads 0 as "forever"; Redis 6+ takes fractional seconds.
-    token = await guarded(conn.redis.blpop([conn.keys.wake("outbox")], timeout=max(timeout, 0.01)))
+    token = await guarded(conn.redis.blpop(wakes, timeout=max(timeout, 0.01)))
     return token is not None
 
 

@@ -73,39 +73,61 @@ async def dead_instances(conn: Conn, service: str, dead_after_seconds: float) ->
     return cast("list[str]", await guarded(conn.redis.zrangebyscore(key, "-inf", f"({before}")))
 
 
-async def forget(conn: Conn, service: str, instance_id: str) -> None:
-    """Drop a dead instance once its tasks are recovered."""
-    k = conn.keys
-    async with conn.redis.pipeline(transaction=True) as pipe:
-        pipe.zrem(k.heartbeats(service), instance_id)
-        pipe.delete(k.held(instance_id), k.inbox(instance_id))
+async def forget(
+    conn: Conn, service: str, instance_id: str, queues: Sequence[str] | None = None
+) -> None:
+    """Drop a dead instance once its tasks (in `queues`, default QUEUE_NAME) are recovered."""
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        pipe.zrem(conn.keys.heartbeats(service), instance_id)
+        for name in queues or [conn.keys.queue]:
+            k = conn.queue(name)
+            pipe.delete(k.held(instance_id), k.inbox(instance_id))
         await guarded(pipe.execute())
 
 
-async def withdraw_offers(conn: Conn, instance_id: str, *, seal_inbox: bool = False) -> None:
-    """Take back every hand-over offer of an instance (Keys.idle), so no task is handed to it
-    any more: on shutdown, and before the tasks of a dead one are recovered. With
-    `seal_inbox` an empty message goes last into its inbox, so its reader knows that
-    everything before it is all it will get."""
-    k = conn.keys
-    async with conn.redis.pipeline(transaction=True) as pipe:
-        for lane in LANES:
-            pipe.lrem(k.idle(lane), 0, instance_id)
-            pipe.hdel(k.offers(lane), instance_id)
-        if seal_inbox:
-            pipe.rpush(k.inbox(instance_id), "")
+async def withdraw_offers(
+    conn: Conn,
+    instance_id: str,
+    *,
+    seal_inbox: bool = False,
+    queues: Sequence[str] | None = None,
+) -> None:
+    """Take back every hand-over offer of an instance (Keys.idle) in `queues` (default
+    QUEUE_NAME), so no task is handed to it any more: on shutdown, and before the tasks of a
+    dead one are recovered. With `seal_inbox` an empty message goes last into each inbox,
+    so its reader knows that everything before it is all it will get."""
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        for name in queues or [conn.keys.queue]:
+            k = conn.queue(name)
+            for lane in LANES:
+                pipe.lrem(k.idle(lane), 0, instance_id)
+                pipe.hdel(k.offers(lane), instance_id)
+            if seal_inbox:
+                pipe.rpush(k.inbox(instance_id), "")
         await guarded(pipe.execute())
 
 
-async def held_tasks(conn: Conn, instance_id: str) -> list[str]:
-    return sorted(cast("set[str]", await guarded(conn.redis.smembers(conn.keys.held(instance_id)))))
+async def withdraw_one_offer(
+    conn: Conn, instance_id: str, lane: str, queues: Sequence[str]
+) -> list[int]:
+    """Take back one hand-over offer of an instance in each of `queues` (one round trip);
+    returns how many each gave back (0 where it was used meanwhile)."""
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        for name in queues:
+            pipe.lrem(conn.queue(name).idle(lane), 1, instance_id)
+        return [int(n) for n in await guarded(pipe.execute())]
 
 
-async def take_inbox(conn: Conn, instance_id: str) -> list[str]:
+async def held_tasks(conn: Conn, instance_id: str, *, queue: str | None = None) -> list[str]:
+    key = conn.queue(queue).held(instance_id)
+    return sorted(cast("set[str]", await guarded(conn.redis.smembers(key))))
+
+
+async def take_inbox(conn: Conn, instance_id: str, *, queue: str | None = None) -> list[str]:
     """Empty an instance's inbox (tasks handed over to it, not yet read) in one atomic step
     and return the messages: a consumer that reads it in the same instant gets nothing, so
     each handed-over task is either started by it or taken back here, never both."""
-    key = conn.keys.inbox(instance_id)
+    key = conn.queue(queue).inbox(instance_id)
     async with conn.redis.pipeline(transaction=True) as pipe:
         pipe.lrange(key, 0, -1)
         pipe.delete(key)

@@ -1,7 +1,9 @@
 """The Redis key schema: the only module that formats a key or channel name.
 
 Every key of one queue carries the hash tag `{<queue>}`, so all keys one script touches live
-in one Redis Cluster slot (SPEC section 8). More queues spread over more slots.
+in one Redis Cluster slot (SPEC section 8). More queues spread over more slots. What belongs
+to no queue (service heartbeats, the registry of queues) carries the tag `{_global}`, which
+no queue can have (a queue name starts with a letter or digit).
 """
 
 from __future__ import annotations
@@ -12,6 +14,14 @@ from dataclasses import dataclass
 from functools import cached_property
 
 EVENTS_CHANNEL = "task_events"  # pub/sub; name fixed by SPEC section 6
+# pub/sub: JSON {"queue", "event": "paused" | "resumed" | "limits" | "slot" | "offers"}: a
+# queue's pause, limits or concurrency room changed, or (with "lane") a control kept a task
+# from an idle consumer's offer and dropped the lane's offers: consumers claim it again.
+QUEUE_CONTROL_CHANNEL = "tq:queue_control"
+# pub/sub: "the earliest due time of a queue moved" (the payload is the due ms).
+SCHEDULER_WAKE_CHANNEL = "tq:scheduler_wake"
+GLOBAL_PREFIX = "tq:{_global}:"
+QUEUES = f"{GLOBAL_PREFIX}queues"  # SET: every queue that ever had a task (the registry)
 PRIORITIES = (5, 4, 3, 2, 1)  # claim order: 5 is the most urgent
 LANES = ("work", "notify")  # workers claim "work"; the notifier claims "notify"
 
@@ -107,12 +117,18 @@ class Keys:
         )
 
     @property
+    def config(self) -> str:
+        # HASH: the queue's controls: paused ("1"), rate_tasks + rate_seconds, rate_tat (the
+        # rate limiter's state, ms), max_concurrency. Absent fields: no such control.
+        return f"{self.prefix}config"
+
+    @property
     def delayed(self) -> str:
         return f"{self.prefix}delayed"  # ZSET: scheduled and retrying ids, scored by due ms
 
     @property
     def scheduler_wake(self) -> str:
-        return f"{self.prefix}wake:scheduler"  # channel: "the earliest due time moved"
+        return SCHEDULER_WAKE_CHANNEL  # one channel for every queue's due times
 
     @property
     def leases(self) -> str:
@@ -143,11 +159,12 @@ class Keys:
     def idempotency_prefix(self) -> str:
         return f"{self.prefix}idem:"
 
+    # Services are not a queue's: their keys are global.
     def heartbeats(self, service: str) -> str:
-        return f"{self.prefix}hb:{service}"  # ZSET: instance ids scored by last beat ms
+        return f"{GLOBAL_PREFIX}hb:{service}"  # ZSET: instance ids scored by last beat ms
 
     def instance(self, service: str, instance_id: str) -> str:
-        return f"{self.prefix}instance:{service}:{instance_id}"  # STRING EX: JSON instance info
+        return f"{GLOBAL_PREFIX}instance:{service}:{instance_id}"  # STRING PX: JSON info
 
     @property
     def outbox(self) -> str:

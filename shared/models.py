@@ -29,6 +29,8 @@ CANCELLABLE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED, Task
 RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 MAX_PAYLOAD_BYTES = 64 * 1024
+# A queue name (SPEC section 9); it is the hash tag of every key of the queue.
+QUEUE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Ids are lowercase UUID text (transitions._new_id); nothing else may reach a key name, where
 # "<id>:events" would name a history list instead of a task record.
 TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -55,6 +57,11 @@ class TaskCreate(BaseModel):
     scheduled_for: datetime | None = None
     webhook: str | None = Field(default=None, max_length=2048)
     timeout_seconds: float | None = Field(default=None, gt=0, le=86_400)
+    queue: str | None = Field(
+        default=None,
+        pattern=QUEUE_NAME_PATTERN,
+        description="Named queue (default: the type's own queue, else QUEUE_NAME)",
+    )
 
     @field_validator("scheduled_for")
     @classmethod
@@ -76,6 +83,7 @@ class Task(BaseModel):
     type: str
     payload: Any
     status: TaskStatus
+    queue: str = "default"
     priority: int
     max_retries: int
     retry_count: int
@@ -137,7 +145,9 @@ class TaskDetails(BaseModel):
     webhook_deliveries: list[WebhookDelivery]
 
 
-class Stats(BaseModel):
+class QueueStats(BaseModel):
+    """Exact counts of one queue (or, in Stats, of all of them)."""
+
     total_tasks: int
     pending_count: int
     processing_count: int
@@ -146,11 +156,18 @@ class Stats(BaseModel):
     scheduled_count: int
     retrying_count: int
     cancelled_count: int
-    worker_count: int
     queue_depth_by_priority: dict[str, int]
+    ready_count: int = 0  # pending tasks in the ready lists (work and notify lanes)
     delayed_count: int
     notifier_queue_depth: int
 
     def by_status(self) -> dict[str, int]:
         """The count of each status, keyed by status name (they add up to total_tasks)."""
         return {status.value: getattr(self, f"{status.value}_count") for status in TaskStatus}
+
+
+class Stats(QueueStats):
+    """Totals over every queue (SPEC section 3), with each queue's own under `queues`."""
+
+    worker_count: int
+    queues: dict[str, QueueStats] = Field(default_factory=dict)

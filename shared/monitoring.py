@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from shared import codec
+from shared import codec, queues
 from shared.models import Task
 from shared.redis import Conn, guarded
 
@@ -29,6 +29,7 @@ ROW_FIELDS = (
     codec.F_RUN_AT,
     codec.F_ERROR,
     codec.F_WORKER,
+    codec.F_QUEUE,
 )
 
 Point = tuple[int, int, int]  # (epoch second, completed, failed)
@@ -42,13 +43,16 @@ async def ping(conn: Conn) -> None:
 async def throughput(conn: Conn, since_s: int, until_s: int) -> list[Point]:
     """Completed and failed counts per second in [since_s, until_s], seconds without any left out.
 
-    One pipelined HGETALL per minute the range touches; the hashes expire after an hour.
+    One pipelined HGETALL per queue and minute the range touches; the hashes expire after an
+    hour. Every queue's counts are summed.
     """
     if until_s < since_s:
         return []
+    names = await queues.known(conn)
     async with conn.redis.pipeline(transaction=False) as pipe:
-        for minute in range(since_s // 60, until_s // 60 + 1):
-            pipe.hgetall(conn.keys.throughput(minute))
+        for name in names:
+            for minute in range(since_s // 60, until_s // 60 + 1):
+                pipe.hgetall(conn.queue(name).throughput(minute))
         replies = await guarded(pipe.execute())
     seconds: dict[int, list[int]] = {}
     for fields in replies:
@@ -72,16 +76,23 @@ def _preview(error: str | None) -> str | None:
 
 
 async def task_rows(conn: Conn, task_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """Compact rows for several tasks in one round trip, in order; missing ids are skipped."""
+    """Compact rows for several tasks in one round trip, in order; missing ids are skipped.
+    Each id is looked for in every queue (events name no queue; the record says which)."""
     if not task_ids:
         return []
+    names = await queues.known(conn)
     async with conn.redis.pipeline(transaction=False) as pipe:
         for task_id in task_ids:
-            pipe.hmget(conn.keys.task(task_id), list(ROW_FIELDS))
+            for name in names:
+                pipe.hmget(conn.queue(name).task(task_id), list(ROW_FIELDS))
         replies = await guarded(pipe.execute())
     rows = []
-    for values in replies:
-        fields = dict(zip(ROW_FIELDS, values, strict=True))
+    for i in range(len(task_ids)):
+        tried = replies[i * len(names) : (i + 1) * len(names)]
+        found = [values for values in tried if values[0]]
+        if not found:
+            continue
+        fields = dict(zip(ROW_FIELDS, found[0], strict=True))
         if not fields[codec.F_ID] or not fields[codec.F_STATUS]:
             continue  # purged (or never existed)
         rows.append(
@@ -97,6 +108,7 @@ async def task_rows(conn: Conn, task_ids: Sequence[str]) -> list[dict[str, Any]]
                 "run_at": _opt_int(fields[codec.F_RUN_AT]),
                 "error": _preview(fields[codec.F_ERROR]),
                 "worker": fields[codec.F_WORKER] or None,
+                "queue": fields[codec.F_QUEUE] or codec.DEFAULT_QUEUE,
             }
         )
     return rows
@@ -116,4 +128,5 @@ def row_from_task(task: Task) -> dict[str, Any]:
         "run_at": codec.to_ms(task.scheduled_for) if task.scheduled_for else None,
         "error": _preview(task.error),
         "worker": None,
+        "queue": task.queue,
     }

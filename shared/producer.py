@@ -214,6 +214,7 @@ class Producer:
         webhook: str | None = None,
         timeout_seconds: float | None = None,
         idempotency_key: str | None = None,
+        queue: str | None = None,
     ) -> Task:
         """Create one task (as `POST /api/tasks`); returns it as stored, status included.
 
@@ -233,6 +234,7 @@ class Producer:
                 "scheduled_for": scheduled_for,
                 "webhook": webhook,
                 "timeout_seconds": timeout_seconds,
+                "queue": queue,
             }
         )
         if idempotency_key is not None:
@@ -264,7 +266,15 @@ class Producer:
 
     def _send_queued(self) -> None:
         if self._queued and not self._sending:
-            batch, self._queued = self._queued[:MAX_COALESCED], self._queued[MAX_COALESCED:]
+            # One script call writes one queue: send the first waiting call's queue now, the
+            # others' in the calls that follow.
+            queue = self._queued[0][0].spec["queue"]
+            batch: list[tuple[NewTask, asyncio.Future[Task]]] = []
+            rest: list[tuple[NewTask, asyncio.Future[Task]]] = []
+            for item in self._queued:
+                fits = item[0].spec["queue"] == queue and len(batch) < MAX_COALESCED
+                (batch if fits else rest).append(item)
+            self._queued = rest
             self._sending = True
             sender = asyncio.create_task(self._send(batch))
             self._senders.add(sender)

@@ -1,35 +1,58 @@
-"""The read side for the API and the dashboard: tasks, pages, details, stats. No scans."""
+"""The read side for the API and the dashboard: tasks, pages, details, stats. No scans.
+
+Reads by task id find the task's queue themselves (`queues.locate`); lists and stats cover
+one queue when asked, else every queue there is.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from shared import codec
+from shared import codec, queues
 from shared.errors import TaskNotFound, ValidationFailed
-from shared.keys import PRIORITIES
-from shared.models import Attempt, Stats, Task, TaskDetails, TaskEvent, TaskStatus, WebhookDelivery
+from shared.keys import PRIORITIES, Keys
+from shared.models import (
+    Attempt,
+    QueueStats,
+    Stats,
+    Task,
+    TaskDetails,
+    TaskEvent,
+    TaskStatus,
+    WebhookDelivery,
+)
 from shared.redis import Conn, guarded
 
 MAX_SCAN_FOR_FILTER = 5000  # index entries one page may walk past when filtering by type
 
 
-async def get_task(conn: Conn, task_id: str) -> Task:
-    fields = cast("dict[str, str]", await guarded(conn.redis.hgetall(conn.keys.task(task_id))))
+async def get_task(conn: Conn, task_id: str, *, queue: str | None = None) -> Task:
+    """One task; without `queue`, its queue is looked up. Raises TaskNotFound."""
+    k = conn.queue(queue) if queue else await queues.locate(conn, task_id)
+    fields = cast("dict[str, str]", await guarded(conn.redis.hgetall(k.task(task_id))))
     if not fields:
         raise TaskNotFound(task_id)
+    return _decode(fields, k)
+
+
+def _decode(fields: dict[str, str], k: Keys) -> Task:
+    fields.setdefault(codec.F_QUEUE, k.queue)  # written before named queues: in its key
     return codec.decode_task(fields)
 
 
-async def get_tasks(conn: Conn, task_ids: Sequence[str]) -> list[Task]:
-    """Several tasks in one round trip, in the given order; ids without a record are skipped."""
+async def get_tasks(conn: Conn, task_ids: Sequence[str], *, queue: str | None = None) -> list[Task]:
+    """Several tasks of one queue in one round trip, in the given order; ids without a record
+    are skipped."""
+    k = conn.queue(queue)
     async with conn.redis.pipeline(transaction=False) as pipe:
         for task_id in task_ids:
-            pipe.hgetall(conn.keys.task(task_id))
+            pipe.hgetall(k.task(task_id))
         replies = await guarded(pipe.execute())
-    return [codec.decode_task(fields) for fields in replies if fields]
+    return [_decode(fields, k) for fields in replies if fields]
 
 
 @dataclass(frozen=True)
@@ -58,15 +81,47 @@ async def list_tasks(
     task_type: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    queue: str | None = None,
 ) -> Page:
-    """Newest first, from the created-time index of one status (or of all tasks).
+    """Newest first, from the created-time index of one status (or of all tasks), of one
+    queue or of all of them.
 
     The cursor is the (created ms, id) of the last entry returned, so new tasks arriving
     between pages never shift or repeat entries. Whole records (payloads, results up to
     1 MiB) are read only for the tasks the page returns: a type filter first reads just
-    the `type` and `status` of the entries it walks past.
+    the `type` and `status` of the entries it walks past. Across queues, each queue's page
+    after the cursor is read (concurrently) and the newest `limit` of them kept.
     """
-    index = conn.keys.index_status(status) if status else conn.keys.index_all
+    if cursor:
+        _decode_cursor(cursor)  # a bad cursor is a 400 before anything is read
+    names = [queue] if queue else await queues.known(conn)
+    pages = await asyncio.gather(
+        *(_list_queue(conn, conn.queue(n), status, task_type, limit, cursor) for n in names)
+    )
+    if len(pages) == 1:
+        return pages[0]
+    merged = sorted(
+        (task for page in pages for task in page.tasks),
+        key=lambda task: (round(task.created_at.timestamp() * 1000), task.id),
+        reverse=True,
+    )
+    found = merged[:limit]
+    more = len(merged) > limit or any(page.next_cursor for page in pages)
+    if not (more and found):
+        return Page(found, None)
+    last = found[-1]
+    return Page(found, _encode_cursor(round(last.created_at.timestamp() * 1000), last.id))
+
+
+async def _list_queue(
+    conn: Conn,
+    k: Keys,
+    status: TaskStatus | None,
+    task_type: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    index = k.index_status(status) if status else k.index_all
     max_score: float | str = "+inf"
     after: tuple[int, str] | None = None
     if cursor:
@@ -81,7 +136,7 @@ async def list_tasks(
             index, max_score, "-inf", start=offset, num=chunk, withscores=True
         )
         entries = cast("list[tuple[str, float]]", await guarded(page))
-        candidates = await _candidates(conn, entries, after, status, task_type)
+        candidates = await _candidates(conn, k, entries, after, status, task_type)
         # Walk the index up to the entry that fills the page; only those picks are read whole.
         picks: list[str] = []
         walked = 0
@@ -98,7 +153,7 @@ async def list_tasks(
         offset += len(entries) - len(candidates) + walked
         found += [
             task
-            for task in await get_tasks(conn, picks)
+            for task in await get_tasks(conn, picks, queue=k.queue)
             # A task can change status between the index read and this one: keep it exact.
             if not status or task.status == status
         ]
@@ -111,6 +166,7 @@ async def list_tasks(
 
 async def _candidates(
     conn: Conn,
+    k: Keys,
     entries: list[tuple[str, float]],
     after: tuple[int, str] | None,
     status: TaskStatus | None,
@@ -127,7 +183,7 @@ async def _candidates(
         return [(tid, sc, True) for tid, sc in fresh]
     async with conn.redis.pipeline(transaction=False) as pipe:
         for tid, _ in fresh:
-            pipe.hmget(conn.keys.task(tid), [codec.F_TYPE, codec.F_STATUS])
+            pipe.hmget(k.task(tid), [codec.F_TYPE, codec.F_STATUS])
         replies = cast("list[list[str | None]]", await guarded(pipe.execute()))
     return [
         (tid, sc, kind == task_type and (not status or current == status))
@@ -164,7 +220,7 @@ _OUTCOMES = {
 
 
 async def get_details(conn: Conn, task_id: str) -> TaskDetails:
-    k = conn.keys
+    k = await queues.locate(conn, task_id)
     async with conn.redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(k.task(task_id))
         pipe.lrange(k.task_events(task_id), 0, -1)
@@ -172,7 +228,7 @@ async def get_details(conn: Conn, task_id: str) -> TaskDetails:
         fields, raw_events, raw_deliveries = await guarded(pipe.execute())
     if not fields:
         raise TaskNotFound(task_id)
-    task = codec.decode_task(fields)
+    task = _decode(fields, k)
     first_status = (
         TaskStatus.SCHEDULED
         if task.scheduled_for is not None and task.scheduled_for > task.created_at
@@ -193,44 +249,73 @@ async def get_details(conn: Conn, task_id: str) -> TaskDetails:
     )
 
 
-async def get_stats(conn: Conn, *, dead_after_seconds: float) -> Stats:
-    """Exact counts in one round trip: counters, queue lengths and live workers (O(1) each)."""
-    k = conn.keys
+async def get_stats(
+    conn: Conn,
+    *,
+    dead_after_seconds: float,
+    queue: str | None = None,
+    names: Sequence[str] | None = None,
+) -> Stats:
+    """Exact counts in one round trip, O(1) each: of one queue (or of `names`), or summed
+    over every queue (with each queue's own under `queues`), plus live workers."""
+    if names is None:
+        names = [queue] if queue else await queues.known(conn)
     alive_since = await conn.server_ms() - int(dead_after_seconds * 1000)
-    lists = [*k.ready_all("work"), *k.ready_all("notify")]
     async with conn.redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(k.counts)
-        for name in lists:
-            pipe.llen(name)
-        pipe.hmget(k.ready_skips, lists)
-        pipe.zcard(k.delayed)
-        pipe.zcount(k.heartbeats("worker"), alive_since, "+inf")
+        for name in names:
+            _queue_reads(pipe, conn.queue(name))
+        pipe.zcount(conn.keys.heartbeats("worker"), alive_since, "+inf")
         replies = await guarded(pipe.execute())
+    per_queue = {
+        name: _queue_stats(replies[i * QUEUE_READS : (i + 1) * QUEUE_READS])
+        for i, name in enumerate(names)
+    }
+    return _total(per_queue, workers=int(replies[-1]))
+
+
+QUEUE_READS = 13  # replies _queue_reads adds to a pipeline
+
+
+def _queue_reads(pipe: Any, k: Keys) -> None:
+    lists = [*k.ready_all("work"), *k.ready_all("notify")]
+    pipe.hgetall(k.counts)
+    for name in lists:
+        pipe.llen(name)
+    pipe.hmget(k.ready_skips, lists)
+    pipe.zcard(k.delayed)
+
+
+def _queue_stats(replies: Sequence[Any]) -> QueueStats:
     counts = {name: int(value) for name, value in replies[0].items()}
     # Cancelled ids stay in their ready list until a claim drops them (cancel.lua).
     depths = [int(n) - int(skip or 0) for n, skip in zip(replies[1:11], replies[11], strict=True)]
     work, notify = depths[:5], depths[5:]
-    delayed, workers = replies[12], replies[13]
-    return Stats(
+    return QueueStats(
         total_tasks=counts.get("total", 0),
-        pending_count=counts.get("pending", 0),
-        processing_count=counts.get("processing", 0),
-        completed_count=counts.get("completed", 0),
-        failed_count=counts.get("failed", 0),
-        scheduled_count=counts.get("scheduled", 0),
-        retrying_count=counts.get("retrying", 0),
-        cancelled_count=counts.get("cancelled", 0),
-        worker_count=int(workers),
+        **{f"{status.value}_count": counts.get(status.value, 0) for status in TaskStatus},
         queue_depth_by_priority={
-            str(p): int(w) + int(n) for p, w, n in zip(PRIORITIES, work, notify, strict=True)
+            str(p): w + n for p, w, n in zip(PRIORITIES, work, notify, strict=True)
         },
-        delayed_count=int(delayed),
-        notifier_queue_depth=sum(int(n) for n in notify),
+        ready_count=sum(depths),
+        delayed_count=int(replies[12]),
+        notifier_queue_depth=sum(notify),
     )
 
 
-async def expired_leases(conn: Conn, limit: int = 500) -> list[str]:
-    """Processing tasks whose lease deadline has passed (their consumer stopped renewing)."""
+def _total(per_queue: dict[str, QueueStats], *, workers: int) -> Stats:
+    fields = {name: 0 for name in QueueStats.model_fields if name != "queue_depth_by_priority"}
+    depth = {str(p): 0 for p in PRIORITIES}
+    for one in per_queue.values():
+        for name in fields:
+            fields[name] += getattr(one, name)
+        for p, n in one.queue_depth_by_priority.items():
+            depth[p] += n
+    return Stats(**fields, queue_depth_by_priority=depth, worker_count=workers, queues=per_queue)
+
+
+async def expired_leases(conn: Conn, limit: int = 500, *, queue: str | None = None) -> list[str]:
+    """Processing tasks of a queue whose lease deadline has passed (their consumer stopped
+    renewing)."""
     now = await conn.server_ms()  # deadlines are the server's clock (see Conn.server_ms)
-    page = conn.redis.zrangebyscore(conn.keys.leases, "-inf", now, start=0, num=limit)
+    page = conn.redis.zrangebyscore(conn.queue(queue).leases, "-inf", now, start=0, num=limit)
     return cast("list[str]", await guarded(page))

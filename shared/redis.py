@@ -34,6 +34,7 @@ SCRIPT_NAMES = (
     "purge_expired",
     "claim_deliveries",
     "record_delivery",
+    "configure_queue",
 )
 
 T = TypeVar("T")
@@ -52,9 +53,25 @@ class Conn:
     redis: aioredis.Redis
     keys: Keys
     scripts: dict[str, AsyncScript]
+    _queues: dict[str, Keys] = field(default_factory=dict, repr=False)
+    _registered: dict[str, float] = field(default_factory=dict, repr=False)  # queues.register
     # The server's clock minus this host's, in ms, and when (monotonic) it was read.
     _clock_offset_ms: float = field(default=0.0, repr=False)
     _clock_read_at: float = field(default=float("-inf"), repr=False)
+
+    def queue(self, name: str | None) -> Keys:
+        """The keys of queue `name` (None: this connection's default queue, QUEUE_NAME)."""
+        if name is None or name == self.keys.queue:
+            return self.keys
+        keys = self._queues.get(name)
+        if keys is None:
+            keys = self._queues[name] = Keys(name)
+        return keys
+
+    @property
+    def clock_offset_ms(self) -> float:
+        """Redis's clock minus this host's (ms), as last read by `server_ms`."""
+        return self._clock_offset_ms
 
     async def server_ms(self) -> int:
         """Now by Redis's clock (epoch ms). Liveness (heartbeats, lease deadlines) is stamped

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import ValidationFailed
-from shared.models import Task
+from shared.models import QUEUE_NAME_PATTERN, Task
 from shared.settings import Settings
 
 
@@ -35,6 +36,7 @@ class TaskType:
     validate: PayloadValidator | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None  # the type's default queue; a create's own `queue` wins
 
 
 _registry: dict[str, TaskType] = {}
@@ -46,21 +48,38 @@ def register(task_type: TaskType) -> TaskType:
     if existing is not None:
         task_type.validate = task_type.validate or existing.validate
         task_type.description = task_type.description or existing.description
+        task_type.queue = task_type.queue or existing.queue
     _registry[task_type.name] = task_type
     return task_type
 
 
 def task(
-    name: str, *, validate: PayloadValidator | None = None, description: str = ""
+    name: str,
+    *,
+    validate: PayloadValidator | None = None,
+    description: str = "",
+    queue: str | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a worker handler: `@task("resize")` over `def resize(payload, ctx): ...`.
 
     The handler may be async or a plain function; a plain function runs in a thread so it
     never blocks the worker's event loop. Its return value (JSON-serialisable) is the result.
+    `queue` names the type's default queue (`@task("resize", queue="media")`); a create that
+    names its own queue wins.
     """
+    if queue is not None and not re.match(QUEUE_NAME_PATTERN, queue):
+        raise ValueError(f"@task({name!r}): {queue!r} is not a queue name")
 
     def decorate(handler: Handler) -> Handler:
-        register(TaskType(name=name, handler=handler, validate=validate, description=description))
+        register(
+            TaskType(
+                name=name,
+                handler=handler,
+                validate=validate,
+                description=description,
+                queue=queue,
+            )
+        )
         return handler
 
     return decorate

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.queue_selection import QueueSelection
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
@@ -26,6 +28,8 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(default=8081, ge=1, le=65535)
     worker_replicas: int = Field(default=3, ge=0, le=64)
     worker_concurrency: int = Field(default=16, ge=1, le=1000)
+    # Queues a worker serves (SPEC section 9): "*", "a,b,c" (strict order) or "a:3,b:1".
+    worker_queues: str = "*"
     api_keys: str = ""
     api_read_keys: str = ""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -75,6 +79,12 @@ class Settings(BaseSettings):
         """Accept the seed's bare `host:port` as well as a full URL."""
         if isinstance(value, str) and value and "://" not in value:
             return f"redis://{value}/0"
+        return value
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _check_worker_queues(cls, value: str) -> str:
+        QueueSelection.parse(value)  # a typo fails at start, naming what is wrong
         return value
 
     @property

@@ -10,14 +10,14 @@ import functools
 import os
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from redis.exceptions import NoScriptError
 
-from shared import codec, registry
+from shared import codec, queues, registry
 from shared.errors import InvalidTransition, TaskNotFound, ValidationFailed
 from shared.keys import EVENTS_CHANNEL, Keys
 from shared.models import MAX_PAYLOAD_BYTES, Task, TaskCreate, TaskStatus
@@ -67,10 +67,10 @@ class Outcome:
     error: str = ""
     final: bool = False  # a failure that no retry can fix (a corrupt record): no retry
     result_json: str | None = None  # the result already encoded (the consumer checked it)
+    queue: str | None = None  # the task's queue (None: the connection's default queue)
 
 
-def _prefixes(conn: Conn) -> dict[str, str]:
-    k = conn.keys
+def _prefixes(k: Keys) -> dict[str, str]:
     return {
         "task": k.task_prefix,
         "index": k.index_prefix,
@@ -110,6 +110,8 @@ def _spec(create: TaskCreate, settings: Settings) -> dict[str, Any]:
         check_webhook_url(create.webhook, allow_private=settings.webhook_allow_private_networks)
     return {
         "id": _new_id(),
+        # SPEC section 9: the create's queue, else its type's, else QUEUE_NAME.
+        "queue": create.queue or task_type.queue or settings.queue_name,
         "type": create.type,
         "payload": payload,
         "priority": create.priority,
@@ -139,6 +141,7 @@ def _created(spec: dict[str, Any], now: int, at: datetime) -> Task:
     run_at = int(spec["run_at"])
     return Task(
         id=spec["id"],
+        queue=spec["queue"],
         type=spec["type"],
         payload=codec.loads(spec["payload"]),
         status=TaskStatus.SCHEDULED if run_at > now else TaskStatus.PENDING,
@@ -216,17 +219,20 @@ async def enqueue_prepared(
             "atomically: split the batch",
             [{"loc": ["body", "tasks"], "msg": f"at most {MAX_ENQUEUE_BATCH} items"}],
         )
+    queue = _one_queue(tasks)
+    await queues.register(conn, queue)
+    k = conn.queue(queue)
     now = now_ms or codec.now_ms()
-    keys, fixed = _enqueue_layout(conn.keys)
+    keys, fixed = _enqueue_layout(k)
     if idempotency_key:
-        keys = (*keys[:3], conn.keys.idempotency(idempotency_key))
+        keys = (*keys[:3], k.idempotency(idempotency_key))
     args = [now, *fixed, "1" if idempotency_key else "", *(task.arg for task in tasks)]
     code, extra = await guarded((run or conn.scripts["enqueue"])(keys, args))
     if code == "replayed":
         from shared.errors import ReplayPurged
 
         ids = extra.split(",")
-        replayed = await get_tasks(conn, ids)  # skips ids without a record
+        replayed = await get_tasks(conn, ids, queue=queue)  # skips ids without a record
         if len(replayed) < len(ids):  # RESULT_TTL_SECONDS (under the key's 24 h) purged some
             found = {task.id for task in replayed}
             raise ReplayPurged([task_id for task_id in ids if task_id not in found])
@@ -234,10 +240,23 @@ async def enqueue_prepared(
     if code == "duplicate":
         # Ids are fresh uuid4s, so an existing one means this very call already ran (the
         # client retried after a dropped connection): the write is done, answer with it.
-        return await get_tasks(conn, [task.spec["id"] for task in tasks]), False
+        return await get_tasks(conn, [task.spec["id"] for task in tasks], queue=queue), False
     # The script wrote exactly these values: no second round trip to read them back.
     at = codec.from_ms(now)
     return [_created(task.spec, now, at) for task in tasks], False
+
+
+def _one_queue(tasks: Sequence[NewTask]) -> str:
+    """The queue of a batch: one script writes it atomically, so it lives in one queue (one
+    Redis Cluster slot); tasks of several queues are several calls."""
+    names = sorted({task.spec["queue"] for task in tasks})
+    if len(names) > 1:
+        raise ValidationFailed(
+            f"a batch is created atomically in one queue; this one names {', '.join(names)}: "
+            "send one batch per queue",
+            [{"loc": ["body", "tasks"], "msg": "several queues", "queues": names}],
+        )
+    return names[0] if names else "default"
 
 
 @dataclass(frozen=True)
@@ -248,14 +267,33 @@ class ClaimReply:
     withdrawn: int  # offers of this consumer still unused, taken back and claimed with
     offered: int  # slots now offered for hand-over (their tasks arrive in the inbox)
     waiting: int  # tasks already handed over, in the inbox, not yet read
+    paused: bool = False  # the queue is paused: nothing claimed, nothing offered
+    # The queue's rate limit had no token (or its concurrency limit no room) for all that
+    # was wanted: claim it again at this server time (ms); None when not limited.
+    retry_at_ms: int | None = None
 
 
 async def claim(
-    conn: Conn, lane: str, count: int, *, worker: str, owner: str, lease_seconds: float
+    conn: Conn,
+    lane: str,
+    count: int,
+    *,
+    worker: str,
+    owner: str,
+    lease_seconds: float,
+    queue: str | None = None,
 ) -> list[Claimed]:
-    """Take up to `count` pending tasks of a lane, priority 5 first, FIFO within a priority."""
+    """Take up to `count` pending tasks of a lane of one queue (default: QUEUE_NAME),
+    priority 5 first, FIFO within a priority."""
     reply = await claim_or_offer(
-        conn, lane, count, worker=worker, owner=owner, lease_seconds=lease_seconds, offer=False
+        conn,
+        lane,
+        count,
+        worker=worker,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        offer=False,
+        queue=queue,
     )
     return reply.claimed
 
@@ -269,11 +307,18 @@ async def claim_or_offer(
     owner: str,
     lease_seconds: float,
     offer: bool = True,
+    queue: str | None = None,
+    offers_held: int | None = None,
 ) -> ClaimReply:
     """`claim`, for a consumer that also takes hand-overs: the owner's offers still unused
     are withdrawn and claimed with `count`, and with `offer` the slots left unfilled are
-    offered, so enqueues hand tasks straight to its inbox (`handed_over` decodes them)."""
-    k = conn.keys
+    offered, so enqueues hand tasks straight to its inbox (`handed_over` decodes them).
+
+    With `offers_held` (the offers the caller believes it has in this queue), `count` is
+    every slot not running nor waiting in an inbox, offers included: the script takes off
+    the offers used since (their tasks are on the way). A consumer of several queues offers
+    the same slots in each, so only this form counts them once."""
+    k = conn.queue(queue)
     keys = [
         k.counts,
         k.leases,
@@ -292,23 +337,31 @@ async def claim_or_offer(
         owner,
         k.layout,
         "1" if offer else "",
+        "" if offers_held is None else offers_held,
     ]
-    withdrawn, offered, waiting, *records = await guarded(conn.scripts["claim"](keys, args))
-    claimed = [_claimed(codec.pairs_to_dict(flat), owner) for flat in records]
-    return ClaimReply(claimed, int(withdrawn), int(offered), int(waiting))
+    withdrawn, offered, waiting, blocked, *records = await guarded(
+        conn.scripts["claim"](keys, args)
+    )
+    claimed = [_claimed(codec.pairs_to_dict(flat), owner, k.queue) for flat in records]
+    paused, retry_at = blocked == "paused", None
+    if blocked and not paused:
+        retry_at = int(blocked)
+    return ClaimReply(claimed, int(withdrawn), int(offered), int(waiting), paused, retry_at)
 
 
-def handed_over(message: str, owner: str) -> Claimed | None:
-    """A task a script handed to `owner`'s inbox (hand_over in _lib.lua); None for the empty
-    message `withdraw_offers` leaves as the inbox's last."""
+def handed_over(message: str, owner: str, queue: str | None = None) -> Claimed | None:
+    """A task a script handed to `owner`'s inbox of `queue` (hand_over in _lib.lua); None for
+    the empty message `withdraw_offers` leaves as the inbox's last."""
     if not message:
         return None
-    return _claimed(codec.pairs_to_dict(codec.loads(message)), owner)
+    return _claimed(codec.pairs_to_dict(codec.loads(message)), owner, queue)
 
 
-def _claimed(fields: dict[str, str], owner: str) -> Claimed:
+def _claimed(fields: dict[str, str], owner: str, queue: str | None = None) -> Claimed:
     """One claimed record; one that does not decode comes back as poison, not as an error
     that would lose the rest of the batch."""
+    if queue is not None:
+        fields.setdefault(codec.F_QUEUE, queue)  # written before named queues: in its key
     attempt = int(fields[codec.F_ATTEMPT])  # claim.lua just set it with HINCRBY
     token = fields.get(codec.F_TOKEN, "")
     try:
@@ -318,13 +371,15 @@ def _claimed(fields: dict[str, str], owner: str) -> Claimed:
         return Claimed(task, attempt, token, owner, poison=str(exc))
 
 
-async def extend_leases(conn: Conn, task_ids: Sequence[str], lease_seconds: float) -> None:
-    """Push the lease deadline of held tasks forward (only ids still leased are touched), by
-    the server's clock, which recovery judges them by."""
+async def extend_leases(
+    conn: Conn, task_ids: Sequence[str], lease_seconds: float, *, queue: str | None = None
+) -> None:
+    """Push the lease deadline of held tasks of a queue forward (only ids still leased are
+    touched), by the server's clock, which recovery judges them by."""
     if task_ids:
         until = await conn.server_ms() + int(lease_seconds * 1000)
         mapping = dict.fromkeys(task_ids, until)
-        await guarded(conn.redis.zadd(conn.keys.leases, mapping, xx=True))
+        await guarded(conn.redis.zadd(conn.queue(queue).leases, mapping, xx=True))
 
 
 def _purge_at(settings: Settings, now: int) -> int:
@@ -332,10 +387,10 @@ def _purge_at(settings: Settings, now: int) -> int:
 
 
 def _complete_call(
-    conn: Conn, outcomes: Sequence[Outcome], settings: Settings, now: int
+    k: Keys, outcomes: Sequence[Outcome], settings: Settings, now: int
 ) -> tuple[list[Any], list[Any]]:
-    """One complete.lua call for a batch of successful outcomes."""
-    k, p = conn.keys, _prefixes(conn)
+    """One complete.lua call for a batch of successful outcomes of queue `k`."""
+    p = _prefixes(k)
     keys: list[Any] = [k.counts, k.leases, k.expiry, k.outbox, k.throughput(now // 60_000)]
     args: list[ScriptArg] = [
         now,
@@ -359,7 +414,7 @@ def _complete_call(
 
 
 def _fail_call(
-    conn: Conn,
+    k: Keys,
     task_id: str,
     token: str | None,
     error: str,
@@ -367,7 +422,7 @@ def _fail_call(
     now: int,
     mode: str,
 ) -> tuple[list[Any], list[Any]]:
-    k, p = conn.keys, _prefixes(conn)
+    p = _prefixes(k)
     keys = [
         k.task(task_id),
         k.task_events(task_id),
@@ -405,20 +460,24 @@ def _fail_call(
 async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Settings) -> list[str]:
     """Complete or fail several runs in one pipelined round trip; returns each one's code.
 
-    Successes go in one complete.lua call for the whole batch; each failure is a fail.lua call.
+    Successes go in one complete.lua call per queue; each failure is a fail.lua call.
     """
     now = codec.now_ms()
-    ok = [outcome for outcome in outcomes if outcome.ok]
-    calls = []
-    if ok:
-        calls.append(("complete", *_complete_call(conn, ok, settings, now)))
+    successes: dict[str | None, list[Outcome]] = {}
+    for outcome in outcomes:
+        if outcome.ok:
+            successes.setdefault(outcome.queue, []).append(outcome)
+    calls = [
+        ("complete", *_complete_call(conn.queue(queue), batch, settings, now))
+        for queue, batch in successes.items()
+    ]
     for outcome in outcomes:
         if not outcome.ok:
             calls.append(
                 (
                     "fail",
                     *_fail_call(
-                        conn,
+                        conn.queue(outcome.queue),
                         outcome.task_id,
                         outcome.token,
                         outcome.error,
@@ -437,29 +496,36 @@ async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Set
             break
         await conn.load_scripts()  # Redis restarted and forgot the scripts
     # A script error concerns its own call only (the lease backstop recovers those tasks).
-    completed: list[str] = []
-    if ok:
-        reply = replies[0]
-        completed = (
-            [f"error: {reply}"] * len(ok)
+    done: dict[str | None, Iterator[str]] = {}
+    for (queue, batch), reply in zip(successes.items(), replies, strict=False):
+        done[queue] = iter(
+            [f"error: {reply}"] * len(batch)
             if isinstance(reply, Exception)
             else [str(code) for code in reply]
         )
-    done, failed = iter(completed), iter(replies[1:] if ok else replies)
+    failed = iter(replies[len(successes) :])
     codes = []
     for outcome in outcomes:
         if outcome.ok:
-            codes.append(next(done))
+            codes.append(next(done[outcome.queue]))
         else:
             r = next(failed)
             codes.append(f"error: {r}" if isinstance(r, Exception) else str(r[0]))
     return codes
 
 
-async def complete(conn: Conn, task_id: str, token: str, result: Any, settings: Settings) -> str:
+async def complete(
+    conn: Conn,
+    task_id: str,
+    token: str,
+    result: Any,
+    settings: Settings,
+    *,
+    queue: str | None = None,
+) -> str:
     """processing -> completed for the claim `token`. Returns 'ok', 'stale' or 'missing'."""
     keys, args = _complete_call(
-        conn, [Outcome(task_id, token, True, result)], settings, codec.now_ms()
+        conn.queue(queue), [Outcome(task_id, token, True, result)], settings, codec.now_ms()
     )
     return str((await guarded(conn.scripts["complete"](keys, args)))[0])
 
@@ -472,16 +538,21 @@ async def fail(
     settings: Settings,
     *,
     mode: str = "worker",
+    queue: str | None = None,
 ) -> list[str]:
     """processing -> retrying | failed (or pending for a lost consumer) for the claim `token`
     (None: whichever claim holds it, as recovery does). Returns the reply."""
-    keys, args = _fail_call(conn, task_id, token, error, settings, codec.now_ms(), mode)
+    k = conn.queue(queue)
+    keys, args = _fail_call(k, task_id, token, error, settings, codec.now_ms(), mode)
     return [str(part) for part in await guarded(conn.scripts["fail"](keys, args))]
 
 
-async def requeue(conn: Conn, task_id: str, token: str, reason: str) -> str:
+async def requeue(
+    conn: Conn, task_id: str, token: str, reason: str, *, queue: str | None = None
+) -> str:
     """processing -> pending, at the front of its queue (graceful shutdown hand-back)."""
-    k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
+    k, now = conn.queue(queue), codec.now_ms()
+    p = _prefixes(k)
     keys = [k.task(task_id), k.task_events(task_id), k.counts, k.leases]
     args: list[ScriptArg] = [
         task_id,
@@ -497,20 +568,26 @@ async def requeue(conn: Conn, task_id: str, token: str, reason: str) -> str:
 
 
 async def promote_due(
-    conn: Conn, limit: int = PROMOTE_BATCH, lead_seconds: float = 0.0
+    conn: Conn,
+    limit: int = PROMOTE_BATCH,
+    lead_seconds: float = 0.0,
+    *,
+    queue: str | None = None,
 ) -> tuple[int, int | None]:
-    """scheduled | retrying -> pending for ids due within `lead_seconds` from now.
+    """scheduled | retrying -> pending for ids of a queue due within `lead_seconds` from now.
     Returns (moved, next due ms or None)."""
-    k, now = conn.keys, codec.now_ms()
+    k, now = conn.queue(queue), codec.now_ms()
     args: list[ScriptArg] = [now, limit, k.layout, now + int(lead_seconds * 1000)]
     moved, next_due = await guarded(conn.scripts["promote_due"]([k.delayed, k.counts], args))
     due = int(float(next_due))
     return int(moved), (None if due < 0 else due)
 
 
-async def cancel(conn: Conn, task_id: str, settings: Settings) -> Task:
-    """pending | scheduled | retrying -> cancelled. Raises TaskNotFound or InvalidTransition."""
-    k, p, now = conn.keys, _prefixes(conn), codec.now_ms()
+async def cancel(conn: Conn, task_id: str, settings: Settings, *, queue: str | None = None) -> Task:
+    """pending | scheduled | retrying -> cancelled. Raises TaskNotFound or InvalidTransition.
+    Without `queue`, the task's queue is looked up."""
+    k = conn.queue(queue) if queue else await queues.locate(conn, task_id)
+    p, now = _prefixes(k), codec.now_ms()
     keys = [k.task(task_id), k.task_events(task_id), k.counts, k.delayed, k.expiry, k.ready_skips]
     args: list[ScriptArg] = [
         task_id,
@@ -522,12 +599,14 @@ async def cancel(conn: Conn, task_id: str, settings: Settings) -> Task:
     ]
     reply = await guarded(conn.scripts["cancel"](keys, args))
     _raise_for(reply, task_id, "cancel")
-    return await get_task(conn, task_id)
+    return await get_task(conn, task_id, queue=k.queue)
 
 
-async def retry_failed(conn: Conn, task_id: str) -> Task:
-    """failed | cancelled -> pending with a fresh retry budget (manual retry)."""
-    k, p = conn.keys, _prefixes(conn)
+async def retry_failed(conn: Conn, task_id: str, *, queue: str | None = None) -> Task:
+    """failed | cancelled -> pending with a fresh retry budget (manual retry). Without
+    `queue`, the task's queue is looked up."""
+    k = conn.queue(queue) if queue else await queues.locate(conn, task_id)
+    p = _prefixes(k)
     keys = [k.task(task_id), k.task_events(task_id), k.counts, k.expiry]
     args: list[ScriptArg] = [
         task_id,
@@ -538,13 +617,13 @@ async def retry_failed(conn: Conn, task_id: str) -> Task:
     ]
     reply = await guarded(conn.scripts["retry_failed"](keys, args))
     _raise_for(reply, task_id, "retry")
-    return await get_task(conn, task_id)
+    return await get_task(conn, task_id, queue=k.queue)
 
 
-async def purge_expired(conn: Conn, limit: int = 1000) -> int:
-    """Delete final tasks whose RESULT_TTL_SECONDS has passed; returns how many."""
-    k = conn.keys
-    args: list[ScriptArg] = [codec.now_ms(), limit, k.task_prefix, _prefixes(conn)["index"]]
+async def purge_expired(conn: Conn, limit: int = 1000, *, queue: str | None = None) -> int:
+    """Delete final tasks of a queue whose RESULT_TTL_SECONDS has passed; returns how many."""
+    k = conn.queue(queue)
+    args: list[ScriptArg] = [codec.now_ms(), limit, k.task_prefix, _prefixes(k)["index"]]
     return int(
         await guarded(conn.scripts["purge_expired"]([k.expiry, k.counts, k.index_all], args))
     )

@@ -14,7 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api import errors
 from services.api.deps import require_api_key
 from services.api.fast_create import FastCreate
-from services.api.routes import events, stats, tasks
+from services.api.routes import events, queues, stats, tasks
+from services.api.schemas import ERROR_RESPONSES
 from shared import health, registry
 from shared.models import Stats
 from shared.producer import Producer
@@ -116,6 +117,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(
             events.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
         )
+        app.include_router(
+            queues.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
+        )
         app.include_router(_stats_router(), prefix=prefix, include_in_schema=in_schema)
     app.add_api_route(
         "/metrics",
@@ -162,6 +166,7 @@ def _stats_router() -> APIRouter:
         response_model=Stats,
         dependencies=[Depends(require_api_key)],
         tags=["monitoring"],
+        responses=ERROR_RESPONSES,
     )
     return router
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from shared.auth import auth_enabled, role_for_key
+from shared.models import QUEUE_NAME_PATTERN
 from shared.redis import Conn
 from shared.settings import Settings
 
@@ -25,6 +26,8 @@ async def get_app_settings(request: Request) -> Settings:
 
 ConnDep = Annotated[Conn, Depends(get_conn)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+# A `?queue=` filter (SPEC section 9): a bad name is a 400 like any invalid query.
+QueueName = Annotated[str | None, Query(pattern=QUEUE_NAME_PATTERN, max_length=64)]
 
 
 async def require_api_key(request: Request, settings: SettingsDep) -> None:

@@ -20,6 +20,7 @@ from shared.errors import (
     TaskQueueError,
     ValidationFailed,
 )
+from shared.queue_views import UnknownQueue
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class TooManyStreams(TaskQueueError):
 STATUS_BY_ERROR: dict[type[TaskQueueError], int] = {
     ValidationFailed: 400,
     TaskNotFound: 404,
+    UnknownQueue: 404,
     InvalidTransition: 409,
     ReplayPurged: 409,  # an Idempotency-Key whose tasks are gone: never created anew
     TooManyStreams: 429,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from services.notifier import signing
 from services.notifier.webhooks import Poster, PostResult
-from shared import codec, deliveries, queries
+from shared import codec, deliveries, queries, queues
 from shared.deliveries import DeliveryClaim
 from shared.models import WebhookDelivery
 from shared.redis import Conn
@@ -55,9 +55,21 @@ class Outbox:
                     await first_of(self.slot_free.wait(), stop.wait())
                     continue
                 try:
-                    claimed, next_due = await deliveries.claim_deliveries(
-                        self.conn, free, lease_seconds=self.lease_seconds
-                    )
+                    names = await queues.known(self.conn)
+                    claimed: list[DeliveryClaim] = []
+                    next_due: int | None = None
+                    for name in names:  # every queue's outbox
+                        more, due = await deliveries.claim_deliveries(
+                            self.conn,
+                            free - len(claimed),
+                            lease_seconds=self.lease_seconds,
+                            queue=name,
+                        )
+                        claimed += more
+                        if due is not None and (next_due is None or due < next_due):
+                            next_due = due
+                        if len(claimed) >= free:
+                            break
                     for claim in claimed:
                         job = asyncio.create_task(self._deliver(claim))
                         self.running[claim.delivery_id] = job
@@ -66,7 +78,9 @@ class Outbox:
                         if next_due is not None:
                             now = await self.conn.server_ms()  # the clock claims judge by
                             wait = min(wait, max(next_due - now, 0) / 1000)
-                        await first_of(deliveries.wait_for_outbox(self.conn, wait), stop.wait())
+                        await first_of(
+                            deliveries.wait_for_outbox(self.conn, wait, names), stop.wait()
+                        )
                     pause = 0.0
                 except Exception as exc:
                     pause = min(max(pause * 2, 0.1), 2.0)
@@ -128,7 +142,7 @@ class Outbox:
 
     async def _body(self, claim: DeliveryClaim) -> str | None:
         """The JSON body, built from the task as it ended; kept for retries by record_delivery."""
-        tasks = await queries.get_tasks(self.conn, [claim.task_id])
+        tasks = await queries.get_tasks(self.conn, [claim.task_id], queue=claim.queue)
         if not tasks:
             return None
         return codec.dumps({"event": claim.event, "task": tasks[0].model_dump(mode="json")})

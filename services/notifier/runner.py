@@ -17,6 +17,7 @@ from services.notifier.tasks import NotifyHandlers
 from services.notifier.webhooks import HttpPoster, Poster
 from shared import health
 from shared.consumer import Consumer
+from shared.queue_selection import QueueSelection
 from shared.redis import Conn, connect
 from shared.runtime import stop_event_on_signals
 from shared.settings import Settings
@@ -55,6 +56,7 @@ async def run_notifier(
         name=name or settings.instance_name or f"Notifier {socket.gethostname()}",
         concurrency=settings.notifier_concurrency,
         lookup=handlers.lookup,
+        queues=QueueSelection("all"),  # SPEC section 9: the notify lane of every queue
     )
     outbox = Outbox(
         conn, settings, poster, completion_secrets, concurrency=settings.notifier_concurrency

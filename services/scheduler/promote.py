@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from shared import codec, transitions
+from shared import codec, queues, transitions
 from shared.events import subscribe
 from shared.redis import Conn
 
@@ -23,7 +23,7 @@ async def promote_loop(conn: Conn, stop: asyncio.Event, lead_seconds: float = 0.
         while not stop.is_set():
             woken.clear()
             try:
-                moved, next_due = await transitions.promote_due(conn, lead_seconds=lead_seconds)
+                moved, next_due = await promote_all(conn, lead_seconds)
                 if moved:
                     logger.info("promoted %d due tasks", moved)
                     continue  # a full batch may mean more are due
@@ -44,6 +44,17 @@ async def promote_loop(conn: Conn, stop: asyncio.Event, lead_seconds: float = 0.
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
+
+
+async def promote_all(conn: Conn, lead_seconds: float) -> tuple[int, int | None]:
+    """One promote_due call per queue; (moved in all, earliest next due ms or None)."""
+    moved, earliest = 0, None
+    for name in await queues.known(conn):
+        count, due = await transitions.promote_due(conn, lead_seconds=lead_seconds, queue=name)
+        moved += count
+        if due is not None and (earliest is None or due < earliest):
+            earliest = due
+    return moved, earliest
 
 
 async def _either(first: asyncio.Event, second: asyncio.Event) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from shared import heartbeats, queries, transitions
+from shared import heartbeats, queries, queues, transitions
 from shared.redis import Conn, guarded
 from shared.settings import Settings
 
@@ -14,41 +14,49 @@ CONSUMER_SERVICES = ("worker", "notifier")
 
 
 async def recover_once(conn: Conn, settings: Settings) -> int:
-    """One pass: tasks of dead instances, then tasks whose lease deadline passed."""
+    """One pass over every queue: tasks of dead instances, then tasks whose lease passed."""
     recovered = 0
+    names = await queues.known(conn)
     # A consumer two beats late may be dead: hand nothing more to it (its idle slots' offers
     # are withdrawn) and take back what was handed to it and is still unread, long before it
     # is declared dead. A live one re-offers at its next claim and loses nothing it started.
     suspect_after = min(settings.dead_after_seconds, 2 * settings.heartbeat_seconds)
     for service in CONSUMER_SERVICES:
         for instance in await heartbeats.dead_instances(conn, service, suspect_after):
-            await heartbeats.withdraw_offers(conn, instance)
-            for message in await heartbeats.take_inbox(conn, instance):
-                recovered += await _take_back(conn, settings, instance, message)
+            await heartbeats.withdraw_offers(conn, instance, queues=names)
+            for name in names:
+                for message in await heartbeats.take_inbox(conn, instance, queue=name):
+                    recovered += await _take_back(conn, settings, instance, message, name)
         # Dead is later than suspect: the pass above has already withdrawn its offers.
         for instance in await heartbeats.dead_instances(conn, service, settings.dead_after_seconds):
-            for task_id in await heartbeats.held_tasks(conn, instance):
-                reply = await transitions.fail(
-                    conn,
-                    task_id,
-                    None,
-                    f"worker lost: {instance} stopped sending heartbeats",
-                    settings,
-                    mode=f"lost:{instance}",
-                )
-                recovered += _log(task_id, reply)
-            await heartbeats.forget(conn, service, instance)
-    expired = await queries.expired_leases(conn)
-    for task_id in expired:
-        reply = await transitions.fail(conn, task_id, None, "lease expired", settings, mode="lease")
-        recovered += _log(task_id, reply)
+            for name in names:
+                for task_id in await heartbeats.held_tasks(conn, instance, queue=name):
+                    reply = await transitions.fail(
+                        conn,
+                        task_id,
+                        None,
+                        f"worker lost: {instance} stopped sending heartbeats",
+                        settings,
+                        mode=f"lost:{instance}",
+                        queue=name,
+                    )
+                    recovered += _log(task_id, reply)
+            await heartbeats.forget(conn, service, instance, names)
+    for name in names:
+        for task_id in await queries.expired_leases(conn, queue=name):
+            reply = await transitions.fail(
+                conn, task_id, None, "lease expired", settings, mode="lease", queue=name
+            )
+            recovered += _log(task_id, reply)
     return recovered
 
 
-async def _take_back(conn: Conn, settings: Settings, instance: str, message: str) -> int:
+async def _take_back(
+    conn: Conn, settings: Settings, instance: str, message: str, queue: str
+) -> int:
     """Requeue one task handed over to a consumer that never read it."""
     try:
-        item = transitions.handed_over(message, instance)
+        item = transitions.handed_over(message, instance, queue)
     except Exception:  # unreadable: its lease runs out and recovers it
         return 0
     if item is None:
@@ -60,6 +68,7 @@ async def _take_back(conn: Conn, settings: Settings, instance: str, message: str
         f"worker lost: {instance} is late with its heartbeat and did not read the task",
         settings,
         mode=f"lost:{instance}",
+        queue=queue,
     )
     return _log(item.task.id, reply)
 

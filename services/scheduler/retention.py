@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from shared import heartbeats, transitions
+from shared import heartbeats, queues, transitions
 from shared.redis import Conn
 from shared.settings import Settings
 
@@ -20,8 +20,9 @@ HEARTBEAT_GRACE_SECONDS = 3600.0
 
 async def purge_once(conn: Conn) -> int:
     total = 0
-    while (purged := await transitions.purge_expired(conn)) > 0:
-        total += purged
+    for name in await queues.known(conn):
+        while (purged := await transitions.purge_expired(conn, queue=name)) > 0:
+            total += purged
     if total:
         logger.info("purged %d expired tasks", total)
     return total

@@ -6,6 +6,7 @@ import socket
 
 from shared import health, registry
 from shared.consumer import Consumer
+from shared.queue_selection import QueueSelection
 from shared.redis import connect
 from shared.registry import Handler
 from shared.runtime import stop_event_on_signals
@@ -33,5 +34,6 @@ async def main(settings: Settings) -> None:
             name=name,
             concurrency=settings.worker_concurrency,
             lookup=handler_for,
+            queues=QueueSelection.parse(settings.worker_queues),
         )
         await consumer.run(stop)

@@ -24,6 +24,9 @@
 -- claim (its lease was recovered and the task moved on, or claimed again): that result is
 -- then dropped;
 -- 'error: ...' for a record this script cannot move (nothing of it is written).
+-- Side effects: when the queue has a max_concurrency it was at, a 'slot' message on the
+-- queue control channel (see announce_slots in _lib.lua; tq:{q}:config is named from the
+-- task prefix).
 local now, purge_at = ARGV[1], ARGV[2]
 local index_prefix, held_prefix, channel = ARGV[3], ARGV[4], ARGV[5]
 local delivery_prefix, wake_prefix, task_prefix = ARGV[6], ARGV[7], ARGV[9]
@@ -75,8 +78,9 @@ if #done > 0 then
   call_chunked('ZREM', KEYS[2], done)
   call_chunked('ZADD', KEYS[3], purge)
   for owner, ids in pairs(held) do call_chunked('SREM', held_prefix .. owner, ids) end
-  redis.call('HINCRBY', KEYS[1], 'processing', -#done)
+  local left = redis.call('HINCRBY', KEYS[1], 'processing', -#done)
   redis.call('HINCRBY', KEYS[1], 'completed', #done)
+  announce_slots(task_prefix, KEYS[1], left + #done)
   redis.call('HINCRBY', KEYS[5], ARGV[8], #done)
   redis.call('EXPIRE', KEYS[5], 3600)
 end

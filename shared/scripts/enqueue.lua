@@ -12,8 +12,8 @@
 -- ARGV[6] -> scheduler wake channel
 -- ARGV[7] -> idempotency TTL (s)
 -- ARGV[8] -> idempotency key in use: '1' or ''
--- ARGV[9..] -> one JSON spec per task: {id, type, payload, priority, max_retries, run_at,
---              webhook, timeout, lane}; payload is JSON text already
+-- ARGV[9..] -> one JSON spec per task: {id, queue, type, payload, priority, max_retries,
+--              run_at, webhook, timeout, lane}; payload is JSON text already
 --
 -- Returns {'created', ''} or {'replayed', 'id1,id2,...'} when the Idempotency-Key was seen,
 -- or {'duplicate', id} when an id exists (nothing written).
@@ -46,7 +46,8 @@ for _, spec in ipairs(specs) do
   local run_at = tonumber(spec.run_at) or 0
   local status = 'pending'
   if run_at > now then status = 'scheduled' end
-  local fields = {'id', id, 'type', spec.type, 'payload', spec.payload, 'status', status,
+  local fields = {'id', id, 'queue', spec.queue, 'type', spec.type, 'payload', spec.payload,
+    'status', status,
     'priority', spec.priority, 'max_retries', spec.max_retries, 'retry_count', 0,
     'attempt', 0, 'lane', spec.lane, 'created', now, 'updated', now}
   if run_at > 0 then table.insert(fields, 'run_at'); table.insert(fields, run_at) end

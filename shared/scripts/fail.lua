@@ -32,6 +32,8 @@
 --
 -- Returns {'retrying', retry_at_ms} | {'failed'} | {'recovered'} | {'missing'} |
 -- {'stale', status} | {'alive'} (lease mode: the lease was renewed meanwhile).
+-- Side effects: when the queue has a max_concurrency it was at, a 'slot' message on the
+-- queue control channel (announce_slots in _lib.lua).
 local id, now, err, mode = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
@@ -46,6 +48,8 @@ elseif string.sub(mode, 1, 5) == 'lost:' then
   if owner ~= string.sub(mode, 6) then return {'stale', status} end
 end
 
+local L = cjson.decode(ARGV[12])
+announce_slots(L.task, KEYS[3])  -- before every branch below takes it out of processing
 redis.call('ZREM', KEYS[4], id)
 if owner then redis.call('SREM', ARGV[11] .. owner, id) end
 redis.call('HDEL', KEYS[1], 'owner')
@@ -59,7 +63,7 @@ if mode == 'lease' or string.sub(mode, 1, 5) == 'lost:' then
     move_status(KEYS[1], ARGV[10], KEYS[3], id, 'processing', 'pending')
     event.event, event.status = 'task.recovered', 'pending'
     emit(KEYS[2], ARGV[14], event)
-    make_ready(cjson.decode(ARGV[12]), KEYS[1], id, true, now)
+    make_ready(L, KEYS[1], id, true, now)
     return {'recovered'}
   end
 end

@@ -10,13 +10,16 @@
 --
 -- Returns {'ok'} | {'missing'} | {'stale', status}.
 -- Side effects: LPUSH to the front of its ready list so it keeps its place (or a hand-over
--- to an idle consumer).
+-- to an idle consumer); when the queue has a max_concurrency it was at, a 'slot' message on
+-- the queue control channel (announce_slots in _lib.lua).
 local id, now = ARGV[1], ARGV[3]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 local held = redis.call('HMGET', KEYS[1], 'attempt', 'token')
 if status ~= 'processing' or held[2] ~= ARGV[2] then return {'stale', status} end
 local owner = redis.call('HGET', KEYS[1], 'owner')
+local L = cjson.decode(ARGV[6])
+announce_slots(L.task, KEYS[3])  -- its processing count still holds this task
 redis.call('ZREM', KEYS[4], id)
 if owner then redis.call('SREM', ARGV[5] .. owner, id) end
 redis.call('HDEL', KEYS[1], 'owner')
@@ -24,5 +27,5 @@ redis.call('HSET', KEYS[1], 'updated', now)
 move_status(KEYS[1], ARGV[4], KEYS[3], id, 'processing', 'pending')
 emit(KEYS[2], ARGV[7], {event = 'task.requeued', task_id = id, status = 'pending',
   attempt = tonumber(held[1]), error = ARGV[8], at_ms = tonumber(now)})
-make_ready(cjson.decode(ARGV[6]), KEYS[1], id, true, now)
+make_ready(L, KEYS[1], id, true, now)
 return {'ok'}

@@ -45,6 +45,7 @@ async def test_a_flushed_script_is_loaded_again(producer: Producer, conn: Conn) 
 
 
 async def test_a_cancelled_call_leaves_the_lane_usable(producer: Producer, conn: Conn) -> None:
+    await producer.enqueue("noop", 0)  # the queue is registered: the next call goes straight out
     call = asyncio.create_task(producer.enqueue("noop", 1))
     await asyncio.sleep(0)  # sent, reply not read yet
     call.cancel()

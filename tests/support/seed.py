@@ -31,15 +31,16 @@ async def seed_tasks(conn: Conn, settings: Settings, count: int = 1, **fields: A
     return tasks
 
 
-async def counts(conn: Conn) -> dict[str, int]:
-    raw = await conn.redis.hgetall(conn.keys.counts)
+async def counts(conn: Conn, *, queue: str | None = None) -> dict[str, int]:
+    raw = await conn.redis.hgetall(conn.queue(queue).counts)
     return {name: int(value) for name, value in raw.items() if int(value) != 0}
 
 
-async def assert_consistent(conn: Conn) -> dict[str, int]:
-    """The counters add up, and each status index holds exactly the ids in that status."""
-    k = conn.keys
-    recorded = await counts(conn)
+async def assert_consistent(conn: Conn, *, queue: str | None = None) -> dict[str, int]:
+    """The counters of a queue add up, and each status index holds exactly the ids in that
+    status."""
+    k = conn.queue(queue)
+    recorded = await counts(conn, queue=queue)
     ids = await conn.redis.zrange(k.index_all, 0, -1)
     statuses: Counter[str] = Counter()
     for task_id in ids:

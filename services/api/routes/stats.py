@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from services.api.deps import ConnDep, SettingsDep
+from services.api.deps import ConnDep, QueueName, SettingsDep
 from services.api.schemas import ERROR_RESPONSES
 from shared import heartbeats, queries
 from shared.health import redis_warnings
@@ -20,8 +20,11 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 
 
 @router.get("/stats", response_model=Stats)
-async def stats(conn: ConnDep, settings: SettingsDep) -> Stats:
-    return await queries.get_stats(conn, dead_after_seconds=settings.dead_after_seconds)
+async def stats(conn: ConnDep, settings: SettingsDep, queue: QueueName = None) -> Stats:
+    """Exact counts over every queue (each queue's own under `queues`), or of one queue."""
+    return await queries.get_stats(
+        conn, dead_after_seconds=settings.dead_after_seconds, queue=queue
+    )
 
 
 @router.get("/health", responses={503: {"description": "Redis unreachable"}})
@@ -49,25 +52,31 @@ async def health(conn: ConnDep, settings: SettingsDep) -> JSONResponse:
 
 
 async def metrics(conn: ConnDep, settings: SettingsDep) -> PlainTextResponse:
-    """Prometheus text format: tasks by status, queue depth, live instances."""
+    """Prometheus text format: tasks by queue and status, queue depth, live instances."""
     data = await queries.get_stats(conn, dead_after_seconds=settings.dead_after_seconds)
     counts = await heartbeats.live_counts(conn, settings.dead_after_seconds)
     lines = [
-        "# HELP taskqueue_tasks Tasks currently in each status.",
+        "# HELP taskqueue_tasks Tasks currently in each status, per queue.",
         "# TYPE taskqueue_tasks gauge",
     ]
-    for name, count in data.by_status().items():
-        lines.append(f'taskqueue_tasks{{status="{name}"}} {count}')
+    for queue, one in data.queues.items():
+        for name, count in one.by_status().items():
+            lines.append(f'taskqueue_tasks{{queue="{queue}",status="{name}"}} {count}')
     lines += [
-        "# HELP taskqueue_tasks_total Tasks kept (all statuses).",
+        "# HELP taskqueue_tasks_total Tasks kept (all statuses), per queue.",
         "# TYPE taskqueue_tasks_total gauge",
-        f"taskqueue_tasks_total {data.total_tasks}",
-        "# HELP taskqueue_queue_depth Ready tasks per priority.",
+    ]
+    lines += [
+        f'taskqueue_tasks_total{{queue="{q}"}} {one.total_tasks}' for q, one in data.queues.items()
+    ]
+    lines += [
+        "# HELP taskqueue_queue_depth Ready tasks per queue and priority.",
         "# TYPE taskqueue_queue_depth gauge",
     ]
     lines += [
-        f'taskqueue_queue_depth{{priority="{p}"}} {n}'
-        for p, n in data.queue_depth_by_priority.items()
+        f'taskqueue_queue_depth{{queue="{q}",priority="{p}"}} {n}'
+        for q, one in data.queues.items()
+        for p, n in one.queue_depth_by_priority.items()
     ]
     lines += [
         "# HELP taskqueue_instances Live service instances by heartbeat.",

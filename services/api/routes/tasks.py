@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from services.api.deps import ConnDep, SettingsDep
+from services.api.deps import ConnDep, QueueName, SettingsDep
 from services.api.schemas import ERROR_RESPONSES, BatchCreate, BatchCreated, RetryAccepted
 from shared import queries, transitions
 from shared.auth import auth_enabled
@@ -92,9 +92,10 @@ async def list_tasks(
     task_type: Annotated[str | None, Query(alias="type", max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    queue: QueueName = None,
 ) -> list[Task]:
     page = await queries.list_tasks(
-        conn, status=status_filter, task_type=task_type, limit=limit, cursor=cursor
+        conn, status=status_filter, task_type=task_type, limit=limit, cursor=cursor, queue=queue
     )
     if page.next_cursor:
         params = {**request.query_params, "cursor": page.next_cursor}

@@ -14,6 +14,7 @@ import pytest
 
 from shared import heartbeats, queries, transitions
 from shared.consumer import INBOX_WAIT_SECONDS, Consumer
+from shared.queue_selection import QueueSelection
 from shared.redis import Conn
 from shared.registry import Handler, TaskContext
 from shared.settings import Settings
@@ -23,7 +24,11 @@ from tests.support.waiting import wait_until
 
 @asynccontextmanager
 async def running(
-    conn: Conn, settings: Settings, handlers: dict[str, Handler], concurrency: int = 4
+    conn: Conn,
+    settings: Settings,
+    handlers: dict[str, Handler],
+    concurrency: int = 4,
+    queues: QueueSelection | None = None,
 ) -> AsyncIterator[Consumer]:
     consumer = Consumer(
         conn,
@@ -33,6 +38,7 @@ async def running(
         name="Worker T",
         concurrency=concurrency,
         lookup=handlers.get,
+        queues=queues,
     )
     stop = asyncio.Event()
     job = asyncio.create_task(consumer.run(stop))

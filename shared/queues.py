@@ -1,0 +1,65 @@
+"""The registry of named queues (SPEC section 9), and finding the queue a task id lives in.
+
+A queue exists once a task was created in it: the create path registers its name in a global
+SET before its first task is written (so a queue with tasks is always known), once per
+process. The default queue (QUEUE_NAME) is always known, so data written before queues
+existed is found without any migration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import cast
+
+from shared.keys import QUEUES, Keys
+from shared.redis import Conn, guarded
+
+REGISTER_AGAIN_SECONDS = 60.0
+LOCATED_CACHE = 10_000  # task id -> queue answers remembered per process (a task never moves)
+_located: OrderedDict[str, str] = OrderedDict()
+
+
+async def register(conn: Conn, queue: str) -> None:
+    """Make `queue` known to every service: one SADD per queue and process every
+    REGISTER_AGAIN_SECONDS (so a registry lost to a flush is written again), else nothing."""
+    now = time.monotonic()
+    if now - conn._registered.get(queue, float("-inf")) > REGISTER_AGAIN_SECONDS:
+        await guarded(conn.redis.sadd(QUEUES, queue))
+        conn._registered[queue] = now
+
+
+async def known(conn: Conn) -> list[str]:
+    """Every queue there is, sorted; the default queue always among them."""
+    names = cast("set[str]", await guarded(conn.redis.smembers(QUEUES)))
+    return sorted({*names, conn.keys.queue})
+
+
+async def locate(conn: Conn, task_id: str, queues: Sequence[str] | None = None) -> Keys:
+    """The keys of the queue holding task `task_id`. With one queue, no round trip; with
+    several, one pipelined EXISTS per queue (then remembered). An unknown id gets the
+    default queue's keys, whose read then says the task is not there."""
+    cached = _located.get(task_id)
+    if cached is not None:
+        return conn.queue(cached)
+    names = list(queues) if queues is not None else await known(conn)
+    if len(names) <= 1:
+        return conn.queue(names[0] if names else None)
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.exists(conn.queue(name).task(task_id))
+        found = await guarded(pipe.execute())
+    for name, exists in zip(names, found, strict=True):
+        if exists:
+            remember(task_id, name)
+            return conn.queue(name)
+    return conn.keys
+
+
+def remember(task_id: str, queue: str) -> None:
+    """Note where a task lives (creates know it already)."""
+    _located[task_id] = queue
+    _located.move_to_end(task_id)
+    while len(_located) > LOCATED_CACHE:
+        _located.popitem(last=False)
