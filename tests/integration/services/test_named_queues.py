@@ -7,7 +7,7 @@ import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,17 +181,26 @@ def test_rest_routes_take_and_filter_by_queue(client: TestClient) -> None:
     assert client.delete(f"/api/tasks/{task_id}").json()["status"] == "cancelled"
 
 
-async def test_strict_order_runs_a_later_queue_only_while_earlier_ones_are_empty(
-    conn: Conn, settings: Settings
-) -> None:
+async def queues_started(
+    conn: Conn, settings: Settings, per_queue: dict[str, int]
+) -> tuple[list[str], Callable[[Any, TaskContext], Awaitable[None]]]:
+    """Seed tasks in queues (in the dict's order), and a handler noting each run's queue."""
     ensure_test_types()
+    for name, count in per_queue.items():
+        await transitions.enqueue(conn, [create(queue=name) for _ in range(count)], settings)
     started: list[str] = []
 
     async def note(payload: Any, ctx: TaskContext) -> None:
         started.append(ctx.task.queue)
 
-    for name in ("low", "default", "critical"):  # created in the reverse of their order
-        await transitions.enqueue(conn, [create(queue=name) for _ in range(5)], settings)
+    return started, note
+
+
+async def test_strict_order_runs_a_later_queue_only_while_earlier_ones_are_empty(
+    conn: Conn, settings: Settings
+) -> None:
+    # Created in the reverse of their order.
+    started, note = await queues_started(conn, settings, {"low": 5, "default": 5, "critical": 5})
     strict = QueueSelection.parse("critical,default,low")
     async with running(conn, settings, {"noop": note}, concurrency=1, queues=strict):
         await wait_until(lambda: len(started) == 15, message="all fifteen")
@@ -201,14 +210,7 @@ async def test_strict_order_runs_a_later_queue_only_while_earlier_ones_are_empty
 async def test_weights_share_the_claims_while_every_queue_has_work(
     conn: Conn, settings: Settings
 ) -> None:
-    ensure_test_types()
-    started: list[str] = []
-
-    async def note(payload: Any, ctx: TaskContext) -> None:
-        started.append(ctx.task.queue)
-
-    for name in ("a", "b", "c"):
-        await transitions.enqueue(conn, [create(queue=name) for _ in range(300)], settings)
+    started, note = await queues_started(conn, settings, {"a": 300, "b": 300, "c": 300})
     weighted = QueueSelection.parse("a:6,b:3,c:1")
     async with running(conn, settings, {"noop": note}, concurrency=1, queues=weighted):
         await wait_until(lambda: len(started) >= 300, message="300 runs")
