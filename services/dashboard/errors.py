@@ -17,12 +17,14 @@ from shared.errors import (
     TaskQueueError,
     ValidationFailed,
 )
+from shared.queue_views import UnknownQueue
 
 logger = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[TaskQueueError], int] = {
     ValidationFailed: 400,
     TaskNotFound: 404,
+    UnknownQueue: 404,
     InvalidTransition: 409,
     RedisUnavailable: 503,
 }

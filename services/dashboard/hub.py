@@ -1,9 +1,10 @@
 """The live hub: one task_events subscription, a little state, compact updates to every page.
 
 Events are never forwarded one by one. The hub notes which tasks changed, and every TICK it
-reads stats, throughput, workers and the newest changed rows (a handful of pipelined round
-trips, whatever the load) and sends the same few-kilobyte message to every open page. A page
-that cannot keep up loses its backlog and gets a full snapshot instead.
+reads stats, every queue's view, throughput, workers and the newest changed rows (a handful
+of pipelined round trips, whatever the load) and sends the same few-kilobyte message to
+every open page. A page that cannot keep up loses its backlog and gets a full snapshot
+instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from shared import codec, heartbeats, monitoring, queries
+from shared import codec, heartbeats, monitoring, queries, queue_views
 from shared.errors import RedisUnavailable
 from shared.events import Fanout
 from shared.redis import Conn
@@ -141,14 +142,16 @@ class Hub:
         return round(self._rate, 1)
 
     async def snapshot(self, *, full: bool) -> dict[str, Any]:
-        """Everything a page shows: counts, depth, services, workers, throughput, changed rows."""
+        """Everything a page shows: counts, depth, queues, services, workers, throughput and
+        changed rows."""
         settings, conn = self.settings, self.conn
         now = codec.now_ms()
         until = now // 1000 - 1  # the current second is still filling
         since = until - (WINDOW_SECONDS if full else TAIL_SECONDS) + 1
         ids, changed = ([], 0) if full else self._take_changed()
-        stats, services, workers, notifiers, points = await asyncio.gather(
+        stats, views, services, workers, notifiers, points = await asyncio.gather(
             queries.get_stats(conn, dead_after_seconds=settings.dead_after_seconds),
+            queue_views.views(conn, dead_after_seconds=settings.dead_after_seconds),
             heartbeats.live_counts(conn, settings.dead_after_seconds),
             heartbeats.instances(conn, "worker", settings.dead_after_seconds),
             heartbeats.instances(conn, "notifier", settings.dead_after_seconds),
@@ -170,6 +173,7 @@ class Hub:
             "depth": stats.queue_depth_by_priority,
             "delayed": stats.delayed_count,
             "notify_depth": stats.notifier_queue_depth,
+            "queues": [queue_row(view) for view in views],
             "services": services,
             "workers": [
                 _instance(info, service, now, rows)
@@ -215,6 +219,24 @@ class Hub:
             )
         except (RedisUnavailable, RedisError, OSError) as exc:
             logger.debug("heartbeat failed: %s", exc)
+
+
+def queue_row(view: queue_views.QueueView) -> dict[str, Any]:
+    """What the queues panel shows of one queue (the page's compact shape, as task rows are)."""
+    rate = view.rate_limit
+    return {
+        "name": view.name,
+        "paused": view.paused,
+        "rate_limit": {"tasks": rate.tasks, "per_seconds": rate.per_seconds} if rate else None,
+        "max_concurrency": view.max_concurrency,
+        "ready": view.ready_count,
+        "pending": view.pending_count,
+        "processing": view.processing_count,
+        "delayed": view.delayed_count,
+        "failed": view.failed_count,
+        "total": view.total_tasks,
+        "workers": view.workers,
+    }
 
 
 def _instance(

@@ -1,30 +1,44 @@
-"""Dashboard JSON routes: session, snapshot, the live stream, task pages, details and actions.
+"""Dashboard JSON routes: session, snapshot, the live stream, task pages, details, queues and
+actions.
 
-Retry and Cancel go through `shared.transitions`, the same code as the REST API.
+Retry and Cancel go through `shared.transitions`, pause and resume through
+`shared.queue_control`: the same code as the REST API.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from services.dashboard import auth
-from services.dashboard.hub import RESYNC, Client, Hub, frame
-from shared import monitoring, queries, registry, transitions
+from services.dashboard.hub import RESYNC, Client, Hub, frame, queue_row
+from shared import (
+    codec,
+    monitoring,
+    queries,
+    queue_control,
+    queue_views,
+    queues,
+    registry,
+    transitions,
+)
 from shared.auth import auth_enabled
 from shared.errors import RedisUnavailable
-from shared.models import TaskStatus, task_id_or_404
+from shared.models import QUEUE_NAME_PATTERN, TaskStatus, task_id_or_404
+from shared.queue_control import QueueConfig
+from shared.queue_views import UnknownQueue
 from shared.redis import Conn
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api")
 KEEPALIVE_SECONDS = 15.0
 MAX_STREAMS = 200
+QueueName = Annotated[str, Path(pattern=QUEUE_NAME_PATTERN, max_length=64)]
 
 
 def _hub(request: Request) -> Hub:
@@ -135,10 +149,16 @@ async def list_tasks(
     task_type: Annotated[str | None, Query(alias="type", max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    queue: Annotated[str | None, Query(pattern=QUEUE_NAME_PATTERN, max_length=64)] = None,
 ) -> dict[str, Any]:
     """Newest first, as compact rows (no payloads), with a cursor for the next page."""
     page = await queries.list_tasks(
-        _conn(request), status=status, task_type=task_type or None, limit=limit, cursor=cursor
+        _conn(request),
+        status=status,
+        task_type=task_type or None,
+        limit=limit,
+        cursor=cursor,
+        queue=queue,
     )
     return {
         "tasks": [monitoring.row_from_task(task) for task in page.tasks],
@@ -171,3 +191,39 @@ async def cancel(task_id: str, request: Request, _: auth.Operator) -> dict[str, 
 async def task_types(_: auth.Viewer) -> dict[str, Any]:
     """Registered task types, for the type filter."""
     return {"types": registry.names()}
+
+
+@router.get("/queues")
+async def list_queues(request: Request, _: auth.Viewer) -> dict[str, Any]:
+    """Every queue: state, limits, ready depth, counts and the live workers serving it."""
+    dead_after = _settings(request).dead_after_seconds
+    views = await queue_views.views(_conn(request), dead_after_seconds=dead_after)
+    return {"queues": [queue_row(view) for view in views]}
+
+
+async def _control(
+    request: Request, name: str, change: Callable[[Conn, str], Awaitable[QueueConfig]]
+) -> dict[str, Any]:
+    """Pause or resume a queue the dashboard lists (an unknown name is a 404: the page does
+    not create queues). `t` is taken after the write: a live update that started earlier
+    may predate it, and the page keeps this answer over such an update."""
+    conn = _conn(request)
+    if name not in await queues.known(conn):
+        raise UnknownQueue(name)
+    await change(conn, name)
+    t = codec.now_ms()
+    dead_after = _settings(request).dead_after_seconds
+    view = await queue_views.view(conn, name, dead_after_seconds=dead_after)
+    return {"queue": queue_row(view), "t": t}
+
+
+@router.post("/queues/{name}/pause")
+async def pause_queue(name: QueueName, request: Request, _: auth.Operator) -> dict[str, Any]:
+    """Start none of the queue's tasks (it still takes and promotes them); running ones finish."""
+    return await _control(request, name, queue_control.pause)
+
+
+@router.post("/queues/{name}/resume")
+async def resume_queue(name: QueueName, request: Request, _: auth.Operator) -> dict[str, Any]:
+    """Start the queue's tasks again."""
+    return await _control(request, name, queue_control.resume)

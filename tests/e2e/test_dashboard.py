@@ -91,7 +91,7 @@ class Watched:
 
 
 async def open_page(browser: Any, origin: str, **context: Any) -> Watched:
-    ctx = await browser.new_context(viewport=DESKTOP, **context)
+    ctx = await browser.new_context(**{"viewport": DESKTOP, **context})
     page = await ctx.new_page()
     watched = Watched(page, origin)
     page.on("console", lambda m: m.type == "error" and watched.errors.append(m.text))

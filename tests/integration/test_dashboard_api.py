@@ -14,8 +14,9 @@ import pytest
 
 from services.dashboard import hub as hub_module
 from services.dashboard.app import create_app
-from shared import codec, heartbeats, monitoring, transitions
+from shared import codec, heartbeats, monitoring, queue_control, queue_views, queues, transitions
 from shared.models import TaskCreate
+from shared.queue_control import QueueConfig, QueueLimits, RateLimit
 from shared.redis import Conn
 from shared.registry import TaskType, register
 from shared.settings import Settings
@@ -191,7 +192,13 @@ async def test_api_keys_gate_everything_but_the_page(conn: Conn, redis_server: A
             assert (await http.get("/static/js/main.js")).status_code == 200
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/api/session")).json()["role"] is None
-            for path in ("/api/snapshot", "/api/stream", "/api/tasks", "/api/tasks/x"):
+            for path in (
+                "/api/snapshot",
+                "/api/stream",
+                "/api/tasks",
+                "/api/tasks/x",
+                "/api/queues",
+            ):
                 reply = await http.get(path)
                 assert reply.status_code == 401, path
                 assert reply.json()["error"] == "an API key is needed"
@@ -281,3 +288,138 @@ async def test_hub_tick_is_cheap_and_bounded(conn: Conn, settings: Settings) -> 
 
 async def _seen(hub: hub_module.Hub, n: int) -> bool:
     return hub.events_seen >= n
+
+
+async def _views(conn: Conn, settings: Settings) -> dict[str, queue_views.QueueView]:
+    views = await queue_views.views(conn, dead_after_seconds=settings.dead_after_seconds)
+    return {view.name: view for view in views}
+
+
+async def test_queues_list_then_pause_and_resume_one(
+    client: httpx.AsyncClient, conn: Conn, settings: Settings
+) -> None:
+    await create(conn, settings, 3, queue="mail")
+    await create(conn, settings, 1, queue="reports")
+    limits = QueueLimits(rate_limit=RateLimit(tasks=10, per_seconds=1), max_concurrency=5)
+    await queue_control.set_limits(conn, "reports", limits)
+
+    listed = (await client.get("/api/queues")).json()["queues"]
+    by_name = {row["name"]: row for row in listed}
+    assert [row["name"] for row in listed] == ["default", "mail", "reports"]
+    assert by_name["mail"] == {
+        "name": "mail",
+        "paused": False,
+        "rate_limit": None,
+        "max_concurrency": None,
+        "ready": 3,
+        "pending": 3,
+        "processing": 0,
+        "delayed": 0,
+        "failed": 0,
+        "total": 3,
+        "workers": 0,
+    }
+    assert by_name["reports"]["rate_limit"] == {"tasks": 10, "per_seconds": 1.0}
+    assert by_name["reports"]["max_concurrency"] == 5
+
+    before = codec.now_ms()
+    paused = await client.post("/api/queues/mail/pause")
+    assert paused.status_code == 200
+    body = paused.json()
+    assert body["queue"]["name"] == "mail" and body["queue"]["paused"] is True
+    assert body["queue"]["ready"] == 3
+    assert body["t"] >= before
+    views = await _views(conn, settings)
+    assert views["mail"].paused is True
+    assert views["reports"].paused is False and views["default"].paused is False
+    assert (await queue_control.get_config(conn, "mail")).paused is True
+    again = (await client.get("/api/queues")).json()["queues"]
+    assert [row["name"] for row in again if row["paused"]] == ["mail"]
+
+    resumed = await client.post("/api/queues/mail/resume")
+    assert resumed.status_code == 200 and resumed.json()["queue"]["paused"] is False
+    assert (await _views(conn, settings))["mail"].paused is False
+    # Resuming leaves the other controls alone.
+    await client.post("/api/queues/reports/pause")
+    await client.post("/api/queues/reports/resume")
+    assert await queue_control.get_config(conn, "reports") == QueueConfig(
+        rate_limit=RateLimit(tasks=10, per_seconds=1), max_concurrency=5
+    )
+
+
+async def test_queue_actions_refuse_bad_names_and_unknown_queues(
+    client: httpx.AsyncClient, conn: Conn, settings: Settings
+) -> None:
+    await create(conn, settings, 1, queue="mail")
+    known = await queues.known(conn)
+    for bad in ("Mail", "-mail", "a}b", "a:b", "x" * 65):
+        for action in ("pause", "resume"):
+            reply = await client.post(f"/api/queues/{bad}/{action}")
+            assert reply.status_code == 400, (bad, action)
+            assert reply.json()["error"].startswith("invalid request: path.name"), reply.json()
+    unknown = await client.post("/api/queues/ghost/pause")
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": "unknown queue 'ghost'", "details": []}
+    assert (await client.post("/api/queues/ghost/resume")).status_code == 404
+    # Nothing was written: no queue appeared, none was paused.
+    assert await queues.known(conn) == known
+    assert await queue_control.get_config(conn, "ghost") == QueueConfig()
+    assert not any(view.paused for view in (await _views(conn, settings)).values())
+
+
+async def test_task_rows_carry_their_queue_and_the_list_filters_by_it(
+    client: httpx.AsyncClient, conn: Conn, settings: Settings
+) -> None:
+    [mail] = await create(conn, settings, queue="mail")
+    [plain] = await create(conn, settings)
+    page = (await client.get("/api/tasks")).json()
+    assert {row["id"]: row["queue"] for row in page["tasks"]} == {mail: "mail", plain: "default"}
+    page = (await client.get("/api/tasks", params={"queue": "mail"})).json()
+    assert [row["id"] for row in page["tasks"]] == [mail]
+    bad = await client.get("/api/tasks", params={"queue": "Mail"})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("invalid request")
+
+
+async def test_queue_actions_need_an_operator(conn: Conn, redis_server: Any) -> None:
+    settings = make_settings(redis_server.url, api_keys="admin-key", api_read_keys="read-key")
+    await create(conn, settings, 2, queue="mail")
+    with running_dashboard(settings) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            assert (await http.post("/api/queues/mail/pause")).status_code == 401
+            reader = {"Authorization": "Bearer read-key"}
+            listed = await http.get("/api/queues", headers=reader)
+            assert listed.status_code == 200
+            assert {row["name"] for row in listed.json()["queues"]} == {"default", "mail"}
+            refused = await http.post("/api/queues/mail/pause", headers=reader)
+            assert refused.status_code == 403
+            assert refused.json()["error"] == "this API key may only read"
+            assert (await queue_control.get_config(conn, "mail")).paused is False
+
+            admin = {"Authorization": "Bearer admin-key"}
+            assert (await http.post("/api/queues/mail/pause", headers=admin)).status_code == 200
+            assert (await queue_control.get_config(conn, "mail")).paused is True
+            refused = await http.post("/api/queues/mail/resume", headers=reader)
+            assert refused.status_code == 403
+            assert (await queue_control.get_config(conn, "mail")).paused is True
+
+
+async def test_every_update_carries_the_queues(conn: Conn, settings: Settings) -> None:
+    """A pause shows in the next update, without the page asking (and in the full snapshot)."""
+    register_test_types()
+    await create(conn, settings, 2, queue="mail")
+    hub = hub_module.Hub(conn, settings)
+    update = await hub.snapshot(full=False)
+    assert [(row["name"], row["paused"], row["ready"]) for row in update["queues"]] == [
+        ("default", False, 0),
+        ("mail", False, 2),
+    ]
+    await queue_control.pause(conn, "mail")
+    await create(conn, settings, 1, queue="reports")
+    update = await hub.snapshot(full=False)
+    assert [(row["name"], row["paused"], row["ready"]) for row in update["queues"]] == [
+        ("default", False, 0),
+        ("mail", True, 2),
+        ("reports", False, 1),
+    ]
+    full = await hub.snapshot(full=True)
+    assert full["queues"] == update["queues"]

@@ -125,6 +125,7 @@ export class Drawer {
 
   summary(t, runs) {
     const items = [
+      ["Queue", h("span", { class: "queue-tag" }, t.queue)],
       ["Priority", `${t.priority}${t.priority === 5 ? " (most urgent)" : ""}`],
       ["Retries", `${t.retry_count} of ${t.max_retries} used · ${runs} run${runs === 1 ? "" : "s"}`],
       ["Created", this.when(t.created_at)],

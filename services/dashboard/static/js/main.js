@@ -6,6 +6,7 @@ import { Drawer } from "./details.js";
 import { $, h, setText } from "./dom.js";
 import { num, rate } from "./format.js";
 import { Counters, Depth, Workers } from "./panels.js";
+import { Queues } from "./queues.js";
 import { initTheme } from "./theme.js";
 import { TaskTable } from "./tasks.js";
 
@@ -24,6 +25,7 @@ const counters = new Counters($("#counters"), (status) => pickStatus(status));
 const depth = new Depth($("#depth"), $("#depth-total"), $("#depth-facts"), $("#services"));
 const drawer = new Drawer($("#drawer"), (task) => table.upsert(task));
 const workers = new Workers($("#workers"), $("#workers-sub"), (id) => drawer.open(id));
+const queues = new Queues({ body: $("#queue-rows"), subtitle: $("#queues-sub"), onPick: (name) => pickQueue(name) });
 const table = new TaskTable({
   body: $("#task-rows"),
   empty: $("#tasks-empty"),
@@ -32,7 +34,8 @@ const table = new TaskTable({
   onOpen: (id) => drawer.open(id),
 });
 table.onChange = schedule;
-window.__dashboard = { metrics, chart, table, drawer };
+queues.onChange = schedule;
+window.__dashboard = { metrics, chart, table, drawer, queues };
 
 function schedule() {
   if (!frame) frame = requestAnimationFrame(render);
@@ -45,6 +48,8 @@ function render() {
     counters.render(latest);
     depth.render(latest);
     workers.render(latest);
+    queues.render();
+    syncQueueOptions(queues.names());
     chart.render();
     const events = latest.events_per_s;
     setText($("#event-rate"), events > 0 ? `${events >= 100 ? num(events) : rate(events)} events/s` : "idle");
@@ -67,6 +72,7 @@ function receive(msg, bytes, kind) {
   metrics.bytes += bytes;
   latest = msg;
   chart.merge(msg.tp);
+  queues.merge(msg);
   if (kind === "snapshot") {
     // A reconnect or a resync: what changed meanwhile is unknown, so re-read the list.
     metrics.snapshots += 1;
@@ -94,8 +100,29 @@ function pickStatus(status) {
   table.setFilters({ status });
 }
 
+function pickQueue(name) {
+  syncQueueOptions(queues.names(), name);
+  $("#filter-queue").value = name;
+  queues.select(name);
+  table.setFilters({ queue: name });
+}
+
+let queueOptions = "";
+
+/** The queue filter lists every queue there is (and the one picked, even if it is gone). */
+function syncQueueOptions(names, picked = $("#filter-queue").value) {
+  const all = picked && !names.includes(picked) ? [...names, picked] : names;
+  const key = all.join(",");
+  if (key === queueOptions) return;
+  queueOptions = key;
+  const select = $("#filter-queue");
+  select.replaceChildren(h("option", { value: "" }, "All"), ...all.map((name) => h("option", { value: name }, name)));
+  select.value = picked;
+}
+
 function wireFilters() {
   $("#filter-status").addEventListener("change", (event) => pickStatus(event.target.value));
+  $("#filter-queue").addEventListener("change", (event) => pickQueue(event.target.value));
   let typing = null;
   $("#filter-type").addEventListener("input", (event) => {
     clearTimeout(typing);
@@ -118,6 +145,7 @@ function start(role) {
   $("#login").hidden = true;
   $("#app").hidden = false;
   table.setRole(role);
+  queues.setRole(role);
   drawer.role = role;
   if (!started) {
     started = true;

@@ -66,7 +66,7 @@ export class TaskTable {
   constructor({ body, empty, more, subtitle, onOpen }) {
     Object.assign(this, { body, empty, more, subtitle, onOpen });
     this.role = "read";
-    this.filters = { status: "", type: "" };
+    this.filters = { status: "", type: "", queue: "" };
     this.limit = PAGE;
     this.rows = new Map();
     this.order = [];
@@ -96,7 +96,8 @@ export class TaskTable {
   }
 
   matches(row) {
-    return (!this.filters.status || row.status === this.filters.status) && (!this.filters.type || row.type === this.filters.type);
+    const { status, type, queue } = this.filters;
+    return (!status || row.status === status) && (!type || row.type === type) && (!queue || row.queue === queue);
   }
 
   async reload() {
@@ -105,6 +106,7 @@ export class TaskTable {
     const params = new URLSearchParams({ limit: String(this.limit) });
     if (this.filters.status) params.set("status", this.filters.status);
     if (this.filters.type) params.set("type", this.filters.type);
+    if (this.filters.queue) params.set("queue", this.filters.queue);
     this.lastLoad = Date.now();
     const generation = ++this.generation;
     this.inFlight = true;
@@ -183,11 +185,12 @@ export class TaskTable {
     const cell = (cls) => h("td", { class: cls });
     const tr = h("tr", { dataset: { id: row.id }, tabindex: "0" });
     tr.c = {
-      status: cell("c-status"), type: cell("c-type"), id: cell("c-id id"), prio: cell("c-prio num"),
+      status: cell("c-status"), type: cell("c-type"), queue: cell("c-queue"), id: cell("c-id id"), prio: cell("c-prio num"),
       attempts: cell("c-attempts num"), created: cell("c-created time"), updated: cell("c-updated time"),
       error: cell("c-error err"), actions: cell("actions"),
     };
     tr.c.status.append(h("span", { class: "pill" }));
+    tr.c.queue.append(h("span", { class: "queue-tag" }));
     tr.c.prio.append(h("span", { class: "prio" }));
     tr.append(...Object.values(tr.c));
     tr.addEventListener("click", () => this.onOpen(row.id));
@@ -205,6 +208,8 @@ export class TaskTable {
     pill.dataset.status = row.status;
     setText(pill, title(row.status));
     setText(tr.c.type, row.type);
+    setText(tr.c.queue.firstChild, row.queue);
+    setAttr(tr.c.queue.firstChild, "title", `Queue ${row.queue}`);
     setText(tr.c.id, shortId(row.id));
     setAttr(tr.c.id, "title", row.id);
     const prio = tr.c.prio.firstChild;
@@ -258,7 +263,8 @@ export class TaskTable {
     });
     this.empty.hidden = this.order.length > 0 || !this.loaded;
     this.more.hidden = !(this.hasMore && this.limit < MAX_LIMIT);
-    const what = [this.filters.status && title(this.filters.status), this.filters.type && `type ${this.filters.type}`].filter(Boolean).join(", ");
+    const { status, type, queue } = this.filters;
+    const what = [status && title(status), queue && `queue ${queue}`, type && `type ${type}`].filter(Boolean).join(", ");
     setText(this.subtitle, `${what ? `${what} · ` : ""}newest first · ${this.order.length} shown`);
   }
 
