@@ -35,9 +35,14 @@ SMOKE = Sizes(
     schedule_delay=0.3,
     rest_requests=200, rest_batch=10, recovery_trials=1, warm_burst=20, settle=0.2,
     ours_env=(("HEARTBEAT_SECONDS", "0.2"), ("DEAD_AFTER_SECONDS", "0.6")),
+    limited_seconds=1.0, limited_tasks=150,
 )  # fmt: skip
-WORKLOADS = ("drain_high", "drain_3x1", "live", "rest", "recovery")
-OURS_ONLY = {"rest", "recovery"}
+WORKLOADS = (
+    "drain_high", "drain_3x1", "live", "rest", "recovery", "drain_queues", "rate_limited",
+)  # fmt: skip
+OURS_ONLY = {"rest", "recovery", "drain_queues", "rate_limited"}
+# drain_queues: drain_high's tasks spread evenly over three queues served with these weights.
+QUEUE_WEIGHTS = "a:6,b:3,c:1"
 
 
 def machine() -> dict[str, Any]:
@@ -88,6 +93,16 @@ def run_one(workload: str, system: System, server: Any, sizes: Sizes) -> workloa
             if s.metric == "drain":
                 s.metric = "drain_3x1"
         return out
+    if workload == "drain_queues":
+        out = workloads.drain(
+            system, server, high_p, high_c, sizes, preload_bulk=False, worker_queues=QUEUE_WEIGHTS
+        )
+        for s in out.samples:
+            if s.metric == "drain":
+                s.metric = "drain_queues"
+        return out
+    if workload == "rate_limited":
+        return workloads.rate_limited(system, server, sizes)
     if workload == "live":
         return workloads.live(system, server, sizes)
     if workload == "rest":
@@ -169,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                         if s.value is not None
                     )  # fmt: skip
                     took = time.monotonic() - t0
-                    print(f"  rep {rep + 1} {system.name:9s} {workload:10s} {took:5.1f}s  {shown}",
+                    print(f"  rep {rep + 1} {system.name:9s} {workload:12s} {took:5.1f}s  {shown}",
                           flush=True)  # fmt: skip
     info["loadavg_end"] = os.getloadavg()
+    samples += derived_samples(samples)
     document = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": info,
@@ -192,6 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     if not ns.no_chart and not ns.smoke:
         _chart(ns.out / f"{stem}.json", ns.out / f"{stem}.png")
     return 1 if failures and "ours" in {k[0] for k in failures} else 0
+
+
+def derived_samples(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per system and repetition, drain_queues / drain_high (both of the same repetition)."""
+    by = {(s["system"], s["rep"], s["metric"]): s["value"] for s in samples}
+    out = []
+    for (system, rep, metric), value in by.items():
+        single = by.get((system, rep, "drain_high"))
+        if metric == "drain_queues" and value and single:
+            out.append({
+                "system": system, "rep": rep, "metric": "drain_queues_ratio",
+                "config": "/ drain_high of the same repetition", "value": value / single,
+                "unit": "x", "note": "",
+            })  # fmt: skip
+    return out
 
 
 def _finish(document: dict[str, Any], out: Path, stem: str) -> str:
@@ -221,6 +252,7 @@ def _failed_metrics(failures: dict[tuple[str, str], str]) -> dict[tuple[str, str
         "drain_high": ["drain_high", "enqueue", "memory_queued", "memory_finished"],
         "drain_3x1": ["drain_3x1", "enqueue_bulk"],
         "live": ["latency_p99", "latency_p50", "lateness_p99"],
+        "drain_queues": ["drain_queues", "drain_queues_ratio"],
     }
     out = {}
     for (system, workload), why in failures.items():

@@ -18,11 +18,15 @@ class Metric:
     higher_is_better: bool
     target: str = ""  # human text
     peers: bool = True  # measured for the peers too
+    decimals: int | None = None  # digits shown, where the unit's default hides the point
 
 
 METRICS = [
     Metric("drain_high", "drain, 2 processes x high concurrency", True, ">= 2x best peer"),
     Metric("drain_3x1", "drain, 3 processes x 1", True, "reported"),
+    Metric("drain_queues", "drain, 3 queues a:6,b:3,c:1", True, ">= 0.9x one queue", False),
+    Metric("drain_queues_ratio", "drain, 3 queues / 1 queue, same rep", True, ">= 0.9", False),
+    Metric("rate_limited", "start rate of a queue limited to 100/s", True, "100 ± 5/s", False, 2),
     Metric("latency_p99", "enqueue->start p99 at 200/s", False, "<= best peer"),
     Metric("latency_p50", "enqueue->start p50 at 200/s", False, ""),
     Metric("lateness_p99", "scheduled lateness p99", False, "<= 10 ms"),
@@ -99,6 +103,12 @@ def _target_met(
         return None if ratio is None else ratio <= 1.0
     if key == "enqueue":
         return None if ratio is None else ratio >= 1.0
+    if key in ("drain_queues", "drain_queues_ratio"):
+        # The ratio of each repetition (to the one-queue drain of the same repetition).
+        paired = ours("drain_queues_ratio")
+        return None if paired is None else paired >= 0.9
+    if key == "rate_limited":
+        return abs(value - 100.0) <= 5.0
     if key == "lateness_p99":
         return value <= 10.0
     if key == "memory_queued":
@@ -116,9 +126,12 @@ def _target_met(
     return None
 
 
-def _fmt(value: float | None, unit: str) -> str:
+def _fmt(value: float | None, unit: str, metric: str = "") -> str:
     if value is None:
         return "n/a"
+    decimals = BY_KEY[metric].decimals if metric in BY_KEY else None
+    if decimals is not None:
+        return f"{value:,.{decimals}f}"
     if unit in ("tasks/s", "req/s", "B/task"):
         return f"{value:,.0f}"
     if unit == "s":
@@ -153,7 +166,7 @@ def table(
             if row is None:
                 cells.append("fails" if (s, m.key) in failures else "-")
             else:
-                text = _fmt(row["median"], unit)
+                text = _fmt(row["median"], unit, m.key)
                 if s.startswith("ours") and row.get("config") and m.key.startswith("drain"):
                     text += f" ({row['config']})"
                 if row.get("note"):
@@ -184,8 +197,10 @@ def spread_table(rows: list[dict[str, Any]], systems: list[str]) -> str:
     order = {m.key: i for i, m in enumerate(METRICS)}
     for r in sorted(rows, key=lambda r: (order.get(r["metric"], 99), systems.index(r["system"]))):
         lines.append(
-            f"| {r['system']} | {r['metric']} | {r['config']} | {_fmt(r['median'], r['unit'])} "
-            f"| {_fmt(r['min'], r['unit'])} | {_fmt(r['max'], r['unit'])} | {r['unit']} "
+            f"| {r['system']} | {r['metric']} | {r['config']} "
+            f"| {_fmt(r['median'], r['unit'], r['metric'])} "
+            f"| {_fmt(r['min'], r['unit'], r['metric'])} "
+            f"| {_fmt(r['max'], r['unit'], r['metric'])} | {r['unit']} "
             f"| {r['n']} |"
         )
     return "\n".join(lines)

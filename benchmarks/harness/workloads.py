@@ -57,6 +57,10 @@ class Sizes:
     warm_burst: int = 200  # warm-up burst: grows every connection pool to its concurrency
     settle: float = 1.0  # seconds after the first warm-up task, for every process to be up
     ours_env: tuple[tuple[str, str], ...] = ()  # settings for our processes (smoke: faster)
+    limited_rate: int = 100  # rate_limited: the queue's limit, tasks per second
+    limited_seconds: float = 20.0  # the window the start rate is measured over
+    limited_tasks: int = 2_200  # queued: more than the window can start (it must not run dry)
+    limited_concurrency: int = 16  # slots per worker process (WORKER_CONCURRENCY's default)
 
 
 def config_label(processes: int, concurrency: int) -> str:
@@ -102,12 +106,22 @@ def drive(system: System, group: Group, *args: str, timeout: float = 120) -> dic
 
 
 def start_system(
-    group: Group, system: System, processes: int, concurrency: int, sizes: Sizes
-) -> list[int]:
-    procs = [*system.support(), *system.workers(processes, concurrency)]
+    group: Group, system: System, processes: int, concurrency: int, sizes: Sizes,
+    worker_env: dict[str, str] | None = None,
+) -> list[int]:  # fmt: skip
+    workers = system.workers(processes, concurrency)
+    if worker_env:
+        workers = [replace(p, env={**p.env, **worker_env}) for p in workers]
+    procs = [*system.support(), *workers]
     if system.is_ours:
         procs = [replace(p, env={**p.env, **dict(sizes.ours_env)}) for p in procs]
     return [group.start(p).pid for p in procs]
+
+
+def drive_queues(system: System, group: Group, *args: str, timeout: float = 120) -> dict[str, Any]:
+    """Run one of our named-queue producer commands (benchmarks/systems/ours_queues.py)."""
+    argv = [str(system.python), "-m", "benchmarks.systems.ours_queues", *args]
+    return run_json(argv, group.base_env(system.root), timeout, system.root)
 
 
 def warm_up(system: System, server: RedisServer, group: Group, sizes: Sizes) -> None:
@@ -131,30 +145,46 @@ def warm_up(system: System, server: RedisServer, group: Group, sizes: Sizes) -> 
 
 def drain(
     system: System, server: RedisServer, processes: int, concurrency: int, sizes: Sizes,
-    *, preload_bulk: bool,
+    *, preload_bulk: bool, worker_queues: str = "",
 ) -> Outcome:  # fmt: skip
     """Pre-enqueue N tasks with no worker running, then start the workers and time the drain.
 
     With `preload_bulk` False the pre-enqueue is the one-at-a-time producer measurement and
     the run also measures Redis bytes per queued and per finished task.
+
+    With `worker_queues` (ours only, a WORKER_QUEUES value such as "a:6,b:3,c:1") the tasks
+    are spread evenly over those queues, sent one at a time in turn by one producer, and the
+    workers serve them with that setting; only the drain is measured (the producer's rate
+    and the share of each queue in the first third of the starts go to the diagnostics).
     """
     out, n = Outcome(), sizes.drain
     config = config_label(processes, concurrency)
+    if worker_queues:
+        config += f", WORKER_QUEUES={worker_queues}"
     server.flush()
     base = server.used_memory()
-    with Group(server.url, f"{system.name}-drain-{processes}x{concurrency}") as group:
-        bulk = preload_bulk and system.has_bulk
-        args = ["enqueue", "--n", str(n), *(["--bulk"] if bulk else [])]
-        enq = drive(system, group, *args, timeout=600)
-        out.add(
-            "enqueue_bulk" if bulk else "enqueue", "one producer", float(enq["per_second"]),
-            "tasks/s",
-        )  # fmt: skip
+    tag = f"{system.name}-drain-{processes}x{concurrency}" + ("-queues" if worker_queues else "")
+    with Group(server.url, tag) as group:
+        if worker_queues:
+            names = [part.split(":")[0] for part in worker_queues.split(",")]
+            enq = drive_queues(
+                system, group, "enqueue", "--n", str(n), "--queues", ",".join(names), timeout=600
+            )
+            out.diagnostics["enqueue_per_second"] = round(float(enq["per_second"]), 1)
+        else:
+            bulk = preload_bulk and system.has_bulk
+            args = ["enqueue", "--n", str(n), *(["--bulk"] if bulk else [])]
+            enq = drive(system, group, *args, timeout=600)
+            out.add(
+                "enqueue_bulk" if bulk else "enqueue", "one producer", float(enq["per_second"]),
+                "tasks/s",
+            )  # fmt: skip
         queued = server.used_memory()
-        if not preload_bulk:
+        if not preload_bulk and not worker_queues:
             out.add("memory_queued", "", (queued - base) / n, "B/task")
         redis_cpu = server.cpu_seconds()
-        pids = start_system(group, system, processes, concurrency, sizes)
+        env = {"WORKER_QUEUES": worker_queues} if worker_queues else None
+        pids = start_system(group, system, processes, concurrency, sizes, env)
         cpu0 = group_cpu(pids)
         note = ""
         try:
@@ -172,13 +202,25 @@ def drain(
             worker_cpu_us_per_task=round(cpu / done * 1e6, 1),
             redis_cpu_us_per_task=round(redis_cpu / done * 1e6, 1),
         )
-        if not preload_bulk and not note:
+        if worker_queues:
+            out.diagnostics["share_first_third"] = _queue_shares(starts, names)
+        elif not preload_bulk and not note:
             _settle(system, server, n)
             finished = server.used_memory() - server.key_memory(RESULTS_KEY)
             out.add("memory_finished", "", (finished - base) / n, "B/task")
         if system.is_ours:
             out.diagnostics["commandstats"] = _top_commands(server, done)
     return out
+
+
+def _queue_shares(starts: list[stats.Start], names: list[str]) -> dict[str, float]:
+    """Each queue's share of the first third of the starts (the argument is its position + 1):
+    with weights 6:3:1 over equal loads, about 0.6, 0.3 and 0.1 while all three have work."""
+    first = sorted(starts, key=lambda s: s.at)[: max(len(starts) // 3, 1)]
+    return {
+        name: round(sum(1 for s in first if s.arg == i + 1) / len(first), 3)
+        for i, name in enumerate(names)
+    }
 
 
 def _settle(system: System, server: RedisServer, n: int) -> None:
@@ -244,6 +286,92 @@ def live(system: System, server: RedisServer, sizes: Sizes) -> Outcome:
             early=sum(1 for x in late if x < 0),
         )
     return out
+
+
+# -- a rate-limited queue (ours) ------------------------------------------------------------
+
+LIMITED_QUEUE = "limited"
+
+
+def rate_limited(system: System, server: RedisServer, sizes: Sizes) -> Outcome:
+    """A queue limited to `limited_rate` starts/s, served by 3 warm worker processes: the start
+    rate over `limited_seconds` from the first start.
+
+    The limit is set before the workers start (`shared.queue_control.set_limits`, what
+    `PUT /api/queues/limited/limits` does); the workers serve `limited,default` and are warmed
+    up on the default queue; then `limited_tasks` tasks (more than the window can start) go
+    into the limited queue in bulk. The value is the starts (task bodies' start times) in
+    [first start, first start + window) divided by the window. The diagnostics add the same
+    count from the records' `started` (Redis's clock, where the limiter books each start), the
+    most starts in any one-second window, and the starts per worker process.
+    """
+    out = Outcome()
+    processes, concurrency, rate = 3, sizes.limited_concurrency, sizes.limited_rate
+    window, n = sizes.limited_seconds, sizes.limited_tasks
+    config = f"{rate}/s limit, {config_label(processes, concurrency)}, {window:g} s"
+    server.flush()
+    with Group(server.url, f"{system.name}-rate-limited") as group:
+        drive_queues(
+            system, group, "limit", "--queue", LIMITED_QUEUE, "--tasks", str(rate),
+            "--per-seconds", "1",
+        )  # fmt: skip
+        env = {"WORKER_QUEUES": f"{LIMITED_QUEUE},default"}
+        start_system(group, system, processes, concurrency, sizes, env)
+        warm_up(system, server, group, sizes)
+        drive_queues(system, group, "enqueue", "--n", str(n), "--queues", LIMITED_QUEUE, "--bulk")
+        wait_for(lambda: results_len(server) >= 1, 30, f"{system.name} first rate-limited start")
+        first = min(s.at for s in read_results(server))
+        # Bounded: the window, then a moment for the last bodies' RPUSH to land.
+        time.sleep(max(first + window - time.time(), 0.0) + 0.3)
+        starts = read_results(server)
+        started_ms = _started_ms(server, LIMITED_QUEUE)
+    inside = sorted(s.at for s in starts if first <= s.at < first + window)
+    note = ""
+    last = max(s.at for s in starts)
+    if len(starts) >= n and last < first + window:
+        note = f"the queue ran dry: all {n} started within {last - first:.1f} s"
+    out.add("rate_limited", config, len(inside) / window, "tasks/s", note)
+    by_pid: dict[int, int] = {}
+    for s in starts:
+        if first <= s.at < first + window:
+            by_pid[s.pid] = by_pid.get(s.pid, 0) + 1
+    claims = sorted(started_ms)
+    claim_rate = None
+    if claims:
+        opened = claims[0]
+        claim_rate = sum(1 for t in claims if t < opened + window * 1000) / window
+    out.diagnostics.update(
+        config=config,
+        starts_in_window=len(inside),
+        started_at_rate=claim_rate,
+        max_in_any_second=_max_in_window([t / 1000 for t in claims], 1.0),
+        max_in_any_second_body=_max_in_window(inside, 1.0),
+        starts_per_process=sorted(by_pid.values(), reverse=True),
+    )
+    return out
+
+
+def _started_ms(server: RedisServer, queue: str) -> list[int]:
+    """The `started` field (ms, Redis's clock) of every task record of the queue that has one."""
+    prefix = f"tq:{{{queue}}}:task:"
+    keys = [
+        k for k in server.client.scan_iter(f"{prefix}*", count=1000)
+        if ":" not in k[len(prefix) :]
+    ]  # fmt: skip
+    pipe = server.client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hget(key, "started")
+    return [int(float(v)) for v in pipe.execute() if v]
+
+
+def _max_in_window(times: list[float], width: float) -> int:
+    """The most of the sorted times in any half-open window of `width` seconds."""
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - width:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
 
 
 # -- recovery of a SIGKILLed worker's task (ours) ------------------------------------------
