@@ -12,6 +12,7 @@ import unicodedata
 from typing import Any
 
 from shared.errors import ValidationFailed
+from shared.keys import Lane
 from shared.netguard import check_webhook_url
 from shared.registry import TaskContext, TaskType, register
 from shared.settings import Settings
@@ -122,5 +123,7 @@ async def simulate_image(payload: Any, ctx: TaskContext) -> dict[str, Any]:
 
 
 register(TaskType("image", handler=simulate_image, description="simulated image processing (demo)"))
-register(TaskType("email", lane="notify", validate=validate_email, description="send an email"))
-register(TaskType("webhook", lane="notify", validate=validate_webhook, description="POST to a URL"))
+register(TaskType("email", lane=Lane.NOTIFY, validate=validate_email, description="send an email"))
+register(
+    TaskType("webhook", lane=Lane.NOTIFY, validate=validate_webhook, description="POST to a URL")
+)

@@ -21,13 +21,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, cast
 
-from shared import codec, heartbeats, queues, transitions
+from shared import codec, heartbeats, queues, registry, transitions
 from shared.errors import RedisUnavailable
 from shared.events import Fanout
-from shared.keys import QUEUE_CONTROL_CHANNEL
+from shared.keys import QUEUE_CONTROL_CHANNEL, Lane
 from shared.logging import log_step
 from shared.queue_selection import QueueSelection
 from shared.redis import Conn, guarded
@@ -158,14 +158,20 @@ class Consumer:
         settings: Settings,
         *,
         service: str,
-        lane: str,
+        lane: Lane,
         name: str,
         concurrency: int,
         lookup: HandlerLookup,
         queues: QueueSelection | None = None,
+        types: Collection[str] | None = None,
     ) -> None:
         self.conn, self.settings, self.service, self.lane = conn, settings, service, lane
         self.name, self.concurrency, self.lookup = name, concurrency, lookup
+        # The task types this consumer runs (default: every registered type `lookup` has a
+        # handler for, read when it starts). Claims and offers carry them: it never takes a
+        # task of another type, which waits for a consumer that runs it (claim.lua parks it).
+        self.given_types = types
+        self.types = ""
         # Which queues, in what order (WORKER_QUEUES); None: only the default queue.
         self.selection = queues or QueueSelection("strict", (conn.keys.queue,))
         self.served: list[str] = self.selection.served([conn.keys.queue])
@@ -201,6 +207,9 @@ class Consumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain within SHUTDOWN_GRACE and hand back the rest."""
         # Beat before the first claim, so a crash right after it is recovered by heartbeat.
+        self.types = ",".join(sorted(self._runnable_types()))
+        if not self.types:
+            logger.warning("%s has no handler for any task type: it will run nothing", self.name)
         await self._beat()
         beat = asyncio.create_task(self._heartbeat_loop(stop))
         stopping = asyncio.create_task(stop.wait())
@@ -238,6 +247,11 @@ class Consumer:
                 async with asyncio.timeout(SHUTDOWN_CALL_SECONDS):
                     await heartbeats.leave(self.conn, self.service, self.instance_id)
             logger.info("%s stopped after %d tasks", self.name, self.processed)
+
+    def _runnable_types(self) -> Collection[str]:
+        if self.given_types is not None:
+            return self.given_types
+        return [name for name in registry.names() if self.lookup(name) is not None]
 
     def _on_offer(self) -> int:
         """Slots not free for a claim: on offer somewhere, or taken by an unread hand-over."""
@@ -328,6 +342,7 @@ class Consumer:
             offer=offer,
             queue=queue,
             offers_held=self.offers.get(queue, 0),
+            types=self.types,
         )
 
     def _take(self, queue: str, reply: transitions.ClaimReply) -> int:
@@ -661,6 +676,7 @@ class Consumer:
             "host": socket.gethostname(),
             "lane": self.lane,
             "queues": self.served,
+            "types": self.types.split(",") if self.types else [],
             "slots": self.concurrency,
             "running": len(self.running),
             "tasks": [task_id for task_id, _ in self.running][:20],

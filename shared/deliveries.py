@@ -70,7 +70,7 @@ async def claim_deliveries(
     # The server's clock: a delivery leased by one notifier is judged by another.
     now = now_ms if now_ms is not None else await conn.server_ms()
     k = conn.queue(queue)
-    args: list[str | int] = [now, now + int(lease_seconds * 1000), limit, k.delivery_prefix]
+    args: list[str | int] = [now, now + int(lease_seconds * 1000), limit]
     next_due, entries = await guarded(conn.scripts["claim_deliveries"]([k.outbox], args))
     due = int(float(next_due))
     return [_decode_claim(entry, k.queue) for entry in entries], (None if due < 0 else due)

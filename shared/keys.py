@@ -1,17 +1,20 @@
-"""The Redis key schema: the only module that formats a key or channel name.
+"""The Redis key schema: the only Python module that formats a key or channel name.
 
 Every key of one queue carries the hash tag `{<queue>}`, so all keys one script touches live
 in one Redis Cluster slot (SPEC section 8). More queues spread over more slots. What belongs
 to no queue (service heartbeats, the registry of queues) carries the tag `{_global}`, which
 no queue can have (a queue name starts with a letter or digit).
+
+The Lua scripts build the same names with `queue_keys` in `shared/scripts/_lib.lua`, from the
+queue key each script gets as KEYS[1]; tests/unit/test_key_contract.py runs both and compares
+every name, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
-from functools import cached_property
+from enum import StrEnum
 
 EVENTS_CHANNEL = "task_events"  # pub/sub; name fixed by SPEC section 6
 # pub/sub: JSON {"queue", "event": "paused" | "resumed" | "limits" | "slot" | "offers"}: a
@@ -23,7 +26,16 @@ SCHEDULER_WAKE_CHANNEL = "tq:scheduler_wake"
 GLOBAL_PREFIX = "tq:{_global}:"
 QUEUES = f"{GLOBAL_PREFIX}queues"  # SET: every queue that ever had a task (the registry)
 PRIORITIES = (5, 4, 3, 2, 1)  # claim order: 5 is the most urgent
-LANES = ("work", "notify")  # workers claim "work"; the notifier claims "notify"
+
+
+class Lane(StrEnum):
+    """Who runs a task type: workers claim WORK, the notifier (SMTP, HTTP) claims NOTIFY."""
+
+    WORK = "work"
+    NOTIFY = "notify"
+
+
+LANES = tuple(Lane)
 
 
 @dataclass(frozen=True)
@@ -73,14 +85,24 @@ class Keys:
     def ready(self, lane: str, priority: int) -> str:
         return f"{self.ready_prefix}{lane}:{priority}"  # LIST: ready ids, FIFO (RPUSH/LPOP)
 
+    def parked(self, lane: str, priority: int | str, task_type: str) -> str:
+        # LIST: ready ids of a type that a consumer which does not run it took off a ready
+        # list (claim.lua); only consumers that run the type look here.
+        return f"{self.prefix}parked:{lane}:{priority}:{task_type}"
+
+    @property
+    def parked_lists(self) -> str:
+        # HASH: "<lane>:<priority>:<type>" -> ids in that parked list (no field: none).
+        return f"{self.prefix}parked"
+
     def ready_all(self, lane: str) -> list[str]:
         """Ready lists of one lane, most urgent first."""
         return [self.ready(lane, p) for p in PRIORITIES]
 
     @property
     def ready_skips(self) -> str:
-        # HASH: ready list name -> ids cancelled while in it (claim.lua drops them later), so
-        # a cancel is O(1) and LLEN minus this is the list's exact ready depth.
+        # HASH: ready (or parked) list name -> ids cancelled while in it (claim.lua drops
+        # them later), so a cancel is O(1) and LLEN minus this is the list's exact depth.
         return f"{self.ready_prefix}skip"
 
     def wake(self, lane: str) -> str:
@@ -93,28 +115,11 @@ class Keys:
         return f"{self.wake_prefix}{lane}:idle"  # LIST: one instance id per offered slot
 
     def offers(self, lane: str) -> str:
-        return f"{self.wake_prefix}{lane}:offers"  # HASH: instance id -> "<lease ms>|<name>"
+        # HASH: instance id -> "<lease ms>|<types it runs, comma-separated>|<worker name>"
+        return f"{self.wake_prefix}{lane}:offers"
 
     def inbox(self, instance_id: str) -> str:
         return f"{self.wake_prefix}inbox:{instance_id}"  # LIST: JSON records handed over
-
-    @cached_property
-    def layout(self) -> str:
-        """The prefixes and fixed keys _lib.lua composes keys from, as one JSON script argument.
-        Lua builds `wake .. lane .. ':idle'`, `wake .. lane .. ':offers'` and
-        `wake .. 'inbox:' .. instance` exactly as idle(), offers() and inbox() above."""
-        return json.dumps(
-            {
-                "task": self.task_prefix,
-                "index": self.index_prefix,
-                "ready": self.ready_prefix,
-                "wake": self.wake_prefix,
-                "held": self.held_prefix,
-                "leases": self.leases,
-                "counts": self.counts,
-                "channel": EVENTS_CHANNEL,
-            }
-        )
 
     @property
     def config(self) -> str:

@@ -160,6 +160,9 @@ class QueueStats(BaseModel):
     ready_count: int = 0  # pending tasks in the ready lists (work and notify lanes)
     delayed_count: int
     notifier_queue_depth: int
+    # Ready tasks, by type, that a consumer which does not run their type set aside (they
+    # are counted in ready_count): they wait for a worker that has a handler for them.
+    parked_by_type: dict[str, int] = Field(default_factory=dict)
 
     def by_status(self) -> dict[str, int]:
         """The count of each status, keyed by status name (they add up to total_tasks)."""

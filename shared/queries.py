@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from shared import codec, queues
 from shared.errors import TaskNotFound, ValidationFailed
-from shared.keys import PRIORITIES, Keys
+from shared.keys import PRIORITIES, Keys, Lane
 from shared.models import (
     Attempt,
     QueueStats,
@@ -267,50 +267,74 @@ async def get_stats(
         pipe.zcount(conn.keys.heartbeats("worker"), alive_since, "+inf")
         replies = await guarded(pipe.execute())
     per_queue = {
-        name: _queue_stats(replies[i * QUEUE_READS : (i + 1) * QUEUE_READS])
+        name: _queue_stats(replies[i * QUEUE_READS : (i + 1) * QUEUE_READS], conn.queue(name))
         for i, name in enumerate(names)
     }
     return _total(per_queue, workers=int(replies[-1]))
 
 
-QUEUE_READS = 13  # replies _queue_reads adds to a pipeline
+QUEUE_READS = 14  # replies _queue_reads adds to a pipeline
 
 
 def _queue_reads(pipe: Any, k: Keys) -> None:
-    lists = [*k.ready_all("work"), *k.ready_all("notify")]
     pipe.hgetall(k.counts)
-    for name in lists:
+    for name in [*k.ready_all(Lane.WORK), *k.ready_all(Lane.NOTIFY)]:
         pipe.llen(name)
-    pipe.hmget(k.ready_skips, lists)
+    pipe.hgetall(k.ready_skips)
     pipe.zcard(k.delayed)
+    pipe.hgetall(k.parked_lists)
 
 
-def _queue_stats(replies: Sequence[Any]) -> QueueStats:
+def _queue_stats(replies: Sequence[Any], k: Keys) -> QueueStats:
     counts = {name: int(value) for name, value in replies[0].items()}
-    # Cancelled ids stay in their ready list until a claim drops them (cancel.lua).
-    depths = [int(n) - int(skip or 0) for n, skip in zip(replies[1:11], replies[11], strict=True)]
-    work, notify = depths[:5], depths[5:]
+    skips: dict[str, str] = replies[11]
+    # Cancelled ids stay in their ready (or parked) list until a claim drops them (cancel.lua).
+    lists = [*k.ready_all(Lane.WORK), *k.ready_all(Lane.NOTIFY)]
+    depths = [
+        int(n) - int(skips.get(name, 0)) for n, name in zip(replies[1:11], lists, strict=True)
+    ]
+    by_priority = {
+        str(p): w + n for p, w, n in zip(PRIORITIES, depths[:5], depths[5:], strict=True)
+    }
+    notify = sum(depths[5:])
+    parked: dict[str, int] = {}
+    for member, n in replies[13].items():
+        lane, priority, task_type = member.split(":", 2)
+        depth = int(n) - int(skips.get(k.parked(lane, priority, task_type), 0))
+        by_priority[priority] = by_priority.get(priority, 0) + depth
+        parked[task_type] = parked.get(task_type, 0) + depth
+        if lane == Lane.NOTIFY:
+            notify += depth
     return QueueStats(
         total_tasks=counts.get("total", 0),
         **{f"{status.value}_count": counts.get(status.value, 0) for status in TaskStatus},
-        queue_depth_by_priority={
-            str(p): w + n for p, w, n in zip(PRIORITIES, work, notify, strict=True)
-        },
-        ready_count=sum(depths),
+        queue_depth_by_priority=by_priority,
+        ready_count=sum(depths) + sum(parked.values()),
         delayed_count=int(replies[12]),
-        notifier_queue_depth=sum(notify),
+        notifier_queue_depth=notify,
+        parked_by_type={name: n for name, n in sorted(parked.items()) if n > 0},
     )
 
 
 def _total(per_queue: dict[str, QueueStats], *, workers: int) -> Stats:
-    fields = {name: 0 for name in QueueStats.model_fields if name != "queue_depth_by_priority"}
+    keyed = ("queue_depth_by_priority", "parked_by_type")
+    fields = {name: 0 for name in QueueStats.model_fields if name not in keyed}
     depth = {str(p): 0 for p in PRIORITIES}
+    parked: dict[str, int] = {}
     for one in per_queue.values():
         for name in fields:
             fields[name] += getattr(one, name)
         for p, n in one.queue_depth_by_priority.items():
             depth[p] += n
-    return Stats(**fields, queue_depth_by_priority=depth, worker_count=workers, queues=per_queue)
+        for task_type, n in one.parked_by_type.items():
+            parked[task_type] = parked.get(task_type, 0) + n
+    return Stats(
+        **fields,
+        queue_depth_by_priority=depth,
+        parked_by_type=dict(sorted(parked.items())),
+        worker_count=workers,
+        queues=per_queue,
+    )
 
 
 async def expired_leases(conn: Conn, limit: int = 500, *, queue: str | None = None) -> list[str]:

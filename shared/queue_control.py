@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import ValidationFailed
-from shared.keys import LANES, QUEUE_CONTROL_CHANNEL, Keys
+from shared.keys import LANES, Keys
 from shared.models import QUEUE_NAME_PATTERN
 from shared.redis import Conn, guarded
 
@@ -78,7 +78,7 @@ async def _configure(conn: Conn, queue: str, op: str, *limits: str) -> QueueConf
     """Run configure_queue.lua: one atomic write plus its message; returns what is stored."""
     k = _keys(conn, queue)
     keys = [k.config, *(k.idle(lane) for lane in LANES)]
-    args = [queue, QUEUE_CONTROL_CHANNEL, op, *(limits or ("", "", ""))]
+    args = [op, *(limits or ("", "", ""))]
     return _config(await guarded(conn.scripts["configure_queue"](keys, args)))
 
 

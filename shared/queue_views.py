@@ -28,6 +28,9 @@ class QueueView(QueueStats):
     rate_limit: RateLimit | None = None
     max_concurrency: int | None = None
     workers: int = 0  # live workers (and notifiers) serving it
+    # Ready tasks, by type, that no live worker (or notifier) serving the queue has a handler
+    # for: they wait, unclaimed, until one that has starts (SPEC section 9).
+    unhandled_by_type: dict[str, int] = {}
 
 
 async def views(
@@ -38,17 +41,24 @@ async def views(
     stats = await queries.get_stats(conn, dead_after_seconds=dead_after_seconds, names=wanted)
     configs = await queue_control.get_configs(conn, wanted)
     serving: dict[str, int] = dict.fromkeys(wanted, 0)
+    runnable: dict[str, set[str]] = {name: set() for name in wanted}
     for service in ("worker", "notifier"):
         for info in await heartbeats.instances(conn, service, dead_after_seconds):
             for name in info.get("queues") or []:
                 if name in serving:
                     serving[name] += 1
+                    runnable[name].update(info.get("types") or [])
     return [
         QueueView(
             name=name,
             **stats.queues[name].model_dump(),
             **configs[name].model_dump(),
             workers=serving[name],
+            unhandled_by_type={
+                task_type: n
+                for task_type, n in stats.queues[name].parked_by_type.items()
+                if task_type not in runnable[name]
+            },
         )
         for name in wanted
     ]

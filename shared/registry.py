@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import ValidationFailed
+from shared.keys import Lane
 from shared.models import QUEUE_NAME_PATTERN, Task
 from shared.settings import Settings
 
@@ -31,7 +32,7 @@ class TaskType:
     """One registered task type."""
 
     name: str
-    lane: str = "work"  # "work": run by workers; "notify": run by the notifier (SMTP, HTTP)
+    lane: Lane = Lane.WORK  # WORK: run by workers; NOTIFY: run by the notifier (SMTP, HTTP)
     handler: Handler | None = None
     validate: PayloadValidator | None = None
     description: str = ""

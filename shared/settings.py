@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.models import QUEUE_NAME_PATTERN
 from shared.queue_selection import QueueSelection
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -19,7 +20,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
 
     redis_url: str = DEFAULT_REDIS_URL
-    queue_name: str = Field(default="default", pattern=r"^[a-z0-9_-]{1,32}$")
+    # A queue name as every create path checks it: "_global" (the tag of keys that belong to
+    # no queue) is none.
+    queue_name: str = Field(default="default", pattern=QUEUE_NAME_PATTERN)
     bind_host: str = "127.0.0.1"
     # Host names the api and dashboard answer besides loopback ones while bound to loopback
     # (a local reverse proxy that keeps Host); any other Host is refused (DNS rebinding).

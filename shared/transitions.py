@@ -10,7 +10,7 @@ import functools
 import os
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 
 from shared import codec, queues, registry
 from shared.errors import InvalidTransition, TaskNotFound, ValidationFailed
-from shared.keys import EVENTS_CHANNEL, Keys
+from shared.keys import Keys
 from shared.models import MAX_PAYLOAD_BYTES, Task, TaskCreate, TaskStatus
 from shared.queries import get_task, get_tasks
 from shared.redis import Conn, guarded
@@ -68,17 +68,6 @@ class Outcome:
     final: bool = False  # a failure that no retry can fix (a corrupt record): no retry
     result_json: str | None = None  # the result already encoded (the consumer checked it)
     queue: str | None = None  # the task's queue (None: the connection's default queue)
-
-
-def _prefixes(k: Keys) -> dict[str, str]:
-    return {
-        "task": k.task_prefix,
-        "index": k.index_prefix,
-        "ready": k.ready_prefix,
-        "wake": k.wake_prefix,
-        "held": k.held_prefix,
-        "delivery": k.delivery_prefix,
-    }
 
 
 class NewTask(NamedTuple):
@@ -170,20 +159,13 @@ def _encode_input(value: Any, field: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _enqueue_layout(k: Keys) -> tuple[tuple[str, ...], tuple[ScriptArg, ...]]:
-    """KEYS (with no Idempotency-Key) and the fixed ARGV[2..7] of enqueue.lua for one queue.
+    """KEYS (with no Idempotency-Key) and the fixed ARGV[2] of enqueue.lua for one queue.
 
     Built once per queue: the key names are properties that format strings, and building
     them on every call cost more Python than the rest of a one-task enqueue.
     """
     keys = (k.counts, k.index_all, k.delayed, k.idempotency("-"))
-    fixed: tuple[ScriptArg, ...] = (
-        k.task_prefix,
-        k.index_prefix,
-        k.layout,
-        EVENTS_CHANNEL,
-        k.scheduler_wake,
-        IDEMPOTENCY_TTL_SECONDS,
-    )
+    fixed: tuple[ScriptArg, ...] = (IDEMPOTENCY_TTL_SECONDS,)
     return keys, fixed
 
 
@@ -309,6 +291,7 @@ async def claim_or_offer(
     offer: bool = True,
     queue: str | None = None,
     offers_held: int | None = None,
+    types: Iterable[str] | str | None = None,
 ) -> ClaimReply:
     """`claim`, for a consumer that also takes hand-overs: the owner's offers still unused
     are withdrawn and claimed with `count`, and with `offer` the slots left unfilled are
@@ -317,7 +300,11 @@ async def claim_or_offer(
     With `offers_held` (the offers the caller believes it has in this queue), `count` is
     every slot not running nor waiting in an inbox, offers included: the script takes off
     the offers used since (their tasks are on the way). A consumer of several queues offers
-    the same slots in each, so only this form counts them once."""
+    the same slots in each, so only this form counts them once.
+
+    `types` are the task types the caller runs (None: every type; or comma-separated text):
+    it never takes another (claim.lua parks such a task where only consumers that run its
+    type look)."""
     k = conn.queue(queue)
     keys = [
         k.counts,
@@ -328,16 +315,18 @@ async def claim_or_offer(
         k.inbox(owner),
         *k.ready_all(lane),
         k.ready_skips,
+        k.config,
+        k.parked_lists,
     ]
     args: list[ScriptArg] = [
-        "",  # unused: the server's clock stamps the claim
         int(lease_seconds * 1000),
         count,
         worker,
         owner,
-        k.layout,
         "1" if offer else "",
         "" if offers_held is None else offers_held,
+        lane,
+        "*" if types is None else types if isinstance(types, str) else ",".join(sorted(types)),
     ]
     withdrawn, offered, waiting, blocked, *records = await guarded(
         conn.scripts["claim"](keys, args)
@@ -390,19 +379,8 @@ def _complete_call(
     k: Keys, outcomes: Sequence[Outcome], settings: Settings, now: int
 ) -> tuple[list[Any], list[Any]]:
     """One complete.lua call for a batch of successful outcomes of queue `k`."""
-    p = _prefixes(k)
     keys: list[Any] = [k.counts, k.leases, k.expiry, k.outbox, k.throughput(now // 60_000)]
-    args: list[ScriptArg] = [
-        now,
-        _purge_at(settings, now),
-        p["index"],
-        p["held"],
-        EVENTS_CHANNEL,
-        p["delivery"],
-        p["wake"],
-        f"{now // 1000}:c",
-        p["task"],
-    ]
+    args: list[ScriptArg] = [now, _purge_at(settings, now)]
     for outcome in outcomes:
         result = outcome.result_json
         args += [
@@ -422,7 +400,6 @@ def _fail_call(
     now: int,
     mode: str,
 ) -> tuple[list[Any], list[Any]]:
-    p = _prefixes(k)
     keys = [
         k.task(task_id),
         k.task_events(task_id),
@@ -443,15 +420,7 @@ def _fail_call(
         int(settings.retry_backoff_max_seconds * 1000),
         random.random(),
         _purge_at(settings, now),
-        p["index"],
-        p["held"],
-        k.layout,
-        p["wake"],
-        EVENTS_CHANNEL,
-        k.scheduler_wake,
         f"msg_{uuid.uuid4().hex}",
-        p["delivery"],
-        f"{now // 1000}:f",
         FREE_RECOVERIES,
     ]
     return keys, args
@@ -552,18 +521,8 @@ async def requeue(
 ) -> str:
     """processing -> pending, at the front of its queue (graceful shutdown hand-back)."""
     k, now = conn.queue(queue), codec.now_ms()
-    p = _prefixes(k)
     keys = [k.task(task_id), k.task_events(task_id), k.counts, k.leases]
-    args: list[ScriptArg] = [
-        task_id,
-        token,
-        now,
-        p["index"],
-        p["held"],
-        k.layout,
-        EVENTS_CHANNEL,
-        codec.safe_text(reason),
-    ]
+    args: list[ScriptArg] = [task_id, token, now, codec.safe_text(reason)]
     return str((await guarded(conn.scripts["requeue"](keys, args)))[0])
 
 
@@ -577,7 +536,7 @@ async def promote_due(
     """scheduled | retrying -> pending for ids of a queue due within `lead_seconds` from now.
     Returns (moved, next due ms or None)."""
     k, now = conn.queue(queue), codec.now_ms()
-    args: list[ScriptArg] = [now, limit, k.layout, now + int(lead_seconds * 1000)]
+    args: list[ScriptArg] = [now, limit, now + int(lead_seconds * 1000)]
     moved, next_due = await guarded(conn.scripts["promote_due"]([k.delayed, k.counts], args))
     due = int(float(next_due))
     return int(moved), (None if due < 0 else due)
@@ -587,16 +546,9 @@ async def cancel(conn: Conn, task_id: str, settings: Settings, *, queue: str | N
     """pending | scheduled | retrying -> cancelled. Raises TaskNotFound or InvalidTransition.
     Without `queue`, the task's queue is looked up."""
     k = conn.queue(queue) if queue else await queues.locate(conn, task_id)
-    p, now = _prefixes(k), codec.now_ms()
+    now = codec.now_ms()
     keys = [k.task(task_id), k.task_events(task_id), k.counts, k.delayed, k.expiry, k.ready_skips]
-    args: list[ScriptArg] = [
-        task_id,
-        now,
-        _purge_at(settings, now),
-        p["index"],
-        p["ready"],
-        EVENTS_CHANNEL,
-    ]
+    args: list[ScriptArg] = [task_id, now, _purge_at(settings, now)]
     reply = await guarded(conn.scripts["cancel"](keys, args))
     _raise_for(reply, task_id, "cancel")
     return await get_task(conn, task_id, queue=k.queue)
@@ -606,15 +558,8 @@ async def retry_failed(conn: Conn, task_id: str, *, queue: str | None = None) ->
     """failed | cancelled -> pending with a fresh retry budget (manual retry). Without
     `queue`, the task's queue is looked up."""
     k = conn.queue(queue) if queue else await queues.locate(conn, task_id)
-    p = _prefixes(k)
     keys = [k.task(task_id), k.task_events(task_id), k.counts, k.expiry]
-    args: list[ScriptArg] = [
-        task_id,
-        codec.now_ms(),
-        p["index"],
-        k.layout,
-        EVENTS_CHANNEL,
-    ]
+    args: list[ScriptArg] = [task_id, codec.now_ms()]
     reply = await guarded(conn.scripts["retry_failed"](keys, args))
     _raise_for(reply, task_id, "retry")
     return await get_task(conn, task_id, queue=k.queue)
@@ -623,7 +568,7 @@ async def retry_failed(conn: Conn, task_id: str, *, queue: str | None = None) ->
 async def purge_expired(conn: Conn, limit: int = 1000, *, queue: str | None = None) -> int:
     """Delete final tasks of a queue whose RESULT_TTL_SECONDS has passed; returns how many."""
     k = conn.queue(queue)
-    args: list[ScriptArg] = [codec.now_ms(), limit, k.task_prefix, _prefixes(k)["index"]]
+    args: list[ScriptArg] = [codec.now_ms(), limit]
     return int(
         await guarded(conn.scripts["purge_expired"]([k.expiry, k.counts, k.index_all], args))
     )

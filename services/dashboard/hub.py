@@ -236,6 +236,7 @@ def queue_row(view: queue_views.QueueView) -> dict[str, Any]:
         "failed": view.failed_count,
         "total": view.total_tasks,
         "workers": view.workers,
+        "unhandled": view.unhandled_by_type,
     }
 
 

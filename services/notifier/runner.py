@@ -17,6 +17,7 @@ from services.notifier.tasks import NotifyHandlers
 from services.notifier.webhooks import HttpPoster, Poster
 from shared import health
 from shared.consumer import Consumer
+from shared.keys import Lane
 from shared.queue_selection import QueueSelection
 from shared.redis import Conn, connect
 from shared.runtime import stop_event_on_signals
@@ -52,10 +53,11 @@ async def run_notifier(
         conn,
         settings,
         service=SERVICE,
-        lane="notify",
+        lane=Lane.NOTIFY,
         name=name or settings.instance_name or f"Notifier {socket.gethostname()}",
         concurrency=settings.notifier_concurrency,
         lookup=handlers.lookup,
+        types=NotifyHandlers.TYPES,
         queues=QueueSelection("all"),  # SPEC section 9: the notify lane of every queue
     )
     outbox = Outbox(

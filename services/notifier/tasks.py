@@ -68,6 +68,8 @@ class NotifyHandlers:
         self.settings, self.mailer, self.poster = settings, mailer, poster
         self.task_secrets = task_secrets
 
+    TYPES = ("email", "webhook")  # what the notifier runs (SPEC section 5)
+
     def lookup(self, task_type: str) -> Handler | None:
         handlers: dict[str, Handler] = {"email": self.email, "webhook": self.webhook}
         return handlers.get(task_type)

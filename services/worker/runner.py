@@ -6,6 +6,7 @@ import socket
 
 from shared import health, registry
 from shared.consumer import Consumer
+from shared.keys import Lane
 from shared.queue_selection import QueueSelection
 from shared.redis import connect
 from shared.registry import Handler
@@ -17,7 +18,7 @@ SERVICE = "worker"
 
 def handler_for(task_type: str) -> Handler | None:
     entry = registry.get(task_type)
-    return entry.handler if entry is not None and entry.lane == "work" else None
+    return entry.handler if entry is not None and entry.lane == Lane.WORK else None
 
 
 async def main(settings: Settings) -> None:
@@ -30,7 +31,7 @@ async def main(settings: Settings) -> None:
             conn,
             settings,
             service=SERVICE,
-            lane="work",
+            lane=Lane.WORK,
             name=name,
             concurrency=settings.worker_concurrency,
             lookup=handler_for,

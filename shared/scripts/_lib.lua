@@ -1,9 +1,46 @@
 -- Helpers prepended to every transition script by shared/redis.py (Lua has no includes).
--- Naming: `index_prefix .. status` is the index ZSET of one status, `ready_prefix .. lane ..
--- ':' .. priority` a ready LIST, `wake_prefix .. lane` a wake-token LIST. The prefixes come
--- from shared/keys.py through ARGV (scripts that can make a task ready get them all at once
--- as `L`, the decoded Keys.layout) and share the queue's hash tag, so every key stays in the
--- queue's slot.
+
+-- The key contract. Every key and channel a script names is built here, from the queue's
+-- prefix, exactly as shared/keys.py builds it (tests/unit/test_key_contract.py runs both on a
+-- real Redis and compares them). A script's KEYS[1] is always a key of its queue: queue_keys
+-- takes the prefix from it, so every key a script builds carries that key's hash tag and
+-- lives in the same Redis Cluster slot. KEYS declare the fixed keys a script touches; the
+-- keys it learns while it runs (a popped task id's record, a consumer's inbox) are built here.
+local EVENTS_CHANNEL = 'task_events'  -- keys.EVENTS_CHANNEL (SPEC section 6)
+local QUEUE_CONTROL_CHANNEL = 'tq:queue_control'  -- keys.QUEUE_CONTROL_CHANNEL
+local SCHEDULER_WAKE_CHANNEL = 'tq:scheduler_wake'  -- keys.SCHEDULER_WAKE_CHANNEL
+
+local QueueKeys = {}
+QueueKeys.__index = QueueKeys
+
+-- The keys of the queue `key` belongs to (its prefix is 'tq:{<queue>}:'; a queue name has
+-- no '}').
+local function queue_keys(key)
+  local prefix = string.match(key, '^tq:{[^}]+}:')
+  local Q = setmetatable({prefix = prefix, queue = string.sub(prefix, 5, -3)}, QueueKeys)
+  Q.counts, Q.leases, Q.delayed = prefix .. 'counts', prefix .. 'leases', prefix .. 'delayed'
+  Q.expiry, Q.outbox, Q.config = prefix .. 'expiry', prefix .. 'outbox', prefix .. 'config'
+  Q.index_all, Q.skips = prefix .. 'index:all', prefix .. 'ready:skip'
+  Q.parked_lists = prefix .. 'parked'
+  return Q
+end
+
+function QueueKeys:task(id) return self.prefix .. 'task:' .. id end
+function QueueKeys:events(id) return self.prefix .. 'task:' .. id .. ':events' end
+function QueueKeys:deliveries(id) return self.prefix .. 'task:' .. id .. ':deliveries' end
+function QueueKeys:index(status) return self.prefix .. 'index:' .. status end
+function QueueKeys:ready(lane, priority) return self.prefix .. 'ready:' .. lane .. ':' .. priority end
+function QueueKeys:parked(lane, priority, task_type)
+  return self.prefix .. 'parked:' .. lane .. ':' .. priority .. ':' .. task_type
+end
+function QueueKeys:wake(lane) return self.prefix .. 'wake:' .. lane end
+function QueueKeys:idle(lane) return self.prefix .. 'wake:' .. lane .. ':idle' end
+function QueueKeys:offers(lane) return self.prefix .. 'wake:' .. lane .. ':offers' end
+function QueueKeys:inbox(owner) return self.prefix .. 'wake:inbox:' .. owner end
+function QueueKeys:held(owner) return self.prefix .. 'held:' .. owner end
+function QueueKeys:delivery(id) return self.prefix .. 'delivery:' .. id end
+function QueueKeys:idempotency(key) return self.prefix .. 'idem:' .. key end
+function QueueKeys:throughput(minute) return self.prefix .. 'tp:' .. minute end
 
 -- The server's clock in epoch ms. Liveness (lease deadlines, heartbeats) is stamped and
 -- judged with this one clock, never a caller's, so a host whose clock is off neither loses
@@ -44,22 +81,14 @@ local function call_chunked(command, key, values)
 end
 
 -- Queue controls (SPEC section 9): configure_queue.lua writes them to the queue's config
--- HASH (Keys.config: paused, rate_tasks, rate_seconds, rate_tat, max_concurrency), claim.lua
--- and hand_over enforce them where tasks start, and changes go out on this channel as JSON
--- {"queue", "event"}: shared/keys.py QUEUE_CONTROL_CHANNEL.
-local QUEUE_CONTROL_CHANNEL = 'tq:queue_control'
+-- HASH (paused, rate_tasks, rate_seconds, rate_tat, max_concurrency), claim.lua and
+-- hand_over enforce them where tasks start, and changes go out on QUEUE_CONTROL_CHANNEL as
+-- JSON {"queue", "event"}.
 
--- Keys.config of a queue, from its task prefix (Keys.prefix .. 'task:'): every script that
--- needs it already gets that prefix, so its callers pass nothing new.
-local function config_key(task_prefix)
-  return string.sub(task_prefix, 1, -6) .. 'config'
-end
-
--- Tell the consumers of a queue (its name is its hash tag) to claim it again. lane: the lane
--- concerned, or nil for every lane.
-local function publish_control(task_prefix, event, lane)
-  local queue = string.match(task_prefix, '{(.*)}')
-  redis.call('PUBLISH', QUEUE_CONTROL_CHANNEL, cjson.encode({queue = queue, event = event,
+-- Tell the consumers of a queue to claim it again. lane: the lane concerned, or nil for
+-- every lane.
+local function publish_control(Q, event, lane)
+  redis.call('PUBLISH', QUEUE_CONTROL_CHANNEL, cjson.encode({queue = Q.queue, event = event,
     lane = lane}))
 end
 
@@ -71,19 +100,18 @@ local function positive(value)
   return nil
 end
 
--- The queue's controls, read with one HMGET at most per script call and kept in L (each call
--- decodes its own layout), so the hand-overs of make_ready_many share one read.
+-- The queue's controls, read with one HMGET at most per script call and kept in Q, so the
+-- hand-overs of make_ready_many share one read.
 -- The rate limit is a GCRA: each start moves the theoretical arrival time (tat) one interval
 -- (rate_seconds / rate_tasks) on, and a start is allowed once tat is due: starts are spread
 -- one per interval, so no window of rate_seconds, wherever it falls, holds more than
 -- rate_tasks (a burst allowance would let a window after an idle spell hold nearly twice
 -- that, which a provider counting its own windows would refuse). tat is never behind now.
-local function controls(L)
-  if L.controls then return L.controls end
-  local key = config_key(L.task)
-  local f = redis.call('HMGET', key, 'paused', 'rate_tasks', 'rate_seconds', 'rate_tat',
+local function controls(Q)
+  if Q.controls then return Q.controls end
+  local f = redis.call('HMGET', Q.config, 'paused', 'rate_tasks', 'rate_seconds', 'rate_tat',
     'max_concurrency')
-  local c = {key = key, paused = f[1] == '1', max = positive(f[5])}
+  local c = {paused = f[1] == '1', max = positive(f[5])}
   local tasks, seconds = positive(f[2]), positive(f[3])
   if tasks and seconds then
     c.now = server_ms()
@@ -92,20 +120,20 @@ local function controls(L)
     local tat = tonumber(f[4])
     if tat and tat > c.now then c.tat = tat else c.tat = c.now end
   end
-  L.controls = c
+  Q.controls = c
   return c
 end
 
 -- How many more of the queue's tasks may start now: {by the rate limit, by max_concurrency},
 -- math.huge where none is set. The processing count (of both lanes) is read once per call.
-local function start_room(c, counts_key)
+local function start_room(Q, c)
   local by_rate, by_cap = math.huge, math.huge
   if c.interval then
     -- The epsilon keeps float error from losing a whole start (1000 / 3 ms intervals).
     by_rate = math.max(math.floor((c.now + c.window - c.tat) / c.interval + 1e-9), 0)
   end
   if c.max then
-    c.processing = c.processing or tonumber(redis.call('HGET', counts_key, 'processing')) or 0
+    c.processing = c.processing or tonumber(redis.call('HGET', Q.counts, 'processing')) or 0
     by_cap = math.max(c.max - c.processing, 0)
   end
   return by_rate, by_cap
@@ -113,11 +141,11 @@ end
 
 -- Book n starts against the controls: tat moves n intervals on (stored at full precision, as
 -- the limiter's only state), the processing count kept here moves with note_claims' HINCRBY.
-local function book_starts(c, n)
+local function book_starts(Q, c, n)
   if n < 1 then return end
   if c.interval then
     c.tat = c.tat + n * c.interval
-    redis.call('HSET', c.key, 'rate_tat', string.format('%.17g', c.tat))
+    redis.call('HSET', Q.config, 'rate_tat', string.format('%.17g', c.tat))
   end
   if c.processing then c.processing = c.processing + n end
 end
@@ -131,33 +159,34 @@ end
 -- when nil). A queue that was at its max_concurrency has room again: consumers waiting for it
 -- (claim.lua sent them away until much later) hear "slot" and claim again. One HGET of the
 -- config when the queue has no cap.
-local function announce_slots(task_prefix, counts_key, before)
-  local max = positive(redis.call('HGET', config_key(task_prefix), 'max_concurrency'))
+local function announce_slots(Q, before)
+  local max = positive(redis.call('HGET', Q.config, 'max_concurrency'))
   if not max then return end
-  before = before or tonumber(redis.call('HGET', counts_key, 'processing')) or 0
-  if before >= max then publish_control(task_prefix, 'slot') end
+  before = before or tonumber(redis.call('HGET', Q.counts, 'processing')) or 0
+  if before >= max then publish_control(Q, 'slot') end
 end
 
 -- A task's history keeps its newest MAX_EVENTS events (manual retries can add without end).
 local MAX_EVENTS = 1000
 
 -- Move one task between statuses: index sets, counters and the status field, together.
-local function move_status(task_key, index_prefix, counts_key, id, from, to)
+local function move_status(Q, id, from, to)
+  local task_key = Q:task(id)
   local created = redis.call('HGET', task_key, 'created')
-  redis.call('ZREM', index_prefix .. from, id)
-  redis.call('ZADD', index_prefix .. to, created, id)
-  redis.call('HINCRBY', counts_key, from, -1)
-  redis.call('HINCRBY', counts_key, to, 1)
+  redis.call('ZREM', Q:index(from), id)
+  redis.call('ZADD', Q:index(to), created, id)
+  redis.call('HINCRBY', Q.counts, from, -1)
+  redis.call('HINCRBY', Q.counts, to, 1)
   redis.call('HSET', task_key, 'status', to)
 end
 
 -- Append an event to the task's history and publish it on task_events (SPEC section 6).
-local function emit(events_key, channel, event)
+local function emit(Q, id, event)
   local encoded = cjson.encode(event)
-  if redis.call('RPUSH', events_key, encoded) > MAX_EVENTS then
-    redis.call('LTRIM', events_key, -MAX_EVENTS, -1)
+  if redis.call('RPUSH', Q:events(id), encoded) > MAX_EVENTS then
+    redis.call('LTRIM', Q:events(id), -MAX_EVENTS, -1)
   end
-  redis.call('PUBLISH', channel, encoded)
+  redis.call('PUBLISH', EVENTS_CHANNEL, encoded)
 end
 
 -- pending -> processing for one record, claimed by consumer `owner` (shown as `worker`).
@@ -165,10 +194,11 @@ end
 -- 'created' or 'attempt', an events key that is not a LIST) would make the script fail
 -- half-way and strand ids already taken: what the scripts need is repaired and the record
 -- marked 'corrupt', so the consumer fails it clearly. Returns the record (HGETALL, with the
--- claim's fencing 'token') and its created ms; the caller books the claim with note_claims. A task promoted ahead of its due
--- time (SCHEDULE_LEAD_SECONDS) is started by its consumer at that time, so that is its
--- 'started'.
-local function claim_record(key, id, now, worker, owner, channel, created, attempt, run_at)
+-- claim's fencing 'token') and its created ms; the caller books the claim with note_claims.
+-- A task promoted ahead of its due time (SCHEDULE_LEAD_SECONDS) is started by its consumer
+-- at that time, so that is its 'started'.
+local function claim_record(Q, id, now, worker, owner, created, attempt, run_at)
+  local key, events = Q:task(id), Q:events(id)
   if created and not string.match(created, '^%d+$') then
     created = now
     redis.call('HSET', key, 'created', now, 'corrupt', 'created')
@@ -185,93 +215,149 @@ local function claim_record(key, id, now, worker, owner, channel, created, attem
   local event = cjson.encode({event = 'task.claimed', task_id = id, status = 'processing',
     attempt = n, worker = worker, at_ms = tonumber(now)})
   -- pcall: an events key that is not a LIST is replaced, not a script error half-way.
-  local pushed = redis.pcall('RPUSH', key .. ':events', event)
+  local pushed = redis.pcall('RPUSH', events, event)
   if type(pushed) == 'table' and pushed.err then
-    redis.call('DEL', key .. ':events')
+    redis.call('DEL', events)
     redis.call('HSET', key, 'corrupt', 'events')
-    redis.call('RPUSH', key .. ':events', event)
+    redis.call('RPUSH', events, event)
   elseif pushed > MAX_EVENTS then
-    redis.call('LTRIM', key .. ':events', -MAX_EVENTS, -1)
+    redis.call('LTRIM', events, -MAX_EVENTS, -1)
   end
-  redis.call('PUBLISH', channel, event)
+  redis.call('PUBLISH', EVENTS_CHANNEL, event)
   return redis.call('HGETALL', key), created or now
 end
 
 -- Book claims of one consumer: status index, lease deadlines, its held set and the counters,
 -- one command each for the whole batch. by_created and leased are flat {score, id, ...}.
-local function note_claims(L, owner, ids, by_created, leased)
+local function note_claims(Q, owner, ids, by_created, leased)
   local n = #ids
-  call_chunked('ZREM', L.index .. 'pending', ids)
-  call_chunked('ZADD', L.index .. 'processing', by_created)
-  call_chunked('ZADD', L.leases, leased)
-  call_chunked('SADD', L.held .. owner, ids)
-  redis.call('HINCRBY', L.counts, 'pending', -n)
-  redis.call('HINCRBY', L.counts, 'processing', n)
+  call_chunked('ZREM', Q:index('pending'), ids)
+  call_chunked('ZADD', Q:index('processing'), by_created)
+  call_chunked('ZADD', Q.leases, leased)
+  call_chunked('SADD', Q:held(owner), ids)
+  redis.call('HINCRBY', Q.counts, 'pending', -n)
+  redis.call('HINCRBY', Q.counts, 'processing', n)
+end
+
+-- Which task types a consumer runs: a set from its comma-separated list (a type name has no
+-- comma), the form claims and offers carry it in; '*' (no type's name) is every type.
+local EVERY_TYPE = setmetatable({}, {__index = function() return true end})
+local function type_set(list)
+  if list == '*' then return EVERY_TYPE end
+  local set = {}
+  for name in string.gmatch(list, '[^,]+') do set[name] = true end
+  return set
+end
+
+-- An offer (the offers HASH value): "<lease ms>|<types it runs>|<worker name>", decoded once
+-- per script call and owner.
+local function offer_of(Q, lane, owner)
+  Q.offer_cache = Q.offer_cache or {}
+  local cached = Q.offer_cache[owner]
+  if cached ~= nil then return cached end
+  local raw = redis.call('HGET', Q:offers(lane), owner)
+  local offer = false
+  if raw then
+    local a = string.find(raw, '|', 1, true)
+    local b = string.find(raw, '|', a + 1, true)
+    offer = {lease_ms = tonumber(string.sub(raw, 1, a - 1)),
+      types = type_set(string.sub(raw, a + 1, b - 1)), worker = string.sub(raw, b + 1)}
+  end
+  Q.offer_cache[owner] = offer
+  return offer
+end
+
+-- The first idle consumer of `lane` that runs `task_type`, taken off the idle list; nil when
+-- none is. An owner that cannot run it keeps its offers (they are put back at the front, in
+-- their order), and is passed over with one LREM for all its slots. An offer without its
+-- HASH entry belongs to a consumer that withdrew or was declared dead: it is dropped.
+local function take_offer(Q, lane, task_type)
+  local idle = Q:idle(lane)
+  local passed = {}
+  local found
+  while true do
+    local owner = redis.call('LPOP', idle)
+    if not owner then break end
+    local offer = offer_of(Q, lane, owner)
+    if offer then
+      -- A record without a type is corrupt: any consumer takes it, to fail it clearly.
+      if not task_type or task_type == '' or offer.types[task_type] then
+        found = {owner, offer}
+        break
+      end
+      passed[#passed + 1] = {owner, 1 + redis.call('LREM', idle, 0, owner)}
+    end
+  end
+  for i = #passed, 1, -1 do
+    local slots = {}
+    for j = 1, passed[i][2] do slots[j] = passed[i][1] end
+    call_chunked('LPUSH', idle, slots)
+  end
+  if found then return found[1], found[2] end
+  return nil, #passed > 0
 end
 
 -- Hand a pending task straight to a consumer that offered an idle slot: claimed for it and
 -- pushed to its inbox, which it BLPOPs, so the task starts one round trip after this script
 -- instead of a wake-up plus a claim. Offers exist only while the lane's ready lists are
--- empty (claim.lua offers what it could not fill), so this never jumps a queue.
--- Returns false when no consumer waits. An offer without its HASH entry belongs to a
--- consumer that withdrew or was declared dead: it is dropped.
+-- empty (claim.lua offers what it could not fill), so this never jumps a queue; only a
+-- consumer that runs the task's type takes it.
+-- Returns true, or false and whether consumers that run other types still wait.
 -- The queue's controls hold as in claim.lua: no hand-over while it is paused, without a rate
 -- token (a hand-over takes one) or at its max_concurrency. They are read only once an offer
 -- is found, so a script that finds nobody idle (the busy case) pays nothing for them.
-local function hand_over(L, key, id, lane, now)
-  local idle, offers = L.wake .. lane .. ':idle', L.wake .. lane .. ':offers'
-  while true do
-    local owner = redis.call('LPOP', idle)
-    if not owner then return false end
-    local offer = redis.call('HGET', offers, owner)
-    if offer then
-      local c = controls(L)
-      if c.paused or c.interval or c.max then
-        local by_rate, by_cap = start_room(c, L.counts)
-        if c.paused or by_rate < 1 or by_cap < 1 then
-          -- The task goes to its ready list. The lane's offers (this one included) are
-          -- withdrawn, or they would take a later task ahead of it once there is room again;
-          -- their consumers hear 'offers' and claim, which re-syncs them and says when to
-          -- come back.
-          redis.call('DEL', idle)
-          publish_control(L.task, 'offers', lane)
-          return false
-        end
-      end
-      local sep = string.find(offer, '|', 1, true)
-      local lease_ms, worker = tonumber(string.sub(offer, 1, sep - 1)), string.sub(offer, sep + 1)
-      local f = redis.call('HMGET', key, 'created', 'attempt', 'run_at')
-      local record, created = claim_record(key, id, now, worker, owner, L.channel, f[1], f[2],
-        f[3])
-      note_claims(L, owner, {id}, {created, id}, {server_ms() + lease_ms, id})
-      book_starts(c, 1)
-      redis.call('RPUSH', L.wake .. 'inbox:' .. owner, cjson.encode(record))
-      return true
+local function hand_over(Q, id, lane, task_type, now)
+  local owner, offer = take_offer(Q, lane, task_type)
+  if not owner then return false, offer end
+  local c = controls(Q)
+  if c.paused or c.interval or c.max then
+    local by_rate, by_cap = start_room(Q, c)
+    if c.paused or by_rate < 1 or by_cap < 1 then
+      -- The task goes to its ready list. The lane's offers (this one included) are
+      -- withdrawn, or they would take a later task ahead of it once there is room again;
+      -- their consumers hear 'offers' and claim, which re-syncs them and says when to
+      -- come back.
+      redis.call('DEL', Q:idle(lane))
+      publish_control(Q, 'offers', lane)
+      return false
     end
   end
+  local f = redis.call('HMGET', Q:task(id), 'created', 'attempt', 'run_at')
+  local record, created = claim_record(Q, id, now, offer.worker, owner, f[1], f[2], f[3])
+  note_claims(Q, owner, {id}, {created, id}, {server_ms() + offer.lease_ms, id})
+  book_starts(Q, c, 1)
+  redis.call('RPUSH', Q:inbox(owner), cjson.encode(record))
+  return true
 end
 
 -- A task that just became pending (its status, index and counters already say so): hand it
 -- to an idle consumer, or put it on its ready list (at the front to keep its place).
 -- Callers emit their own event first, so the history reads in order.
-local function make_ready(L, task_key, id, at_front, now)
-  local f = redis.call('HMGET', task_key, 'lane', 'priority')
-  if hand_over(L, task_key, id, f[1], now) then return end
-  local list = L.ready .. f[1] .. ':' .. f[2]
+local function make_ready(Q, id, at_front, now)
+  local f = redis.call('HMGET', Q:task(id), 'lane', 'priority', 'type')
+  if hand_over(Q, id, f[1], f[3], now) then return end
+  local list = Q:ready(f[1], f[2])
   if at_front then redis.call('LPUSH', list, id) else redis.call('RPUSH', list, id) end
 end
 
 -- make_ready for several tasks that just became pending, in their order: handed over while
--- their lane has offers (once a lane has none, it has none for the rest of the script; nor
--- does a queue's limit that held one back let a later one through), the rest appended to
--- their ready lists with one RPUSH per list. tasks: {{id, lane, priority}, ...}.
-local function make_ready_many(L, tasks, now)
+-- their lane has offers for their type (once a lane has none, or none for a type, it has none
+-- for the rest of the script; nor does a queue's limit that held one back let a later one
+-- through), the rest appended to their ready lists with one RPUSH per list.
+-- tasks: {{id, lane, priority, type}, ...}.
+local function make_ready_many(Q, tasks, now)
   local no_offer, ready, lists = {}, {}, {}
   for _, t in ipairs(tasks) do
-    local id, lane, priority = t[1], t[2], t[3]
-    if no_offer[lane] or not hand_over(L, L.task .. id, id, lane, now) then
-      no_offer[lane] = true
-      local list = L.ready .. lane .. ':' .. priority
+    local id, lane, priority, task_type = t[1], t[2], t[3], t[4] or ''
+    local handed, others_idle = false, false
+    if not (no_offer[lane] or no_offer[lane .. '|' .. task_type]) then
+      handed, others_idle = hand_over(Q, id, lane, task_type, now)
+      if not handed then
+        if others_idle then no_offer[lane .. '|' .. task_type] = true else no_offer[lane] = true end
+      end
+    end
+    if not handed then
+      local list = Q:ready(lane, priority)
       if not ready[list] then
         ready[list] = {}
         lists[#lists + 1] = list
@@ -283,27 +369,30 @@ local function make_ready_many(L, tasks, now)
 end
 
 -- Add to the delayed ZSET; tell the scheduler when this is now the earliest due time.
-local function add_delayed(delayed_key, wake_channel, due_ms, id)
-  local head = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
-  redis.call('ZADD', delayed_key, due_ms, id)
+local function add_delayed(Q, due_ms, id)
+  local head = redis.call('ZRANGE', Q.delayed, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', Q.delayed, due_ms, id)
   if head[2] == nil or tonumber(due_ms) < tonumber(head[2]) then
-    redis.call('PUBLISH', wake_channel, due_ms)
+    redis.call('PUBLISH', SCHEDULER_WAKE_CHANNEL, due_ms)
   end
 end
 
 -- Queue a completion webhook (SPEC section 5) when the task has a webhook URL.
-local function queue_webhook(task_key, outbox_key, delivery_prefix, wake_prefix, delivery_id, id, event_name, now)
-  local url = redis.call('HGET', task_key, 'webhook')
+local function queue_webhook(Q, id, delivery_id, event_name, now)
+  local url = redis.call('HGET', Q:task(id), 'webhook')
   if not url or url == '' then return end
-  redis.call('HSET', delivery_prefix .. delivery_id, 'task_id', id, 'event', event_name, 'url', url, 'attempt', 0, 'created', now)
-  redis.call('ZADD', outbox_key, now, delivery_id)
+  redis.call('HSET', Q:delivery(delivery_id), 'task_id', id, 'event', event_name, 'url', url,
+    'attempt', 0, 'created', now)
+  redis.call('ZADD', Q.outbox, now, delivery_id)
   -- Its own wake list: a token on wake:notify would be eaten by the notifier's task claim loop.
-  redis.call('LPUSH', wake_prefix .. 'outbox', '1')
-  redis.call('LTRIM', wake_prefix .. 'outbox', 0, 31)
+  local wake = Q:wake('outbox')
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 31)
 end
 
--- Count a final outcome in the per-second throughput histogram the dashboard charts.
-local function count_throughput(tp_key, tp_field)
-  redis.call('HINCRBY', tp_key, tp_field, 1)
-  redis.call('EXPIRE', tp_key, 3600)
+-- Count n final outcomes ('c' completed, 'f' failed) in the per-second throughput histogram
+-- the dashboard charts; key is Keys.throughput of the minute of `now` (ms).
+local function count_throughput(key, now, outcome, n)
+  redis.call('HINCRBY', key, string.format('%d:%s', math.floor(now / 1000), outcome), n)
+  redis.call('EXPIRE', key, 3600)
 end

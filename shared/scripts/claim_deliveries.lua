@@ -4,7 +4,6 @@
 -- ARGV[1] -> now (ms)
 -- ARGV[2] -> lease deadline (ms)
 -- ARGV[3] -> how many deliveries at most
--- ARGV[4] -> delivery prefix       tq:{q}:delivery:
 --
 -- Returns {next_due_ms or '-1', {{id, previous claimed_at or '', HGETALL...}, ...}}.
 -- Side effects: ZADD outbox (lease deadline), HINCRBY claims, HSET claimed_at; ids whose
@@ -13,12 +12,13 @@
 -- The id stays in the outbox while it is in flight, re-scored to the lease deadline: a
 -- notifier killed mid-send never records its attempt, so the id falls due again when the
 -- lease runs out and the next claimer sees `claims` ahead of `settled` (an attempt was lost).
+local Q = queue_keys(KEYS[1])
 local now, lease_until, wanted = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, wanted)
 local claimed = {}
 
 for _, id in ipairs(due) do
-  local key = ARGV[4] .. id
+  local key = Q:delivery(id)
   if redis.call('EXISTS', key) == 0 then
     redis.call('ZREM', KEYS[1], id)
   else

@@ -6,18 +6,10 @@
 -- KEYS[2] -> tq:{q}:leases          ZSET
 -- KEYS[3] -> tq:{q}:expiry          ZSET  final ids by purge time ms
 -- KEYS[4] -> tq:{q}:outbox          ZSET  completion webhooks by due ms
--- KEYS[5] -> tq:{q}:tp:<minute>     HASH  throughput histogram
--- (each task's record and history, task prefix .. id [.. ':events'], are named by its id)
+-- KEYS[5] -> tq:{q}:tp:<minute>     HASH  throughput histogram (the minute of ARGV[1])
 -- ARGV[1] -> now (ms)
 -- ARGV[2] -> purge time (ms)
--- ARGV[3] -> index prefix
--- ARGV[4] -> held prefix            tq:{q}:held:
--- ARGV[5] -> events channel
--- ARGV[6] -> delivery prefix        tq:{q}:delivery:
--- ARGV[7] -> wake prefix
--- ARGV[8] -> throughput field       <epoch second>:c
--- ARGV[9] -> task prefix            tq:{q}:task:
--- ARGV[7 + 3i .. 9 + 3i] -> task i (i >= 1): id, claim token (fencing), result as JSON text
+-- ARGV[3i .. 3i + 2] -> task i (i >= 1): id, claim token (fencing), result as JSON text
 --
 -- A completion webhook's delivery id is msg_<task id>_<attempt>: a task completes once.
 -- Returns one code per task: 'ok', 'missing', or 'stale' when the caller no longer holds the
@@ -25,20 +17,16 @@
 -- then dropped;
 -- 'error: ...' for a record this script cannot move (nothing of it is written).
 -- Side effects: when the queue has a max_concurrency it was at, a 'slot' message on the
--- queue control channel (see announce_slots in _lib.lua; tq:{q}:config is named from the
--- task prefix).
+-- queue control channel (announce_slots in _lib.lua).
+local Q = queue_keys(KEYS[1])
 local now, purge_at = ARGV[1], ARGV[2]
-local index_prefix, held_prefix, channel = ARGV[3], ARGV[4], ARGV[5]
-local delivery_prefix, wake_prefix, task_prefix = ARGV[6], ARGV[7], ARGV[9]
-local processing_index, completed_index = index_prefix .. 'processing', index_prefix .. 'completed'
 -- The sorted-set and held-set updates of the whole batch go in one variadic call each.
 local codes, done, by_created, purge, held = {}, {}, {}, {}, {}
 
-for i = 1, (#ARGV - 9) / 3 do
-  local a = 6 + 3 * i
+for i = 1, (#ARGV - 2) / 3 do
+  local a = 3 * i - 1
   local id, token, result = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local task_key = task_prefix .. id
-  local events_key = task_key .. ':events'
+  local task_key = Q:task(id)
   local f = redis.call('HMGET', task_key, 'status', 'token', 'owner', 'created', 'webhook',
     'attempt')
   local attempt = f[6]
@@ -63,25 +51,23 @@ for i = 1, (#ARGV - 9) / 3 do
     redis.call('HSET', task_key, 'status', 'completed', 'completed', now, 'updated', now,
       'result', result, 'error', '', 'owner', '')
     if f[5] and f[5] ~= '' then
-      queue_webhook(task_key, KEYS[4], delivery_prefix, wake_prefix,
-        'msg_' .. id .. '_' .. attempt, id, 'task.completed', now)
+      queue_webhook(Q, id, 'msg_' .. id .. '_' .. attempt, 'task.completed', now)
     end
-    emit(events_key, channel, {event = 'task.completed', task_id = id, status = 'completed',
+    emit(Q, id, {event = 'task.completed', task_id = id, status = 'completed',
       attempt = tonumber(attempt), at_ms = tonumber(now)})
     codes[i] = 'ok'
   end
 end
 
 if #done > 0 then
-  call_chunked('ZREM', processing_index, done)
-  call_chunked('ZADD', completed_index, by_created)
+  call_chunked('ZREM', Q:index('processing'), done)
+  call_chunked('ZADD', Q:index('completed'), by_created)
   call_chunked('ZREM', KEYS[2], done)
   call_chunked('ZADD', KEYS[3], purge)
-  for owner, ids in pairs(held) do call_chunked('SREM', held_prefix .. owner, ids) end
+  for owner, ids in pairs(held) do call_chunked('SREM', Q:held(owner), ids) end
   local left = redis.call('HINCRBY', KEYS[1], 'processing', -#done)
   redis.call('HINCRBY', KEYS[1], 'completed', #done)
-  announce_slots(task_prefix, KEYS[1], left + #done)
-  redis.call('HINCRBY', KEYS[5], ARGV[8], #done)
-  redis.call('EXPIRE', KEYS[5], 3600)
+  announce_slots(Q, left + #done)
+  count_throughput(KEYS[5], tonumber(now), 'c', #done)
 end
 return codes

@@ -5,12 +5,10 @@
 -- KEYS[1] -> tq:{q}:config             HASH  paused, rate_tasks, rate_seconds, rate_tat,
 --                                             max_concurrency (absent field: no control)
 -- KEYS[2..] -> tq:{q}:wake:<lane>:idle  LIST  each lane's hand-over offers
--- ARGV[1] -> queue name (for the message)
--- ARGV[2] -> queue control channel (QUEUE_CONTROL_CHANNEL)
--- ARGV[3] -> 'pause' | 'resume' | 'limits'
--- ARGV[4] -> limits: starts per window (integer >= 1), or '' for no rate limit
--- ARGV[5] -> limits: the window (seconds, > 0), or '' for no rate limit
--- ARGV[6] -> limits: max_concurrency (integer >= 1), or '' for none
+-- ARGV[1] -> 'pause' | 'resume' | 'limits'
+-- ARGV[2] -> limits: starts per window (integer >= 1), or '' for no rate limit
+-- ARGV[3] -> limits: the window (seconds, > 0), or '' for no rate limit
+-- ARGV[4] -> limits: max_concurrency (integer >= 1), or '' for none
 --
 -- Returns {paused, rate_tasks, rate_seconds, max_concurrency} as stored afterwards (false
 -- where absent), or an error reply for malformed limits (nothing written).
@@ -18,7 +16,8 @@
 -- task is handed over by one made before); a rate change keeps the share of the burst in use;
 -- PUBLISH {"queue", "event": "paused" | "resumed" | "limits"} on every call, also when
 -- nothing changed, so an operator's repeat reaches a consumer that missed the first message.
-local op = ARGV[3]
+local Q = queue_keys(KEYS[1])
+local op = ARGV[1]
 local event
 
 if op == 'pause' then
@@ -29,7 +28,7 @@ elseif op == 'resume' then
   redis.call('HDEL', KEYS[1], 'paused')
   event = 'resumed'
 elseif op == 'limits' then
-  local tasks, seconds, max = ARGV[4], ARGV[5], ARGV[6]
+  local tasks, seconds, max = ARGV[2], ARGV[3], ARGV[4]
   local whole = function(v) return positive(v) and math.floor(tonumber(v)) == tonumber(v) end
   if (tasks == '') ~= (seconds == '') or (tasks ~= '' and not (whole(tasks) and positive(seconds)))
     or (max ~= '' and not whole(max)) then
@@ -64,5 +63,5 @@ else
   return redis.error_reply('unknown queue control: ' .. op)
 end
 
-redis.call('PUBLISH', ARGV[2], cjson.encode({queue = ARGV[1], event = event}))
+publish_control(Q, event)
 return redis.call('HMGET', KEYS[1], 'paused', 'rate_tasks', 'rate_seconds', 'max_concurrency')

@@ -3,37 +3,30 @@
 -- KEYS[1] -> tq:{q}:counts          HASH  per-status counters + total
 -- KEYS[2] -> tq:{q}:index:all       ZSET  every id by created ms
 -- KEYS[3] -> tq:{q}:delayed         ZSET  scheduled ids by due ms
--- KEYS[4] -> tq:{q}:idem:<key>      STRING id list for an Idempotency-Key (unused when ARGV[8] = '')
+-- KEYS[4] -> tq:{q}:idem:<key>      STRING id list for an Idempotency-Key (unused when ARGV[3] = '')
 -- ARGV[1] -> now (ms)
--- ARGV[2] -> task prefix            tq:{q}:task:
--- ARGV[3] -> index prefix           tq:{q}:index:
--- ARGV[4] -> layout (Keys.layout JSON)
--- ARGV[5] -> events channel         task_events
--- ARGV[6] -> scheduler wake channel
--- ARGV[7] -> idempotency TTL (s)
--- ARGV[8] -> idempotency key in use: '1' or ''
--- ARGV[9..] -> one JSON spec per task: {id, queue, type, payload, priority, max_retries,
+-- ARGV[2] -> idempotency TTL (s)
+-- ARGV[3] -> idempotency key in use: '1' or ''
+-- ARGV[4..] -> one JSON spec per task: {id, queue, type, payload, priority, max_retries,
 --              run_at, webhook, timeout, lane}; payload is JSON text already
 --
 -- Returns {'created', ''} or {'replayed', 'id1,id2,...'} when the Idempotency-Key was seen,
 -- or {'duplicate', id} when an id exists (nothing written).
 -- Side effects: HSET task, PUBLISH task.created and ZADD delayed (when scheduled) per task;
 -- ZADD indexes, HINCRBY counts once; then hand-overs to idle consumers and RPUSH ready.
+local Q = queue_keys(KEYS[1])
 local now = tonumber(ARGV[1])
-local task_prefix, index_prefix = ARGV[2], ARGV[3]
-local L = cjson.decode(ARGV[4])
-local channel, sched_channel = ARGV[5], ARGV[6]
 
-if ARGV[8] == '1' then
+if ARGV[3] == '1' then
   local seen = redis.call('GET', KEYS[4])
   if seen then return {'replayed', seen} end
 end
 
 -- Guard first, so a rejected batch leaves nothing half-written.
 local specs = {}
-for i = 9, #ARGV do
+for i = 4, #ARGV do
   local spec = cjson.decode(ARGV[i])
-  if redis.call('EXISTS', task_prefix .. spec.id) == 1 then return {'duplicate', spec.id} end
+  if redis.call('EXISTS', Q:task(spec.id)) == 1 then return {'duplicate', spec.id} end
   specs[#specs + 1] = spec
 end
 
@@ -42,7 +35,7 @@ end
 local ids, all, indexed, counted, pending = {}, {}, {}, {}, {}
 for _, spec in ipairs(specs) do
   local id = spec.id
-  local key = task_prefix .. id
+  local key = Q:task(id)
   local run_at = tonumber(spec.run_at) or 0
   local status = 'pending'
   if run_at > now then status = 'scheduled' end
@@ -65,25 +58,25 @@ for _, spec in ipairs(specs) do
   counted[status] = (counted[status] or 0) + 1
   -- The created event is published but not stored: queries.py derives it from the record.
   -- Published before a hand-over, whose task.claimed must come after it.
-  redis.call('PUBLISH', channel, cjson.encode({event = 'task.created', task_id = id,
+  redis.call('PUBLISH', EVENTS_CHANNEL, cjson.encode({event = 'task.created', task_id = id,
     status = status, type = spec.type, priority = spec.priority, at_ms = now}))
   if status == 'scheduled' then
-    add_delayed(KEYS[3], sched_channel, run_at, id)
+    add_delayed(Q, run_at, id)
   else
-    pending[#pending + 1] = {id, spec.lane, spec.priority}
+    pending[#pending + 1] = {id, spec.lane, spec.priority, spec.type}
   end
   ids[#ids + 1] = id
 end
 
 call_chunked('ZADD', KEYS[2], all)
 for status, members in pairs(indexed) do
-  call_chunked('ZADD', index_prefix .. status, members)
+  call_chunked('ZADD', Q:index(status), members)
   redis.call('HINCRBY', KEYS[1], status, counted[status])
 end
 redis.call('HINCRBY', KEYS[1], 'total', #ids)
-make_ready_many(L, pending, now)
+make_ready_many(Q, pending, now)
 
-if ARGV[8] == '1' then
-  redis.call('SET', KEYS[4], table.concat(ids, ','), 'EX', ARGV[7])
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[4], table.concat(ids, ','), 'EX', ARGV[2])
 end
 return {'created', ''}

@@ -8,7 +8,7 @@
 -- KEYS[5] -> tq:{q}:delayed         ZSET
 -- KEYS[6] -> tq:{q}:expiry          ZSET
 -- KEYS[7] -> tq:{q}:outbox          ZSET
--- KEYS[8] -> tq:{q}:tp:<minute>     HASH
+-- KEYS[8] -> tq:{q}:tp:<minute>     HASH  throughput histogram (the minute of ARGV[3])
 -- ARGV[1] -> task id
 -- ARGV[2] -> claim token the caller holds (fencing), or '' (recovery: any claim)
 -- ARGV[3] -> now (ms)
@@ -20,20 +20,14 @@
 -- ARGV[7] -> backoff cap (ms)
 -- ARGV[8] -> jitter in [0, 1) (drawn by the caller, so the script stays deterministic)
 -- ARGV[9] -> purge time (ms) if the task ends
--- ARGV[10] -> index prefix
--- ARGV[11] -> held prefix
--- ARGV[12] -> layout (Keys.layout JSON)
--- ARGV[13] -> wake prefix
--- ARGV[14] -> events channel
--- ARGV[15] -> scheduler wake channel
--- ARGV[16] -> delivery id      ARGV[17] -> delivery prefix
--- ARGV[18] -> throughput field <epoch second>:f
--- ARGV[19] -> free recoveries: how many lost attempts are requeued without spending budget
+-- ARGV[10] -> delivery id of its completion webhook, if it has one and fails for good
+-- ARGV[11] -> free recoveries: how many lost attempts are requeued without spending budget
 --
 -- Returns {'retrying', retry_at_ms} | {'failed'} | {'recovered'} | {'missing'} |
 -- {'stale', status} | {'alive'} (lease mode: the lease was renewed meanwhile).
 -- Side effects: when the queue has a max_concurrency it was at, a 'slot' message on the
 -- queue control channel (announce_slots in _lib.lua).
+local Q = queue_keys(KEYS[1])
 local id, now, err, mode = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
@@ -48,10 +42,9 @@ elseif string.sub(mode, 1, 5) == 'lost:' then
   if owner ~= string.sub(mode, 6) then return {'stale', status} end
 end
 
-local L = cjson.decode(ARGV[12])
-announce_slots(L.task, KEYS[3])  -- before every branch below takes it out of processing
+announce_slots(Q)  -- before every branch below takes it out of processing
 redis.call('ZREM', KEYS[4], id)
-if owner then redis.call('SREM', ARGV[11] .. owner, id) end
+if owner then redis.call('SREM', Q:held(owner), id) end
 redis.call('HDEL', KEYS[1], 'owner')
 redis.call('HSET', KEYS[1], 'updated', now, 'error', err)
 local event = {task_id = id, attempt = tonumber(attempt), error = err, at_ms = now}
@@ -59,11 +52,11 @@ local event = {task_id = id, attempt = tonumber(attempt), error = err, at_ms = n
 -- A lost consumer is not the task's fault: requeue it at the front, a bounded number of times.
 if mode == 'lease' or string.sub(mode, 1, 5) == 'lost:' then
   local recoveries = redis.call('HINCRBY', KEYS[1], 'recoveries', 1)
-  if recoveries <= tonumber(ARGV[19]) then
-    move_status(KEYS[1], ARGV[10], KEYS[3], id, 'processing', 'pending')
+  if recoveries <= tonumber(ARGV[11]) then
+    move_status(Q, id, 'processing', 'pending')
     event.event, event.status = 'task.recovered', 'pending'
-    emit(KEYS[2], ARGV[14], event)
-    make_ready(L, KEYS[1], id, true, now)
+    emit(Q, id, event)
+    make_ready(Q, id, true, now)
     return {'recovered'}
   end
 end
@@ -74,19 +67,19 @@ if mode ~= 'final' and retries < budget then
   -- Exponential backoff with equal jitter: half fixed, half random.
   local delay = math.min(tonumber(ARGV[7]), tonumber(ARGV[6]) * (2 ^ retries))
   local retry_at = math.floor(now + delay / 2 + delay / 2 * tonumber(ARGV[8]))
-  move_status(KEYS[1], ARGV[10], KEYS[3], id, 'processing', 'retrying')
+  move_status(Q, id, 'processing', 'retrying')
   redis.call('HSET', KEYS[1], 'retry_count', retries + 1)
-  add_delayed(KEYS[5], ARGV[15], retry_at, id)
+  add_delayed(Q, retry_at, id)
   event.event, event.status, event.retry_at_ms = 'task.retrying', 'retrying', retry_at
-  emit(KEYS[2], ARGV[14], event)
+  emit(Q, id, event)
   return {'retrying', tostring(retry_at)}
 end
 
-move_status(KEYS[1], ARGV[10], KEYS[3], id, 'processing', 'failed')
+move_status(Q, id, 'processing', 'failed')
 redis.call('HSET', KEYS[1], 'completed', now)
 redis.call('ZADD', KEYS[6], ARGV[9], id)
-count_throughput(KEYS[8], ARGV[18])
-queue_webhook(KEYS[1], KEYS[7], ARGV[17], ARGV[13], ARGV[16], id, 'task.failed', now)
+count_throughput(KEYS[8], now, 'f', 1)
+queue_webhook(Q, id, ARGV[10], 'task.failed', now)
 event.event, event.status = 'task.failed', 'failed'
-emit(KEYS[2], ARGV[14], event)
+emit(Q, id, event)
 return {'failed'}

@@ -6,29 +6,28 @@
 -- KEYS[1] -> tq:{q}:delayed         ZSET  ids by due ms
 -- KEYS[2] -> tq:{q}:counts          HASH
 -- ARGV[1] -> now (ms)   ARGV[2] -> batch limit
--- ARGV[3] -> layout (Keys.layout JSON)
--- ARGV[4] -> horizon (ms): ids due up to then are promoted (now + SCHEDULE_LEAD_SECONDS;
+-- ARGV[3] -> horizon (ms): ids due up to then are promoted (now + SCHEDULE_LEAD_SECONDS;
 --            the consumer waits for a promoted task's due time before it runs it)
 --
 -- Returns {moved, next due ms or -1}.
+local Q = queue_keys(KEYS[1])
 local now = tonumber(ARGV[1])
-local L = cjson.decode(ARGV[3])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[2]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[2]))
 local left, pending, promoted = {scheduled = {}, retrying = {}}, {}, {}
 
 if #due > 0 then call_chunked('ZREM', KEYS[1], due) end
 for _, id in ipairs(due) do
-  local key = L.task .. id
-  local f = redis.call('HMGET', key, 'status', 'created', 'lane', 'priority')
+  local key = Q:task(id)
+  local f = redis.call('HMGET', key, 'status', 'created', 'lane', 'priority', 'type')
   local status = f[1]
   if status == 'scheduled' or status == 'retrying' then
     local from = left[status]
     from[#from + 1] = id
     pending[#pending + 1] = f[2]
     pending[#pending + 1] = id
-    promoted[#promoted + 1] = {id, f[3], f[4]}
+    promoted[#promoted + 1] = {id, f[3], f[4], f[5] or ''}
     redis.call('HSET', key, 'status', 'pending', 'updated', now)
-    emit(key .. ':events', L.channel, {event = 'task.pending', task_id = id,
+    emit(Q, id, {event = 'task.pending', task_id = id,
       status = 'pending', at_ms = now})
   end
 end
@@ -37,13 +36,13 @@ if #promoted > 0 then
   -- Indexes and counters say pending before any task is handed over (which moves it on).
   for status, ids in pairs(left) do
     if #ids > 0 then
-      call_chunked('ZREM', L.index .. status, ids)
+      call_chunked('ZREM', Q:index(status), ids)
       redis.call('HINCRBY', KEYS[2], status, -#ids)
     end
   end
-  call_chunked('ZADD', L.index .. 'pending', pending)
+  call_chunked('ZADD', Q:index('pending'), pending)
   redis.call('HINCRBY', KEYS[2], 'pending', #promoted)
-  make_ready_many(L, promoted, now)
+  make_ready_many(Q, promoted, now)
 end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if head[2] then return {#promoted, head[2]} end

@@ -3,20 +3,21 @@
 -- KEYS[1] -> tq:{q}:expiry          ZSET  final ids by purge time ms
 -- KEYS[2] -> tq:{q}:counts          HASH
 -- KEYS[3] -> tq:{q}:index:all       ZSET
--- ARGV[1] -> now (ms)   ARGV[2] -> batch limit   ARGV[3] -> task prefix   ARGV[4] -> index prefix
+-- ARGV[1] -> now (ms)   ARGV[2] -> batch limit
 --
 -- Returns the number purged. Counters go down with the records, so stats keep adding up.
+local Q = queue_keys(KEYS[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local purged = 0
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
-  local key = ARGV[3] .. id
+  local key = Q:task(id)
   local status = redis.call('HGET', key, 'status')
   -- A task retried by hand after it was scheduled for purge is no longer final: keep it.
   if status == 'completed' or status == 'failed' or status == 'cancelled' then
     redis.call('DEL', key, key .. ':events', key .. ':deliveries')
     redis.call('ZREM', KEYS[3], id)
-    redis.call('ZREM', ARGV[4] .. status, id)
+    redis.call('ZREM', Q:index(status), id)
     redis.call('HINCRBY', KEYS[2], status, -1)
     redis.call('HINCRBY', KEYS[2], 'total', -1)
     purged = purged + 1

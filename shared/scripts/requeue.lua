@@ -5,27 +5,26 @@
 -- KEYS[3] -> tq:{q}:counts          HASH
 -- KEYS[4] -> tq:{q}:leases          ZSET
 -- ARGV[1] -> task id   ARGV[2] -> claim token the caller holds   ARGV[3] -> now (ms)
--- ARGV[4] -> index prefix   ARGV[5] -> held prefix   ARGV[6] -> layout (Keys.layout JSON)
--- ARGV[7] -> events channel   ARGV[8] -> reason
+-- ARGV[4] -> reason
 --
 -- Returns {'ok'} | {'missing'} | {'stale', status}.
 -- Side effects: LPUSH to the front of its ready list so it keeps its place (or a hand-over
 -- to an idle consumer); when the queue has a max_concurrency it was at, a 'slot' message on
 -- the queue control channel (announce_slots in _lib.lua).
+local Q = queue_keys(KEYS[1])
 local id, now = ARGV[1], ARGV[3]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 local held = redis.call('HMGET', KEYS[1], 'attempt', 'token')
 if status ~= 'processing' or held[2] ~= ARGV[2] then return {'stale', status} end
 local owner = redis.call('HGET', KEYS[1], 'owner')
-local L = cjson.decode(ARGV[6])
-announce_slots(L.task, KEYS[3])  -- its processing count still holds this task
+announce_slots(Q)  -- its processing count still holds this task
 redis.call('ZREM', KEYS[4], id)
-if owner then redis.call('SREM', ARGV[5] .. owner, id) end
+if owner then redis.call('SREM', Q:held(owner), id) end
 redis.call('HDEL', KEYS[1], 'owner')
 redis.call('HSET', KEYS[1], 'updated', now)
-move_status(KEYS[1], ARGV[4], KEYS[3], id, 'processing', 'pending')
-emit(KEYS[2], ARGV[7], {event = 'task.requeued', task_id = id, status = 'pending',
-  attempt = tonumber(held[1]), error = ARGV[8], at_ms = tonumber(now)})
-make_ready(L, KEYS[1], id, true, now)
+move_status(Q, id, 'processing', 'pending')
+emit(Q, id, {event = 'task.requeued', task_id = id, status = 'pending',
+  attempt = tonumber(held[1]), error = ARGV[4], at_ms = tonumber(now)})
+make_ready(Q, id, true, now)
 return {'ok'}

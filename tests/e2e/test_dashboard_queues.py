@@ -8,6 +8,7 @@ tests/artifacts/ (dashboard-queues-*.png).
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from shared.consumer import Consumer
 from shared.queue_control import QueueLimits, RateLimit
 from shared.queue_selection import QueueSelection
 from shared.redis import Conn
+from shared.registry import TaskType, register
 from shared.settings import Settings
 from tests.conftest import make_settings
 from tests.e2e import test_dashboard as dashboard_e2e
@@ -204,4 +206,25 @@ async def test_an_update_read_before_an_answer_does_not_step_the_row_back(
         }"""
     )
     assert states == [True, False, False]
+    assert watched.errors == []
+
+
+async def test_ready_tasks_no_worker_has_a_handler_for_are_flagged(
+    stack: Stack, browser: Any, conn: Conn
+) -> None:
+    """A worker serves queue gpu but has no handler for dash_gpu: it never takes the task,
+    and the queues panel says the task waits for a worker that has one."""
+    register(TaskType("dash_gpu", description="a type only GPU workers run"))
+    serve_queue(stack, "gpu")
+    task_id = await stack.create(type="dash_gpu", queue="gpu")
+    watched = await open_page(browser, stack.dashboard)
+    await live(watched)
+    expect = playwright_api.expect
+    ready = watched.page.locator('#queues tr[data-queue="gpu"] .c-ready')
+    await expect(ready).to_have_text("1 · 1 no handler")
+    await expect(ready).to_have_class(re.compile(r"\bbad\b"))
+    await expect(ready).to_have_attribute("title", re.compile(r"with a handler: dash_gpu \(1\)"))
+    await expect(watched.page.locator('#queues tr[data-queue="gpu"] .c-workers')).to_have_text("1")
+    await expect(watched.page.locator(f'tr[data-id="{task_id}"] .pill')).to_have_text("Pending")
+    await screenshot(watched.page, "dashboard-queues-unhandled.png")
     assert watched.errors == []

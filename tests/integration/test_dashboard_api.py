@@ -318,6 +318,7 @@ async def test_queues_list_then_pause_and_resume_one(
         "failed": 0,
         "total": 3,
         "workers": 0,
+        "unhandled": {},
     }
     assert by_name["reports"]["rate_limit"] == {"tasks": 10, "per_seconds": 1.0}
     assert by_name["reports"]["max_concurrency"] == 5

@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 
 from shared import queue_control
 from shared.errors import ValidationFailed
-from shared.keys import LANES, QUEUE_CONTROL_CHANNEL
+from shared.keys import LANES
 from shared.queue_control import QueueConfig, QueueLimits, RateLimit
 from shared.redis import Conn
 from tests.support.control_channel import assert_silent, control_messages, next_message
@@ -120,9 +120,7 @@ async def test_the_script_refuses_malformed_limits_too(conn: Conn) -> None:
     await queue_control.set_limits(conn, "default", QueueLimits(max_concurrency=5))
     for limits in (["10", "", ""], ["0", "1", ""], ["1.5", "1", ""], ["", "", "0"], ["", "", "x"]):
         with pytest.raises(ResponseError, match="invalid limits"):
-            await conn.scripts["configure_queue"](
-                keys, ["default", QUEUE_CONTROL_CHANNEL, "limits", *limits]
-            )
+            await conn.scripts["configure_queue"](keys, ["limits", *limits])
     assert await conn.redis.hgetall(k.config) == {"max_concurrency": "5"}
 
 

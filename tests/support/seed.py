@@ -54,14 +54,30 @@ async def assert_consistent(conn: Conn, *, queue: str | None = None) -> dict[str
         assert await conn.redis.zcard(k.index_status(status)) == statuses[status], status
     ready = 0
     for lane in ("work", "notify"):
-        in_lane = 0
+        in_lane: list[str] = []
         for key in k.ready_all(lane):
             # Cancelled ids wait in their list, counted as skipped, until a claim drops them.
             skipped = int(await conn.redis.hget(k.ready_skips, key) or 0)
-            in_lane += await conn.redis.llen(key) - skipped
-        # Offers exist only while the lane has nothing ready: a hand-over never jumps a queue.
-        assert not (in_lane and await conn.redis.llen(k.idle(lane))), (lane, in_lane)
-        ready += in_lane
+            ready += await conn.redis.llen(key) - skipped
+            in_lane += await conn.redis.lrange(key, 0, -1)
+        # Offers exist only while nothing ready is of a type their consumer runs: a hand-over
+        # never jumps a queue.
+        ready_types = {
+            await conn.redis.hget(k.task(task_id), "type")
+            for task_id in in_lane
+            if await conn.redis.hget(k.task(task_id), "status") == "pending"
+        }
+        for owner in set(await conn.redis.lrange(k.idle(lane), 0, -1)):
+            offer = await conn.redis.hget(k.offers(lane), owner)
+            runs = set(offer.split("|")[1].split(",")) if offer else set()
+            assert "*" not in runs or not ready_types, (lane, owner, ready_types)
+            assert not runs & ready_types, (lane, owner, runs & ready_types)
+    # Parked lists (claim.lua): their directory counts exactly what each holds.
+    for member, n in (await conn.redis.hgetall(k.parked_lists)).items():
+        lane, priority, task_type = member.split(":", 2)
+        key = k.parked(lane, priority, task_type)
+        assert await conn.redis.llen(key) == int(n), (member, n)
+        ready += int(n) - int(await conn.redis.hget(k.ready_skips, key) or 0)
     assert ready == statuses["pending"], (ready, statuses)
     assert await conn.redis.zcard(k.delayed) == statuses["scheduled"] + statuses["retrying"]
     assert await conn.redis.zcard(k.leases) == statuses["processing"]

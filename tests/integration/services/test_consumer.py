@@ -29,13 +29,14 @@ async def running(
     handlers: dict[str, Handler],
     concurrency: int = 4,
     queues: QueueSelection | None = None,
+    name: str = "Worker T",
 ) -> AsyncIterator[Consumer]:
     consumer = Consumer(
         conn,
         settings,
         service="worker",
         lane="work",
-        name="Worker T",
+        name=name,
         concurrency=concurrency,
         lookup=handlers.get,
         queues=queues,
@@ -137,13 +138,6 @@ async def test_timeout_and_unserialisable_result_fail_clearly(
         await wait_until(status_is(conn, odd.id, "failed"), message="bad result")
     assert (await queries.get_task(conn, slow.id)).error == "timed out after 0.2s"
     assert "TypeError" in ((await queries.get_task(conn, odd.id)).error or "")
-
-
-async def test_missing_handler_fails_the_task(conn: Conn, settings: Settings) -> None:
-    [task] = await seed_tasks(conn, settings, max_retries=0)
-    async with running(conn, settings, {}):
-        await wait_until(status_is(conn, task.id, "failed"), message="failure")
-    assert "no handler" in ((await queries.get_task(conn, task.id)).error or "")
 
 
 async def test_stop_drains_then_hands_back_what_is_still_running(

@@ -55,7 +55,20 @@ async def legacy_enqueue(conn: Conn, count: int) -> list[str]:
         for n, task_id in enumerate(ids)
     ]
     keys = [k.counts, k.index_all, k.delayed, k.idempotency("-")]
-    args = [now, k.task_prefix, k.index_prefix, k.layout, "task_events", "wake", 86400, ""]
+    # The layout argument the old scripts took (Keys.layout at 1ad9a2d).
+    layout = json.dumps(
+        {
+            "task": k.task_prefix,
+            "index": k.index_prefix,
+            "ready": f"{k.prefix}ready:",
+            "wake": f"{k.prefix}wake:",
+            "held": f"{k.prefix}held:",
+            "leases": k.leases,
+            "counts": k.counts,
+            "channel": "task_events",
+        }
+    )
+    args = [now, k.task_prefix, k.index_prefix, layout, "task_events", "wake", 86400, ""]
     await conn.redis.eval(source, len(keys), *keys, *args, *specs)
     return ids
 

@@ -109,10 +109,15 @@ export class Queues {
     const pill = tr.c.state.firstChild;
     pill.dataset.state = row.paused ? "paused" : "running";
     setText(pill, row.paused ? "Paused" : "Running");
-    setText(tr.c.ready, num(row.ready));
+    // Ready tasks no live worker here has a handler for: they wait, unclaimed, for one.
+    const unhandled = Object.entries(row.unhandled || {});
+    const stuck = unhandled.reduce((sum, [, n]) => sum + n, 0);
+    setText(tr.c.ready, stuck ? `${num(row.ready)} · ${num(stuck)} no handler` : num(row.ready));
     tr.c.ready.classList.toggle("held", row.paused && row.ready > 0);
+    tr.c.ready.classList.toggle("bad", stuck > 0);
     const held = row.paused && row.ready > 0 ? "held while paused · " : "";
-    setAttr(tr.c.ready, "title", `${held}${num(row.pending)} pending · ${num(row.delayed)} waiting (scheduled or retry backoff)`);
+    const nobody = stuck ? `waiting for a worker with a handler: ${unhandled.map(([type, n]) => `${type} (${num(n)})`).join(", ")} · ` : "";
+    setAttr(tr.c.ready, "title", `${held}${nobody}${num(row.pending)} pending · ${num(row.delayed)} waiting (scheduled or retry backoff)`);
     setText(tr.c.processing, num(row.processing));
     setText(tr.c.failed, num(row.failed));
     tr.c.failed.classList.toggle("bad", row.failed > 0);
