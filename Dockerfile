@@ -66,8 +66,8 @@ RUN groupadd --system --gid 10001 taskqueue \
 USER 10001:10001
 EXPOSE 8080 8081
 
-# The api's check by default; compose sets one per service (taskqueue-healthcheck worker, ...).
+# The api's liveness check by default (never Redis); compose sets one per service.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["taskqueue-healthcheck", "api"]
+    CMD ["taskqueue-healthcheck", "api", "--live"]
 
 CMD ["python", "-m", "services.api"]

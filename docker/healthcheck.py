@@ -2,10 +2,15 @@
 """Container health check for every taskqueue service (installed as `taskqueue-healthcheck`).
 
     taskqueue-healthcheck                 # same as `api`
-    taskqueue-healthcheck api             # GET http://127.0.0.1:$API_PORT/api/health -> 2xx
-    taskqueue-healthcheck dashboard       # GET http://127.0.0.1:$DASHBOARD_PORT/healthz -> 2xx
+    taskqueue-healthcheck api             # GET http://127.0.0.1:$API_PORT/readyz -> 2xx
+    taskqueue-healthcheck dashboard       # GET http://127.0.0.1:$DASHBOARD_PORT/readyz -> 2xx
     taskqueue-healthcheck worker          # python -m services.worker.health (heartbeat in Redis)
     taskqueue-healthcheck http://host:port/path   # any URL -> 2xx
+
+Add `--live` for liveness instead of readiness: `api --live` and `dashboard --live` GET
+/livez, `worker --live` (scheduler, notifier) checks the process's liveness file. A liveness
+check never touches Redis, so a Redis outage marks nothing unhealthy and restarts nothing;
+readiness (without `--live`) fails while Redis is away.
 
 Exit status 0 when healthy, 1 otherwise, as Docker's HEALTHCHECK expects.
 """
@@ -17,10 +22,13 @@ import sys
 import urllib.error
 import urllib.request
 
-HTTP_TARGETS = {
-    "api": lambda: f"http://127.0.0.1:{os.environ.get('API_PORT', '8080')}/api/health",
-    "dashboard": lambda: f"http://127.0.0.1:{os.environ.get('DASHBOARD_PORT', '8081')}/healthz",
-}
+HTTP_PORTS = {"api": ("API_PORT", "8080"), "dashboard": ("DASHBOARD_PORT", "8081")}
+
+
+def http_target(service: str, live: bool) -> str:
+    variable, default = HTTP_PORTS[service]
+    path = "/livez" if live else "/readyz"
+    return f"http://127.0.0.1:{os.environ.get(variable, default)}{path}"
 
 
 def check_url(url: str) -> int:
@@ -41,13 +49,15 @@ def check_url(url: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    target = argv[1] if len(argv) > 1 else "api"
+    flags = [arg for arg in argv[1:] if arg.startswith("--")]
+    names = [arg for arg in argv[1:] if not arg.startswith("--")]
+    target = names[0] if names else "api"
     if target.startswith(("http://", "https://")):
         return check_url(target)
-    if target in HTTP_TARGETS:
-        return check_url(HTTP_TARGETS[target]())
-    # worker, scheduler, notifier: the service's own heartbeat check
-    os.execv(sys.executable, [sys.executable, "-m", f"services.{target}.health", *argv[2:]])
+    if target in HTTP_PORTS:
+        return check_url(http_target(target, "--live" in flags))
+    # worker, scheduler, notifier: the service's own check (--live: its liveness file)
+    os.execv(sys.executable, [sys.executable, "-m", f"services.{target}.health", *flags])
     return 1  # not reached
 
 

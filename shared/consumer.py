@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any, cast
 
-from shared import codec, heartbeats, queues, registry, transitions
+from shared import codec, heartbeats, liveness, queues, registry, transitions
 from shared.errors import RedisUnavailable
 from shared.events import Fanout
 from shared.keys import QUEUE_CONTROL_CHANNEL, Lane
@@ -180,6 +180,10 @@ class Consumer:
         self.sealed: set[str] = set()  # inboxes whose seal the reader met (shutdown)
         self.paused: set[str] = set()  # served queues paused (woken by a control event)
         self.limited_until: dict[str, float] = {}  # queue -> monotonic time to claim again
+        # Queues whose claim failed with Redis unavailable (on a cluster: their shard is
+        # failing over or down): queue -> (monotonic time to try again, last pause). The
+        # other queues are served meanwhile.
+        self.unreachable: dict[str, tuple[float, float]] = {}
         self.instance_id = instance_id(service)
         # Keyed by claim, not task id: a task wrongly recovered from this live consumer can
         # come back to it while its first run goes on, and each run must settle as its own.
@@ -274,7 +278,9 @@ class Consumer:
         return [
             name
             for name in self.selection.order(self.served)
-            if name not in self.paused and self.limited_until.get(name, 0.0) <= now
+            if name not in self.paused
+            and self.limited_until.get(name, 0.0) <= now
+            and self.unreachable.get(name, (0.0, 0.0))[0] <= now
         ]
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
@@ -321,15 +327,36 @@ class Consumer:
         if len(order) == 1:
             want -= self._take(order[0], await self._claim(order[0], want, offer=True))
             return
+        failed: list[RedisUnavailable] = []
         for name in order:
             if want <= 0:
                 break
-            want -= self._take(name, await self._claim(name, want, offer=False))
+            want -= await self._claim_apart(name, want, offer=False, failed=failed)
         if want > 0:
             reading = set(self.reading)  # an offer needs its inbox read
             for name in order:
-                if name in reading and want > 0:
-                    want -= self._take(name, await self._claim(name, want, offer=True))
+                if name in reading and want > 0 and name not in self.unreachable:
+                    want -= await self._claim_apart(name, want, offer=True, failed=failed)
+        if failed and len(failed) >= len(order):
+            raise failed[0]  # no queue answered: the claim loop backs off
+
+    async def _claim_apart(
+        self, queue: str, count: int, *, offer: bool, failed: list[RedisUnavailable]
+    ) -> int:
+        """One claim of a round over several queues. A queue that cannot be reached (its
+        shard of a Redis Cluster failing over or down) is set aside, with a growing pause,
+        and the round goes on with the others: one shard down stops only its own queues."""
+        try:
+            taken = self._take(queue, await self._claim(queue, count, offer=offer))
+        except RedisUnavailable as exc:
+            _, last = self.unreachable.get(queue, (0.0, 0.0))
+            pause = min(max(last * 2, 0.1), 2.0)
+            self.unreachable[queue] = (time.monotonic() + pause, pause)
+            self.resync = True  # whether that claim offered anything is unknown
+            failed.append(exc)
+            return 0
+        self.unreachable.pop(queue, None)
+        return taken
 
     async def _claim(self, queue: str, count: int, *, offer: bool) -> transitions.ClaimReply:
         return await transitions.claim_or_offer(
@@ -402,15 +429,41 @@ class Consumer:
 
     async def _inbox_loop(self, stop: asyncio.Event) -> None:
         """Start the tasks handed over to this consumer, until every sealed inbox runs out.
-        There is one inbox per served queue; one BLPOP waits on all of them."""
+        There is one inbox per served queue; one BLPOP waits on all of them. On Redis
+        Cluster each queue's inbox lives in its queue's slot and a BLPOP cannot span slots:
+        each queue gets a reader of its own."""
+        if self.conn.topology != "cluster":
+            await self._read_inboxes(stop, None)
+            return
+        readers: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                for name in self.served:
+                    if name not in readers:
+                        readers[name] = asyncio.create_task(self._read_inboxes(stop, name))
+                self.reading = list(readers)
+                if all(reader.done() for reader in readers.values()) and (
+                    self.closing or self.sealed.issuperset(readers)
+                ):
+                    return
+                # New queues (`*`) get a reader within a second.
+                await asyncio.wait(list(readers.values()), timeout=SERVED_REFRESH_SECONDS)
+        finally:
+            for reader in readers.values():
+                reader.cancel()
+            await asyncio.gather(*readers.values(), return_exceptions=True)
+
+    async def _read_inboxes(self, stop: asyncio.Event, only: str | None) -> None:
+        """Read the inboxes of every served queue (or only of queue `only`) until their seals
+        have all been read, or the consumer is closing and they stay silent."""
         redis = self.conn.redis
         pause = 0.0
         while True:
             try:
-                self.reading = list(self.served)
-                inboxes = {
-                    self.conn.queue(name).inbox(self.instance_id): name for name in self.reading
-                }
+                names = list(self.served) if only is None else [only]
+                if only is None:
+                    self.reading = names
+                inboxes = {self.conn.queue(name).inbox(self.instance_id): name for name in names}
                 reply = await guarded(redis.blpop(list(inboxes), timeout=INBOX_WAIT_SECONDS))
                 if reply is None:
                     if self.closing:
@@ -420,23 +473,29 @@ class Consumer:
                         self.slot_free.set()
                     continue
                 inbox, queue = str(reply[0]), inboxes[str(reply[0])]
-                if not await self._receive(str(reply[1]), queue, stop):
+                if not await self._receive(str(reply[1]), queue, stop, names):
                     return
                 more = self.offers.get(queue, 0) + self.waiting.get(queue, 0)
                 if more > 0:  # a burst: the rest in one round trip
                     burst = await guarded(redis.lpop(inbox, more))
                     for message in cast("list[str]", burst or []):
-                        if not await self._receive(message, queue, stop):
+                        if not await self._receive(message, queue, stop, names):
                             return
                 pause = 0.0
             except Exception as exc:
+                # A failover (UNBLOCKED, a reset, a moved slot) lands here: back off and block
+                # again; the next claim re-offers the slots (SPEC section 8).
                 pause = min(max(pause * 2, 0.1), 2.0)
                 logger.warning("%s cannot read its inbox (%s)", self.name, describe(exc))
+                self.resync = True
+                self.slot_free.set()
                 await asyncio.sleep(pause)
 
-    async def _receive(self, message: str, queue: str, stop: asyncio.Event) -> bool:
+    async def _receive(
+        self, message: str, queue: str, stop: asyncio.Event, reading: list[str]
+    ) -> bool:
         """Start one handed-over task (or keep it to hand back when stopping); False once the
-        seals `withdraw_offers` leaves last in each inbox have all been read."""
+        seals `withdraw_offers` leaves last in each inbox (of `reading`) have all been read."""
         try:
             item = transitions.handed_over(message, self.instance_id, queue)
         except Exception as exc:  # not ours to fix: its lease runs out and recovers it
@@ -444,7 +503,7 @@ class Consumer:
             return True
         if item is None:
             self.sealed.add(queue)
-            return not self.sealed.issuperset(self.reading)
+            return not self.sealed.issuperset(reading)
         if self.waiting.get(queue, 0) > 0:  # counted at the last claim, or an offer used
             self.waiting[queue] -= 1
         else:
@@ -666,7 +725,13 @@ class Consumer:
         interval = self.settings.heartbeat_seconds
         while True:
             await asyncio.sleep(interval)
-            await self._beat()
+            # Liveness is this loop going round, with Redis or without (SPEC section 8): a
+            # Redis outage must not get every worker restarted. The beat is bounded, so a
+            # Redis that accepts but never answers cannot stall the loop either.
+            liveness.touch(self.service)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(2 * interval, 1.0)):
+                    await self._beat()
 
     async def _beat(self) -> None:
         """Say we are alive and what we hold, then renew the leases of everything held."""

@@ -7,6 +7,7 @@ here, so a notifier killed mid-send leaves the delivery to be claimed again (SPE
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,8 +115,22 @@ async def wait_for_outbox(conn: Conn, timeout: float, queues: Sequence[str] | No
     seconds pass."""
     wakes = [conn.queue(name).wake("outbox") for name in queues or [conn.keys.queue]]
     # BLPOP reads 0 as "forever"; Redis 6+ takes fractional seconds.
-    token = await guarded(conn.redis.blpop(wakes, timeout=max(timeout, 0.01)))
-    return token is not None
+    timeout = max(timeout, 0.01)
+    if conn.topology != "cluster" or len(wakes) == 1:
+        return await guarded(conn.redis.blpop(wakes, timeout=timeout)) is not None
+    # On Redis Cluster a BLPOP cannot span queues (slots): one per queue, the first token
+    # wins. A token taken by a call cancelled here is lost, which costs nothing: it is only a
+    # hint to look at the outbox, and the loop looks at every queue's anyway.
+    waits = [
+        asyncio.create_task(guarded(conn.redis.blpop([wake], timeout=timeout))) for wake in wakes
+    ]
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        return any(task.exception() is None and task.result() is not None for task in done)
+    finally:
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 def redelivery_at_ms(attempt: int, settings: Settings, *, now_ms: int | None = None) -> int:

@@ -34,8 +34,27 @@ class ValidationFailed(TaskQueueError):
 
 
 class RedisUnavailable(TaskQueueError):
+    """Redis cannot serve now (down, failing over, loading, full): a 503 with Retry-After."""
+
+    retry_after_seconds = 1
+
     def __init__(self, reason: str) -> None:
         super().__init__(f"redis unavailable: {reason}")
+
+
+class ReplicationTimeout(RedisUnavailable):
+    """A create reached the primary, but fewer than REDIS_WAIT_REPLICAS replicas confirmed it
+    within REDIS_WAIT_TIMEOUT_MS: a failover now could lose it, so it is not acknowledged.
+    Retrying with the same Idempotency-Key creates nothing twice (SPEC section 8)."""
+
+    def __init__(self, acknowledged: int, wanted: int, timeout_ms: int) -> None:
+        TaskQueueError.__init__(
+            self,
+            f"redis unavailable: the create reached the primary but {acknowledged} of "
+            f"{wanted} replicas confirmed it within {timeout_ms} ms; retry with the same "
+            "Idempotency-Key",
+            [{"replicas_acknowledged": acknowledged, "replicas_wanted": wanted}],
+        )
 
 
 class StaleOutcome(TaskQueueError):

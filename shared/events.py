@@ -48,10 +48,16 @@ async def _messages(conn: Conn, channel: str) -> AsyncGenerator[str | None, None
     pubsub = conn.redis.pubsub()
     pooled_retry = None
     try:
-        await guarded(pubsub.connect())  # type: ignore[no-untyped-call]
-        assert pubsub.connection is not None
-        pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
-        await guarded(pubsub.subscribe(channel))
+        if conn.topology == "cluster":
+            # A cluster's pub/sub picks its node (the channel's slot) as it subscribes.
+            await guarded(pubsub.subscribe(channel))
+            assert pubsub.connection is not None
+            pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
+        else:
+            await guarded(pubsub.connect())
+            assert pubsub.connection is not None
+            pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
+            await guarded(pubsub.subscribe(channel))
         async for message in pubsub.listen():
             kind = message.get("type")
             if kind == "message":
@@ -62,7 +68,7 @@ async def _messages(conn: Conn, channel: str) -> AsyncGenerator[str | None, None
         if pooled_retry is not None and pubsub.connection is not None:
             pubsub.connection.retry = pooled_retry  # it goes back to the pool as it came
         with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
 
 async def subscribe(

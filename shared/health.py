@@ -1,5 +1,6 @@
-"""Health checks: the heartbeat check behind `python -m services.<name>.health` (compose,
-k8s), and the Redis configuration check every service runs at start and /api/health shows."""
+"""Health checks: liveness and readiness behind `python -m services.<name>.health` (compose,
+k8s), the Redis check behind /readyz, and the Redis configuration check every service runs
+at start and /api/health shows."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import cast
 
 from redis.exceptions import ResponseError
 
-from shared import codec
+from shared import codec, liveness
 from shared.redis import Conn, create_redis, guarded
 from shared.settings import get_settings
 
 logger = logging.getLogger(__name__)
 SAFE_POLICY = "noeviction"
+READY_TIMEOUT_SECONDS = 1.0  # /readyz: how long Redis has to answer PING
+READY_RETRY_AFTER_SECONDS = 5
 
 
 async def _alive(service: str, hostname: str | None) -> bool:
@@ -31,11 +34,19 @@ async def _alive(service: str, hostname: str | None) -> bool:
     return any(hostname is None or m.startswith(f"{service}-{hostname}-") for m in members)
 
 
-def check(service: str) -> None:
-    """Exit 0 when an instance of `service` on this host beat recently, else 1."""
+def check(service: str, argv: list[str] | None = None) -> None:
+    """Exit 0 when `service` is healthy, else 1 (a container health check).
+
+    With `--live`: liveness, this process's own liveness file was touched recently (no Redis
+    connection at all, so a Redis outage restarts nothing). Without it: readiness, an
+    instance of `service` on this host beat in Redis recently (`--any-host`: on any host).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if "--live" in args:
+        sys.exit(check_live(service))
     import socket
 
-    host = socket.gethostname() if "--any-host" not in sys.argv else None
+    host = socket.gethostname() if "--any-host" not in args else None
     try:
         ok = asyncio.run(_alive(service, host))
     except Exception as exc:
@@ -43,6 +54,28 @@ def check(service: str) -> None:
         sys.exit(1)
     print(f"{service}: {'healthy' if ok else 'no recent heartbeat'}")
     sys.exit(0 if ok else 1)
+
+
+def check_live(service: str) -> int:
+    """0 when `service`'s liveness file is fresh (see shared.liveness), else 1; prints why."""
+    max_age = liveness.max_age_for(get_settings().heartbeat_seconds)
+    if liveness.is_alive(service, max_age):
+        print(f"{service}: alive")
+        return 0
+    print(f"{service}: not alive: {liveness.path_for(service)} missing or older than {max_age:g} s")
+    return 1
+
+
+async def redis_ready(conn: Conn, timeout: float = READY_TIMEOUT_SECONDS) -> str | None:
+    """None when Redis answers PING within `timeout` seconds, else why it did not."""
+    try:
+        async with asyncio.timeout(timeout):
+            await guarded(conn.redis.ping())
+    except TimeoutError:
+        return f"Redis did not answer within {timeout:g} s"
+    except Exception as exc:
+        return str(exc) or type(exc).__name__
+    return None
 
 
 async def eviction_policy(conn: Conn) -> tuple[str, str] | None:

@@ -30,7 +30,7 @@ from typing import Any, Self
 
 from pydantic import ValidationError
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import codec, queries, registry, transitions
@@ -43,7 +43,7 @@ from shared.models import (
     Task,
     TaskCreate,
 )
-from shared.redis import Conn, create_redis
+from shared.redis import Conn, ScriptRunner, create_redis, is_missing_script
 from shared.settings import Settings, get_settings
 from shared.transitions import NewTask, ScriptArg
 
@@ -87,7 +87,7 @@ class _ScriptLane:
     """
 
     def __init__(self, conn: Conn, script: str) -> None:
-        self._redis, self._script = conn.redis, conn.scripts[script]
+        self._conn, self._script = conn, conn.scripts[script]
         pool = conn.redis.connection_pool
         self._connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
         # Its timeout per read and per write becomes one deadline per call: redis-py would
@@ -99,25 +99,48 @@ class _ScriptLane:
     async def __call__(self, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
         try:
             return await self._run(keys, args)
-        except NoScriptError:
-            # Redis restarted or its script cache was flushed; the script did not run. Load
-            # it and run it again, as redis-py's own Script does.
-            self._script.sha = await self._redis.script_load(self._script.script)
+        except ResponseError as exc:
+            if not is_missing_script(exc):
+                raise
+            # Redis restarted, failed over to a node without the scripts, or they were
+            # flushed; the script did not run. Load them and run it again.
+            await self._conn.load_scripts()
             return await self._run(keys, args)
 
     async def _run(self, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
-        packed = self._pack("EVALSHA", self._script.sha, len(keys), *keys, *args)
-        return await self._connection.retry.call_with_retry(
-            lambda: self._round_trip(packed), self._failed
+        packed = self._pack(*self._script.command(keys, args))
+        conn = self._conn
+        if self._script.replicated and conn.wait_replicas:
+            # WAIT on this same connection, written with the script (REDIS_WAIT_REPLICAS).
+            packed += self._pack("WAIT", conn.wait_replicas, conn.wait_timeout_ms)
+            reply, acknowledged = await self._connection.retry.call_with_retry(
+                lambda: self._round_trip(packed, 2), self._failed
+            )
+            conn.check_replicas(int(acknowledged))
+            return reply
+        [reply] = await self._connection.retry.call_with_retry(
+            lambda: self._round_trip(packed, 1), self._failed
         )
+        return reply
 
-    async def _round_trip(self, packed: bytes) -> Any:
+    async def _round_trip(self, packed: bytes, replies: int) -> list[Any]:
+        read: list[Any] = []
+        error: ResponseError | None = None
         try:
             async with asyncio.timeout(self._timeout):
                 await self._connection.send_packed_command(packed)
-                return await self._connection.read_response()
+                for _ in range(replies):
+                    # Every reply is read, also after an error one, so none is left behind
+                    # for the next call to take as its own.
+                    try:
+                        read.append(await self._connection.read_response())
+                    except ResponseError as exc:
+                        error = error or exc
         except TimeoutError:
             raise RedisTimeoutError("Timeout waiting for a script reply from Redis") from None
+        if error is not None:
+            raise error
+        return read
 
     def _pack(self, *items: ScriptArg) -> bytes:
         """One command in the Redis protocol (RESP), as redis-py's `pack_command` writes it,
@@ -151,7 +174,12 @@ class Producer:
         self._queued: list[tuple[NewTask, asyncio.Future[Task]]] = []
         # Single creates and coalesced batches go out on a connection of their own (only one
         # is in flight at a time); everything else uses `conn`.
-        self._lane = _ScriptLane(conn, "enqueue")
+        # (On Sentinel and Cluster the client's own path: it follows failovers and slots.)
+        self._lane: _ScriptLane | ScriptRunner = (
+            _ScriptLane(conn, "enqueue")
+            if conn.topology == "standalone"
+            else conn.scripts["enqueue"]
+        )
         self._sending = False
         self._senders: set[asyncio.Task[None]] = set()
         # One task_events subscription wakes every waiter (see `wait`).
@@ -177,7 +205,8 @@ class Producer:
     async def aclose(self) -> None:
         while self._senders:
             await asyncio.gather(*self._senders, return_exceptions=True)
-        await self._lane.aclose()
+        if isinstance(self._lane, _ScriptLane):
+            await self._lane.aclose()
         if self._listening:
             self._events.close(self._on_event)
             await self._events.aclose()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
+from shared.errors import RedisUnavailable
 from shared.keys import QUEUES, Keys
 from shared.redis import Conn, guarded
 
@@ -31,9 +32,19 @@ async def register(conn: Conn, queue: str) -> None:
 
 
 async def known(conn: Conn) -> list[str]:
-    """Every queue there is, sorted; the default queue always among them."""
-    names = cast("set[str]", await guarded(conn.redis.smembers(QUEUES)))
-    return sorted({*names, conn.keys.queue})
+    """Every queue there is, sorted; the default queue always among them.
+
+    While the registry cannot be read (on Redis Cluster its slot is one shard's, which may be
+    failing over or down) the last list read is used, so the other shards' queues keep being
+    served; RedisUnavailable only when there is none yet."""
+    try:
+        names = cast("set[str]", await guarded(conn.redis.smembers(QUEUES)))
+    except RedisUnavailable:
+        if conn._known_queues is None:
+            raise
+        return list(conn._known_queues)
+    conn._known_queues = sorted({*names, conn.keys.queue})
+    return list(conn._known_queues)
 
 
 async def locate(conn: Conn, task_id: str, queues: Sequence[str] | None = None) -> Keys:
@@ -46,14 +57,32 @@ async def locate(conn: Conn, task_id: str, queues: Sequence[str] | None = None) 
     names = list(queues) if queues is not None else await known(conn)
     if len(names) <= 1:
         return conn.queue(names[0] if names else None)
-    async with conn.redis.pipeline(transaction=False) as pipe:
+    found: list[Any]
+    if conn.topology == "cluster":
+        # One call per queue, one after the other: a shard that is down answers for its own
+        # queues only, and the task may well live on a shard that is up. (Side by side, the
+        # failed call's topology refresh in redis-py breaks the calls to healthy nodes too.)
+        found = []
         for name in names:
-            pipe.exists(conn.queue(name).task(task_id))
-        found = await guarded(pipe.execute())
-    for name, exists in zip(names, found, strict=True):
-        if exists:
+            try:
+                found.append(await guarded(conn.redis.exists(conn.queue(name).task(task_id))))
+            except RedisUnavailable as exc:
+                found.append(exc)
+                continue
+            if found[-1]:
+                break
+    else:
+        async with conn.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(conn.queue(name).task(task_id))
+            found = await guarded(pipe.execute())
+    for name, exists in zip(names, found, strict=False):
+        if exists is True or (isinstance(exists, int) and exists > 0):
             remember(task_id, name)
             return conn.queue(name)
+    unreachable = [error for error in found if isinstance(error, BaseException)]
+    if unreachable:  # not in any queue that answered: it may be in one that did not
+        raise unreachable[0]
     return conn.keys
 
 

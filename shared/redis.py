@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import codec
-from shared.errors import RedisUnavailable
+from shared import codec, redis_url
+from shared.errors import RedisUnavailable, ReplicationTimeout
 from shared.keys import Keys
+from shared.redis_url import Topology
 from shared.settings import Settings
 
 SCRIPT_NAMES = (
@@ -39,25 +50,126 @@ SCRIPT_NAMES = (
 
 T = TypeVar("T")
 CLOCK_SYNC_SECONDS = 10.0  # how long a reading of the server's clock offset is trusted
+SCRIPTS = resources.files("shared") / "scripts"
+# Prepended to each script in a Functions library: a library keeps its state between calls,
+# and what _lib.lua reads once per call (the server's clock, the claim token's suffix) must
+# be read afresh in each.
+_FUNCTION_ENTRY = """
+local function entry(body)
+  return function(KEYS, ARGV)
+    script_clock, token_suffix = nil, nil
+    return body(KEYS, ARGV)
+  end
+end
+"""
 
 
 def _script_source(name: str) -> str:
-    folder = resources.files("shared") / "scripts"
-    return (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    return (SCRIPTS / "_lib.lua").read_text() + "\n" + (SCRIPTS / f"{name}.lua").read_text()
+
+
+@functools.cache
+def function_library() -> tuple[str, str]:
+    """(prefix, code) of the Redis Functions library holding every script. Its name carries
+    a digest of the code, so services of two releases sharing one Redis during an upgrade
+    each call their own functions (`<prefix>_<script>`)."""
+    lib = (SCRIPTS / "_lib.lua").read_text()
+    bodies = {name: (SCRIPTS / f"{name}.lua").read_text() for name in SCRIPT_NAMES}
+    digest = hashlib.sha1((lib + "".join(bodies.values())).encode()).hexdigest()[:12]
+    prefix = f"tq_{digest}"
+    parts = [f"#!lua name={prefix}", lib, _FUNCTION_ENTRY]
+    for name, body in bodies.items():
+        parts.append(
+            f"redis.register_function('{prefix}_{name}', entry(function(KEYS, ARGV)\n{body}\nend))"
+        )
+    return prefix, "\n".join(parts)
+
+
+def is_missing_script(error: object) -> bool:
+    """Redis no longer has the script or function: it restarted without persistence, a
+    failover reached a node that never had it, or someone flushed it. Nothing ran."""
+    return isinstance(error, NoScriptError) or (
+        isinstance(error, ResponseError) and "Function not found" in str(error)
+    )
+
+
+class ScriptRunner:
+    """One transition script on one client: FCALL of its function in the library on Redis
+    7 and later (FUNCTION LOAD is replicated and kept in the RDB, so a failover does not lose
+    it; FCALL pipelines on Redis Cluster), EVALSHA on Redis 6.2. A script or function the
+    server lost is loaded again and the call retried once, transparently."""
+
+    def __init__(self, conn: Conn, name: str) -> None:
+        self.conn, self.name = conn, name
+        # A create is acknowledged only once REDIS_WAIT_REPLICAS replicas hold it.
+        self.replicated = name == "enqueue"
+        self.source = _script_source(name)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self.function = f"{function_library()[0]}_{name}"
+
+    def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The command that runs this script, for a pipeline or a raw connection."""
+        if self.conn.use_functions:
+            return ("FCALL", self.function, len(keys), *keys, *args)
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._call(keys, args)
+        except ResponseError as exc:
+            if not is_missing_script(exc):
+                raise
+            await self.conn.load_scripts()
+            return await self._call(keys, args)
+
+    async def _call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        # A cluster client routes FCALL and EVALSHA by their first key: the queue's slot.
+        if not (self.replicated and self.conn.wait_replicas):
+            return await self.conn.redis.execute_command(*self.command(keys, args))
+        # WAIT counts the replicas that acknowledged this connection's writes, so it goes on
+        # the connection that ran the script: one pipeline (on a cluster, both to the node
+        # that owns the queue's slot).
+        wait = ("WAIT", self.conn.wait_replicas, self.conn.wait_timeout_ms)
+        async with self.conn.redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command(*self.command(keys, args))
+            if self.conn.topology == "cluster":
+                node = self.conn.redis.get_node_from_key(keys[0])
+                pipe.execute_command(*wait, target_nodes=node)
+            else:
+                pipe.execute_command(*wait)
+            reply, acknowledged = await pipe.execute()
+        self.conn.check_replicas(int(acknowledged))
+        return reply
 
 
 @dataclass
 class Conn:
-    """A Redis client with the key schema and every transition script registered on it."""
+    """A Redis client (one server, Sentinel's primary, or a Cluster) with the key schema and
+    every transition script."""
 
-    redis: aioredis.Redis
+    redis: Any  # redis.asyncio.Redis, or RedisCluster (same commands, routed by key)
     keys: Keys
-    scripts: dict[str, AsyncScript]
+    topology: Topology = "standalone"
+    scripts: dict[str, ScriptRunner] = field(default_factory=dict)
+    # FCALL of the Functions library (Redis 7+) or EVALSHA (6.2): set by load_scripts.
+    use_functions: bool = False
+    wait_replicas: int = 0  # REDIS_WAIT_REPLICAS
+    wait_timeout_ms: int = 500  # REDIS_WAIT_TIMEOUT_MS
     _queues: dict[str, Keys] = field(default_factory=dict, repr=False)
     _registered: dict[str, float] = field(default_factory=dict, repr=False)  # queues.register
+    _known_queues: list[str] | None = field(default=None, repr=False)  # queues.known, last read
     # The server's clock minus this host's, in ms, and when (monotonic) it was read.
     _clock_offset_ms: float = field(default=0.0, repr=False)
     _clock_read_at: float = field(default=float("-inf"), repr=False)
+
+    def __post_init__(self) -> None:
+        self.scripts = {name: ScriptRunner(self, name) for name in SCRIPT_NAMES}
+
+    def check_replicas(self, acknowledged: int) -> None:
+        """ReplicationTimeout (a 503) when fewer replicas than REDIS_WAIT_REPLICAS hold a
+        create: acknowledging it would promise what a failover now could take back."""
+        if acknowledged < self.wait_replicas:
+            raise ReplicationTimeout(acknowledged, self.wait_replicas, self.wait_timeout_ms)
 
     def queue(self, name: str | None) -> Keys:
         """The keys of queue `name` (None: this connection's default queue, QUEUE_NAME)."""
@@ -80,23 +192,49 @@ class Conn:
         CLOCK_SYNC_SECONDS; its error is half a round trip."""
         if time.monotonic() - self._clock_read_at > CLOCK_SYNC_SECONDS:
             before = codec.now_ms()
-            seconds, micros = await guarded(self.redis.time())
+            seconds, micros = await guarded(self._time())
             after = codec.now_ms()
             self._clock_offset_ms = seconds * 1000 + micros / 1000 - (before + after) / 2
             self._clock_read_at = time.monotonic()
         return int(codec.now_ms() + self._clock_offset_ms)
 
+    async def _time(self) -> tuple[int, int]:
+        if self.topology == "cluster":
+            # TIME has no key: ask the primary of the global keys' slot (liveness is judged
+            # there); cluster nodes' clocks agree as well as any hosts' do.
+            node = self.redis.get_node_from_key(self.keys.heartbeats("worker"))
+            return cast("tuple[int, int]", await self.redis.time(target_nodes=node))
+        return cast("tuple[int, int]", await self.redis.time())
+
     async def load_scripts(self) -> None:
-        """SCRIPT LOAD every script, so a broken script fails at boot, not at first use."""
+        """Load every script, so a broken one fails at boot, not at first use: the Functions
+        library on Redis 7 and later (every primary of a cluster), else SCRIPT LOAD."""
+        info = await guarded(self.redis.info("server"))
+        if self.topology == "cluster":  # {node: info}: every node runs the same release
+            info = next(iter(info.values())) if "redis_version" not in info else info
+        major = int(str(info["redis_version"]).split(".")[0])
+        if major >= 7:
+            _, code = function_library()
+            try:
+                await guarded(self.redis.function_load(code))
+            except ResponseError as exc:
+                if "already exists" not in str(exc):
+                    raise
+            self.use_functions = True
+            return
+        if self.topology == "cluster":
+            raise RedisUnavailable("Redis Cluster needs Redis 7 or later (Redis Functions)")
         for script in self.scripts.values():
-            script.sha = await guarded(self.redis.script_load(script.script))
+            await guarded(self.redis.script_load(script.source))
+        self.use_functions = False
 
     async def aclose(self) -> None:
         await self.redis.aclose()
 
 
 def create_redis(settings: Settings, **overrides: Any) -> Conn:
-    """Build the client every service uses: decoded strings, health checks, bounded timeouts."""
+    """Build the client every service uses, from REDIS_URL (one server, Sentinel or
+    Cluster): decoded strings, health checks, bounded timeouts."""
     options: dict[str, Any] = {
         "decode_responses": True,
         "health_check_interval": 15,
@@ -110,9 +248,14 @@ def create_redis(settings: Settings, **overrides: Any) -> Conn:
         "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
     }
     options.update(overrides)
-    client = aioredis.Redis.from_url(settings.redis_url, **options)
-    scripts = {name: client.register_script(_script_source(name)) for name in SCRIPT_NAMES}
-    return Conn(redis=client, keys=Keys(settings.queue_name), scripts=scripts)
+    target = redis_url.parse(settings.redis_url)
+    return Conn(
+        redis=redis_url.client(target, options),
+        keys=Keys(settings.queue_name),
+        topology=target.topology,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
+    )
 
 
 @asynccontextmanager
@@ -126,18 +269,76 @@ async def connect(settings: Settings) -> AsyncIterator[Conn]:
         await conn.aclose()
 
 
+# Replies that mean the server (or the cluster) cannot serve now, not that the request is
+# wrong: loading its data, a failed save, a failover under way (a blocked client UNBLOCKED,
+# a demoted primary READONLY, a slot moving or uncovered, no primary for it), too few
+# replicas for min-replicas-to-write, or full under noeviction.
+_UNAVAILABLE_REPLIES = (
+    "LOADING",
+    "MISCONF",
+    "UNBLOCKED",
+    "READONLY",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "MOVED",
+    "ASK",
+)
+
+
+def is_unavailable(error: object) -> bool:
+    """Whether a reply (an exception a pipeline returned in place of a result) means Redis,
+    or one node of a cluster, could not serve the call: as `guarded` would judge it."""
+    if not isinstance(error, Exception):
+        return False
+    if isinstance(
+        error,
+        RedisConnectionError
+        | RedisTimeoutError
+        | ConnectionError
+        | OSError
+        | ClusterError
+        | TryAgainError
+        | AskError
+        | ReadOnlyError
+        | RedisClusterException,
+    ):
+        return True
+    text = str(error)
+    return "> 'maxmemory'" in text or text.split(" ", 1)[0].upper() in _UNAVAILABLE_REPLIES
+
+
+def _raised_inside_redis_py(exc: BaseException) -> bool:
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and f"{os.sep}redis{os.sep}" in frame.tb_frame.f_code.co_filename
+
+
 async def guarded(call: Awaitable[T]) -> T:
-    """Await a Redis call, turning connection trouble into RedisUnavailable."""
+    """Await a Redis call, turning connection trouble, failovers and a full Redis into
+    RedisUnavailable (a 503 with Retry-After; a worker backs off, re-reads the topology and
+    goes on): no service needs a restart after a failover."""
     try:
         return await call
     except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
         raise RedisUnavailable(str(exc) or type(exc).__name__) from exc
+    except (ClusterError, TryAgainError, AskError, ReadOnlyError) as exc:
+        raise RedisUnavailable(str(exc) or type(exc).__name__) from exc
+    except RedisClusterException as exc:  # no node for a slot: a shard is down
+        raise RedisUnavailable(str(exc) or type(exc).__name__) from exc
+    except AttributeError as exc:
+        # redis-py 8.1's cluster client, when a node drops, disconnects connections that
+        # other tasks are still writing on ("'NoneType' object has no attribute
+        # 'writelines'"): a connection lost to the failure, not a bug of the caller's.
+        if not _raised_inside_redis_py(exc):
+            raise
+        raise RedisUnavailable(f"connection lost: {exc}") from exc
     except RedisError as exc:
-        # Loading its data, refusing writes after a failed save, or full under noeviction:
-        # Redis, not the request, is the trouble (503, and a worker's report is retried).
         text = str(exc)
         if "> 'maxmemory'" in text:
             raise RedisUnavailable(f"Redis is full: {text}") from exc
-        if "LOADING" in text or "MISCONF" in text:
+        if text.split(" ", 1)[0].upper() in _UNAVAILABLE_REPLIES:
             raise RedisUnavailable(text) from exc
         raise

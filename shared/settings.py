@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
 
     redis_url: str = DEFAULT_REDIS_URL
+    # SPEC section 8: a create is acknowledged (201) only once this many replicas hold it
+    # (WAIT, on the connection that wrote it); 503 + Retry-After when they do not in time.
+    redis_wait_replicas: int = Field(default=0, ge=0, le=16)
+    redis_wait_timeout_ms: int = Field(default=500, ge=1, le=60_000)
     # A queue name as every create path checks it: "_global" (the tag of keys that belong to
     # no queue) is none.
     queue_name: str = Field(default="default", pattern=QUEUE_NAME_PATTERN)

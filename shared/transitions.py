@@ -6,6 +6,7 @@ published). Each maps the script's return code to a value or a `shared.errors` e
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import random
@@ -15,14 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from redis.exceptions import NoScriptError
-
 from shared import codec, queues, registry
-from shared.errors import InvalidTransition, TaskNotFound, ValidationFailed
+from shared.errors import InvalidTransition, RedisUnavailable, TaskNotFound, ValidationFailed
 from shared.keys import Keys
 from shared.models import MAX_PAYLOAD_BYTES, Task, TaskCreate, TaskStatus
 from shared.queries import get_task, get_tasks
-from shared.redis import Conn, guarded
+from shared.redis import Conn, guarded, is_missing_script, is_unavailable
 from shared.settings import Settings
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -426,6 +425,18 @@ def _fail_call(
     return keys, args
 
 
+REPORT_ATTEMPTS = 5  # sends of the calls of one report that found Redis unavailable
+
+
+async def _pipelined(conn: Conn, calls: Sequence[tuple[str, list[Any], list[Any]]]) -> list[Any]:
+    """Script calls in one pipeline; each reply is its result or its error. Everything in
+    here, the pipeline's own clean-up included, is under `guarded` in the caller."""
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        for name, keys, args in calls:
+            pipe.execute_command(*conn.scripts[name].command(keys, args))
+        return list(await pipe.execute(raise_on_error=False))
+
+
 async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Settings) -> list[str]:
     """Complete or fail several runs in one pipelined round trip; returns each one's code.
 
@@ -456,14 +467,26 @@ async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Set
                     ),
                 )
             )
-    for _ in range(2):
-        async with conn.redis.pipeline(transaction=False) as pipe:
-            for name, keys, args in calls:
-                pipe.evalsha(conn.scripts[name].sha, len(keys), *keys, *args)
-            replies = await guarded(pipe.execute(raise_on_error=False))
-        if not any(isinstance(reply, NoScriptError) for reply in replies):
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(REPORT_ATTEMPTS):
+        for i, reply in zip(
+            todo, await guarded(_pipelined(conn, [calls[i] for i in todo])), strict=True
+        ):
+            replies[i] = reply
+        # Send again only the calls that did not run: Redis lost the scripts (a restart, a
+        # failover to a node without them), or their node could not be reached (on a
+        # cluster, one shard failing over); the others did run, and must not run twice.
+        missing = [i for i in todo if is_missing_script(replies[i])]
+        todo = [i for i in todo if is_missing_script(replies[i]) or is_unavailable(replies[i])]
+        if not todo:
             break
-        await conn.load_scripts()  # Redis restarted and forgot the scripts
+        if missing:
+            await conn.load_scripts()
+        if attempt < REPORT_ATTEMPTS - 1:
+            await asyncio.sleep(0.05 * 2**attempt)
+    else:
+        raise RedisUnavailable(f"{len(todo)} outcome calls could not be sent: {replies[todo[0]]}")
     # A script error concerns its own call only (the lease backstop recovers those tasks).
     done: dict[str | None, Iterator[str]] = {}
     for (queue, batch), reply in zip(successes.items(), replies, strict=False):

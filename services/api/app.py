@@ -1,4 +1,4 @@
-"""The REST gateway: FastAPI app factory, lifespan (Redis), body limit, routers."""
+"""The REST gateway: FastAPI app factory, lifespan (Redis), body limit, routers, probes."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import errors
-from services.api.deps import require_api_key
+from services.api.deps import ConnDep, require_api_key
 from services.api.fast_create import FastCreate
 from services.api.routes import events, queues, stats, tasks
 from services.api.schemas import ERROR_RESPONSES
@@ -129,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
         tags=["monitoring"],
         response_class=PlainTextResponse,
     )
+    _add_probes(app)
     app.add_middleware(FastCreate, settings=settings)  # inside BodyLimit: added first
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # Outermost: in front of both create paths (FastCreate and the routes), body unread.
@@ -169,6 +170,34 @@ def _stats_router() -> APIRouter:
         responses=ERROR_RESPONSES,
     )
     return router
+
+
+def _add_probes(app: FastAPI) -> None:
+    """/livez and /readyz: open like /api/health (probes carry no key), behind the guard."""
+    app.add_api_route("/livez", livez, methods=["GET"], tags=["monitoring"])
+    app.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        tags=["monitoring"],
+        responses={503: {**ERROR_RESPONSES[503], "description": "Redis did not answer"}},
+    )
+
+
+async def livez() -> JSONResponse:
+    """Liveness: 200 whenever this process serves HTTP. Never reads Redis, so a Redis
+    outage restarts no api (SPEC section 8)."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(conn: ConnDep) -> JSONResponse:
+    """Readiness: 200 when Redis answers PING within a second, else 503 with Retry-After."""
+    reason = await health.redis_ready(conn)
+    if reason is None:
+        return JSONResponse({"status": "ok", "redis": "ok"})
+    response = errors.error_response(503, f"redis unavailable: {reason}")
+    response.headers["Retry-After"] = str(health.READY_RETRY_AFTER_SECONDS)
+    return response
 
 
 def app_factory() -> Any:

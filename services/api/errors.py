@@ -56,13 +56,15 @@ def domain_error(exc: TaskQueueError) -> JSONResponse:
     """The answer to a domain error, by the table above (500 for a kind not in it)."""
     status = next((code for kind, code in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 500)
     response = error_response(status, exc.message, exc.details)
-    if isinstance(exc, TooManyStreams):
+    if isinstance(exc, TooManyStreams | RedisUnavailable):
         response.headers["Retry-After"] = str(exc.retry_after_seconds)
     return response
 
 
 def redis_down(exc: Exception) -> JSONResponse:
-    return error_response(503, f"redis unavailable: {exc}")
+    response = error_response(503, f"redis unavailable: {exc}")
+    response.headers["Retry-After"] = str(RedisUnavailable.retry_after_seconds)
+    return response
 
 
 def _clean(errors: list[Any]) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The dashboard service: app factory, lifespan (Redis + live hub), page, static files, health."""
+"""The dashboard service: app factory, lifespan (Redis + live hub), page, static files, health
+and the liveness and readiness probes."""
 
 from __future__ import annotations
 
@@ -80,6 +81,8 @@ def create_app(settings: Settings, *, tick_seconds: float | None = None) -> Fast
     app.add_api_route("/", _index, methods=["GET"], include_in_schema=False)
     app.add_api_route("/favicon.ico", _favicon, methods=["GET"], include_in_schema=False)
     app.add_api_route("/healthz", _healthz, methods=["GET"])
+    app.add_api_route("/livez", _livez, methods=["GET"])
+    app.add_api_route("/readyz", _readyz, methods=["GET"])
     app.add_middleware(RequestGuard, settings=settings)  # inside SecurityHeaders: added first
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(SecurityHeaders)
@@ -129,6 +132,21 @@ async def _healthz(request: Request) -> JSONResponse:
             status_code=503,
         )
     return JSONResponse({"status": "ok", "redis": "ok", **body})
+
+
+async def _livez() -> JSONResponse:
+    """Liveness: 200 whenever this process serves HTTP; never reads Redis (SPEC section 8)."""
+    return JSONResponse({"status": "ok"})
+
+
+async def _readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 when Redis answers PING within a second, else 503 with Retry-After."""
+    reason = await health.redis_ready(request.app.state.conn)
+    if reason is None:
+        return JSONResponse({"status": "ok", "redis": "ok"})
+    response = errors.error_response(503, f"redis unavailable: {reason}")
+    response.headers["Retry-After"] = str(health.READY_RETRY_AFTER_SECONDS)
+    return response
 
 
 def app_factory() -> Any:

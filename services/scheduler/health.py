@@ -1,4 +1,5 @@
-"""Health check for compose: exit 0 when this host's scheduler beat recently."""
+"""Health check: readiness, exit 0 when this host's scheduler beat in Redis recently; with
+`--live`, liveness, exit 0 when its liveness file is fresh (no Redis at all)."""
 
 from shared.health import check
 

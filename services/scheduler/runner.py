@@ -12,7 +12,7 @@ import socket
 from services.scheduler.promote import promote_loop
 from services.scheduler.recover import Recoverer
 from services.scheduler.retention import retention_once
-from shared import health, heartbeats
+from shared import health, heartbeats, liveness
 from shared.redis import Conn, connect
 from shared.runtime import every, instance_id, stop_event_on_signals
 from shared.settings import Settings
@@ -34,7 +34,11 @@ async def run_scheduler(conn: Conn, settings: Settings, stop: asyncio.Event) -> 
     info = {"pid": os.getpid(), "host": socket.gethostname()}
 
     async def beat() -> None:
-        await heartbeats.beat(conn, SERVICE, iid, info, settings.heartbeat_seconds * 5)
+        # Liveness first, whether or not Redis answers; and a beat that Redis never answers
+        # is cut short, so the loop (and the liveness it proves) goes on through an outage.
+        liveness.touch(SERVICE)
+        async with asyncio.timeout(max(settings.heartbeat_seconds * 2, 1.0)):
+            await heartbeats.beat(conn, SERVICE, iid, info, settings.heartbeat_seconds * 5)
 
     try:
         await asyncio.gather(

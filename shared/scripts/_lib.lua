@@ -10,14 +10,15 @@ local EVENTS_CHANNEL = 'task_events'  -- keys.EVENTS_CHANNEL (SPEC section 6)
 local QUEUE_CONTROL_CHANNEL = 'tq:queue_control'  -- keys.QUEUE_CONTROL_CHANNEL
 local SCHEDULER_WAKE_CHANNEL = 'tq:scheduler_wake'  -- keys.SCHEDULER_WAKE_CHANNEL
 
+-- (Plain tables, no metatables: a Redis Functions library has no setmetatable.)
 local QueueKeys = {}
-QueueKeys.__index = QueueKeys
 
 -- The keys of the queue `key` belongs to (its prefix is 'tq:{<queue>}:'; a queue name has
 -- no '}').
 local function queue_keys(key)
   local prefix = string.match(key, '^tq:{[^}]+}:')
-  local Q = setmetatable({prefix = prefix, queue = string.sub(prefix, 5, -3)}, QueueKeys)
+  local Q = {prefix = prefix, queue = string.sub(prefix, 5, -3)}
+  for name, method in pairs(QueueKeys) do Q[name] = method end
   Q.counts, Q.leases, Q.delayed = prefix .. 'counts', prefix .. 'leases', prefix .. 'delayed'
   Q.expiry, Q.outbox, Q.config = prefix .. 'expiry', prefix .. 'outbox', prefix .. 'config'
   Q.index_all, Q.skips = prefix .. 'index:all', prefix .. 'ready:skip'
@@ -241,12 +242,16 @@ end
 
 -- Which task types a consumer runs: a set from its comma-separated list (a type name has no
 -- comma), the form claims and offers carry it in; '*' (no type's name) is every type.
-local EVERY_TYPE = setmetatable({}, {__index = function() return true end})
+local EVERY_TYPE = {}
 local function type_set(list)
   if list == '*' then return EVERY_TYPE end
   local set = {}
   for name in string.gmatch(list, '[^,]+') do set[name] = true end
   return set
+end
+
+local function runs_type(set, task_type)
+  return set == EVERY_TYPE or set[task_type] == true
 end
 
 -- An offer (the offers HASH value): "<lease ms>|<types it runs>|<worker name>", decoded once
@@ -281,7 +286,7 @@ local function take_offer(Q, lane, task_type)
     local offer = offer_of(Q, lane, owner)
     if offer then
       -- A record without a type is corrupt: any consumer takes it, to fail it clearly.
-      if not task_type or task_type == '' or offer.types[task_type] then
+      if not task_type or task_type == '' or runs_type(offer.types, task_type) then
         found = {owner, offer}
         break
       end

@@ -76,7 +76,7 @@ local function take(list, priority, parked)
         if tonumber(redis.call('HGET', KEYS[12], list) or 0) > 0 then
           redis.call('HINCRBY', KEYS[12], list, -1)
         end
-      elseif f[5] and f[5] ~= '' and not runs[f[5]] then
+      elseif f[5] and f[5] ~= '' and not runs_type(runs, f[5]) then
         -- (A record without a type is corrupt: claimed, so its consumer fails it clearly.)
         redis.call('RPUSH', Q:parked(lane, priority, f[5]), id)
         redis.call('HINCRBY', KEYS[14], lane .. ':' .. priority .. ':' .. f[5], 1)
@@ -104,7 +104,7 @@ local directory = redis.call('HGETALL', KEYS[14])
 for i = 1, #directory, 2 do
   local member = directory[i]
   local l, p, t = string.match(member, '^([^:]+):(%d):(.*)$')
-  if l == lane and runs[t] then
+  if l == lane and runs_type(runs, t) then
     parked_at[p] = parked_at[p] or {}
     table.insert(parked_at[p], {Q:parked(l, p, t), member})
   end

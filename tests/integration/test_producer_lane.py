@@ -40,6 +40,8 @@ async def test_a_killed_connection_is_replaced(producer: Producer, conn: Conn) -
 
 async def test_a_flushed_script_is_loaded_again(producer: Producer, conn: Conn) -> None:
     await conn.redis.script_flush()
+    if producer.conn.use_functions:
+        await conn.redis.function_flush()
     task = await producer.enqueue("noop", 1)
     assert await producer.get(task.id) == task
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -361,12 +362,54 @@ async def test_idempotency_under_concurrent_identical_requests(
     assert await counts(conn) == {"total": 1, "pending": 1}
 
 
+def per_node(reply: Any) -> list[Any]:
+    """A reply per node: a cluster client answers node-wide commands as {node: reply}."""
+    return list(reply.values()) if isinstance(reply, dict) else [reply]
+
+
+async def forget_scripts(conn: Conn) -> None:
+    """What a restart without persistence, or a failover to a node that never had them,
+    does to the scripts: gone (the Functions library on Redis 7, the script cache on 6.2),
+    on every primary of a cluster."""
+    await conn.redis.script_flush()
+    if conn.use_functions:
+        await conn.redis.function_flush()
+        assert all(libraries == [] for libraries in per_node(await conn.redis.function_list()))
+
+
 async def test_scripts_survive_script_flush(conn: Conn, settings: Settings) -> None:
     await seed_tasks(conn, settings)
     [c] = await claim(conn)
-    await conn.redis.script_flush()
+    await forget_scripts(conn)
     codes = await transitions.report_outcomes(conn, [Outcome(c.task.id, c.token, True)], settings)
     assert codes == ["ok"]
+    # A direct call (not pipelined) reloads them too.
+    await forget_scripts(conn)
+    [task] = await seed_tasks(conn, settings)
+    assert (await queries.get_task(conn, task.id)).status == "pending"
+
+
+async def test_redis_7_runs_the_scripts_as_one_functions_library(
+    conn: Conn, settings: Settings
+) -> None:
+    """FUNCTION LOAD is replicated and kept in the RDB (SCRIPT LOAD is neither), and FCALL
+    pipelines on Redis Cluster: Redis 7 gets the library, 6.2 the script cache."""
+    version = (await conn.redis.info("server"))["redis_version"]
+    assert conn.use_functions == (int(version.split(".")[0]) >= 7)
+    if not conn.use_functions:
+        return
+    for libraries in per_node(await conn.redis.function_list()):  # every primary has it
+        [library] = [dict(zip(lib[::2], lib[1::2], strict=True)) for lib in libraries]
+        names = {dict(zip(f[::2], f[1::2], strict=True))["name"] for f in library["functions"]}
+        assert names == {conn.scripts[name].function for name in conn.scripts}
+    node: dict[str, Any] = {}
+    if conn.topology == "cluster":  # the stats of the node that owns the queue's slot
+        node = {"target_nodes": conn.redis.get_node_from_key(conn.keys.counts)}
+    await conn.redis.config_resetstat(**node)
+    ensure_test_types()
+    await transitions.enqueue(conn, [create()], settings)
+    stats = await conn.redis.info("commandstats", **node)
+    assert stats["cmdstat_fcall"]["calls"] >= 1 and "cmdstat_evalsha" not in stats
 
 
 async def test_a_task_history_keeps_its_newest_thousand_events(

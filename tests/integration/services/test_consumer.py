@@ -18,7 +18,7 @@ from shared.queue_selection import QueueSelection
 from shared.redis import Conn
 from shared.registry import Handler, TaskContext
 from shared.settings import Settings
-from tests.support.seed import assert_consistent, seed_tasks
+from tests.support.seed import assert_consistent, ensure_test_types, seed_tasks
 from tests.support.waiting import wait_until
 
 
@@ -31,6 +31,8 @@ async def running(
     queues: QueueSelection | None = None,
     name: str = "Worker T",
 ) -> AsyncIterator[Consumer]:
+    # The consumer runs the registered types its handlers cover, read as it starts.
+    ensure_test_types()
     consumer = Consumer(
         conn,
         settings,

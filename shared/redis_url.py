@@ -1,0 +1,179 @@
+"""REDIS_URL, read once: one Redis server, a primary named by Sentinel, or a Redis Cluster
+(SPEC section 8). `client()` builds the redis-py client of each kind with the same options,
+so every service, the producer and the dashboard connect the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisClusterException
+
+Topology = Literal["standalone", "sentinel", "cluster"]
+SCHEMES: dict[str, tuple[Topology, bool]] = {
+    "redis": ("standalone", False),
+    "rediss": ("standalone", True),
+    "unix": ("standalone", False),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+}
+DEFAULT_PORTS = {"standalone": 6379, "sentinel": 26379, "cluster": 6379}
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, routing FCALL by the keys it declares, as redis-py routes
+    EVALSHA. Left to itself it asks a server for an FCALL's keys (COMMAND GETKEYS) on every
+    call: a round trip per transition, always to the same node, and while that node is down
+    every transition fails, whichever shard its queue lives on. (redis-py 8.1; overrides a
+    private method, checked by tests/integration/topologies/test_cluster.py.)"""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() in ("FCALL", "FCALL_RO") and len(args) >= 2 and int(args[1]) > 0:
+            slots = {self.keyslot(key) for key in args[2 : 2 + int(args[1])]}
+            if len(slots) != 1:
+                raise RedisClusterException(f"{command} - all keys must map to the same slot")
+            return slots.pop()
+        return await super()._determine_slot(command, *args)
+
+
+class BadRedisUrl(ValueError):
+    """REDIS_URL does not say which Redis to use; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """What REDIS_URL names."""
+
+    topology: Topology
+    url: str  # as given (a bare host:port completed to redis://host:port)
+    tls: bool = False
+    hosts: tuple[tuple[str, int], ...] = ()  # sentinels, or cluster seed nodes
+    service: str = ""  # Sentinel's name of the primary
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    query: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def described(self) -> str:
+        """The target without credentials, for logs and health output."""
+        if self.topology == "standalone":
+            parts = urlsplit(self.url)
+            return f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}{parts.path}"
+        hosts = ",".join(f"{host}:{port}" for host, port in self.hosts)
+        if self.topology == "sentinel":
+            return f"sentinel {hosts} / {self.service} / db {self.db}"
+        return f"cluster {hosts}"
+
+
+def parse(url: str) -> RedisTarget:
+    """Read REDIS_URL; BadRedisUrl names what is wrong."""
+    text = url.strip()
+    if "://" not in text:
+        text = f"redis://{text}"  # bare host:port (SPEC section 8)
+    scheme = text.split("://", 1)[0].lower()
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{name}://" for name in SCHEMES)
+        raise BadRedisUrl(f"REDIS_URL scheme {scheme!r} is not one of {known}")
+    topology, tls = SCHEMES[scheme]
+    if topology == "standalone":
+        return RedisTarget("standalone", text, tls=tls)
+    # urlsplit reads one host:port; several are split here.
+    rest = text.split("://", 1)[1]
+    netloc, _, path_and_query = rest.partition("/")
+    path, _, query_text = path_and_query.partition("?")
+    userinfo, _, hostlist = netloc.rpartition("@")
+    username, password = _credentials(userinfo)
+    hosts = tuple(_host_port(part, DEFAULT_PORTS[topology]) for part in hostlist.split(","))
+    query = {name: values[-1] for name, values in parse_qs(query_text).items()}
+    segments = [unquote(part) for part in path.split("/") if part]
+    if topology == "sentinel":
+        if not segments:
+            raise BadRedisUrl(
+                "REDIS_URL for Sentinel names the primary's service: "
+                "redis+sentinel://host1:26379,host2:26379/<service-name>/<db>"
+            )
+        db = _db(segments[1] if len(segments) > 1 else "0")
+        return RedisTarget("sentinel", text, tls, hosts, segments[0], db, username, password, query)
+    if segments and segments[0] not in ("", "0"):
+        raise BadRedisUrl("Redis Cluster has only database 0: drop the path from REDIS_URL")
+    return RedisTarget("cluster", text, tls, hosts, "", 0, username, password, query)
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    if not userinfo:
+        return None, None
+    user, colon, secret = userinfo.partition(":")
+    if not colon:  # redis://secret@host: a password alone, as redis-py reads it
+        return None, unquote(user)
+    return (unquote(user) or None), unquote(secret)
+
+
+def _host_port(part: str, default_port: int) -> tuple[str, int]:
+    part = part.strip()
+    if not part:
+        raise BadRedisUrl("REDIS_URL has an empty host in its host list")
+    if part.startswith("["):  # [::1]:7000
+        host, _, port = part[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = part.rpartition(":") if part.count(":") == 1 else (part, "", "")
+    try:
+        return host, int(port) if port else default_port
+    except ValueError:
+        raise BadRedisUrl(f"REDIS_URL host {part!r} has no valid port") from None
+
+
+def _db(text: str) -> int:
+    if not text.isdigit():
+        raise BadRedisUrl(f"REDIS_URL database {text!r} is not a number")
+    return int(text)
+
+
+def client(target: RedisTarget, options: dict[str, Any]) -> aioredis.Redis | RedisCluster:
+    """The client for `target` with redis-py connection `options` (decode_responses,
+    timeouts, retry, ...). A Sentinel client asks the sentinels for the primary whenever it
+    connects, so it follows failovers; a cluster client follows MOVED and re-reads the slots."""
+    if target.topology == "standalone":
+        return aioredis.Redis.from_url(target.url, **options)
+    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    tls: dict[str, Any] = {"ssl": True} if target.tls else {}
+    if target.topology == "sentinel":
+        node_options = {**options, **auth, **tls}
+        node_options.pop("max_connections", None)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.hosts),
+            # Sentinels commonly share the data nodes' password; without one they get none.
+            sentinel_kwargs={
+                **auth,
+                **tls,
+                "socket_connect_timeout": options.get("socket_connect_timeout"),
+                "socket_timeout": options.get("socket_timeout") or 3,
+            },
+            **node_options,
+        )
+        primary: aioredis.Redis = sentinel.master_for(
+            target.service,
+            db=target.db,
+            max_connections=options.get("max_connections", 256),
+        )
+        return primary
+    cluster_options = {
+        key: value
+        for key, value in options.items()
+        if key not in ("single_connection_client", "retry_on_timeout")
+    }
+    return _Cluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+        # A shard that is down stops its own queues only; the others keep working.
+        require_full_coverage=False,
+        **auth,
+        **tls,
+        **cluster_options,
+    )

@@ -1,0 +1,101 @@
+"""REDIS_URL forms (SPEC section 8): one server, Sentinel's primary, Redis Cluster."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    MovedError,
+    ReadOnlyError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+
+from shared.errors import RedisUnavailable
+from shared.redis import guarded
+from shared.redis_url import BadRedisUrl, client, parse
+
+
+def test_one_server_urls_pass_through() -> None:
+    for url in ("redis://localhost:6379/0", "rediss://u:p@cache:6380/2", "unix:///run/r.sock"):
+        target = parse(url)
+        assert target.topology == "standalone" and target.url == url
+    bare = parse("10.0.0.5:6380")
+    assert bare.topology == "standalone" and bare.url == "redis://10.0.0.5:6380"
+
+
+def test_sentinel_url_names_sentinels_service_and_db() -> None:
+    target = parse("redis+sentinel://user:s%40cret@s1:26379,s2,[::1]:26380/mymaster/3")
+    assert target.topology == "sentinel" and not target.tls
+    assert target.hosts == (("s1", 26379), ("s2", 26379), ("::1", 26380))
+    assert target.service == "mymaster" and target.db == 3
+    assert (target.username, target.password) == ("user", "s@cret")
+    assert "s@cret" not in target.described and "mymaster" in target.described
+    assert parse("rediss+sentinel://s1/mymaster").tls
+    assert parse("redis+sentinel://s1/mymaster").db == 0
+
+
+def test_cluster_url_names_seed_nodes() -> None:
+    target = parse("redis+cluster://:pw@n1:7000,n2:7001")
+    assert target.topology == "cluster"
+    assert target.hosts == (("n1", 7000), ("n2", 7001))
+    assert target.password == "pw" and target.username is None
+    assert parse("rediss+cluster://n1:7000").tls
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://localhost:6379", "scheme"),
+        ("redis+sentinel://s1:26379", "service"),
+        ("redis+sentinel://s1:26379/mymaster/x", "database"),
+        ("redis+cluster://n1:7000/2", "database 0"),
+        ("redis+cluster://n1:seven", "port"),
+        ("redis+cluster://n1:7000,,n2:7001", "empty host"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(BadRedisUrl, match=says):
+        parse(url)
+
+
+def test_cluster_client_is_redis_py_cluster_seeded_from_every_node() -> None:
+    built = client(parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"), {})
+    assert isinstance(built, RedisCluster)
+    seeds = {(node.host, node.port) for node in built.nodes_manager.startup_nodes.values()}
+    assert seeds == {("127.0.0.1", 7000), ("127.0.0.1", 7001)}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionError("Connection reset by peer"),
+        ResponseError("UNBLOCKED force unblock from blocking operation, instance state changed"),
+        ReadOnlyError("You can't write against a read only replica."),
+        ClusterDownError("The cluster is down"),
+        TryAgainError("Multiple keys request during rehashing of slot"),
+        MovedError("3999 127.0.0.1:6381"),
+        SlotNotCoveredError("Command # 1 (GET x) of pipeline caused error: slot not covered"),
+        ResponseError("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is no"),
+        ResponseError("NOREPLICAS Not enough good replicas to write."),
+        ResponseError("LOADING Redis is loading the dataset in memory"),
+        ResponseError("OOM command not allowed when used memory > 'maxmemory'."),
+    ],
+)
+async def test_failover_replies_count_as_redis_unavailable(error: Exception) -> None:
+    async def fails() -> None:
+        raise error
+
+    with pytest.raises(RedisUnavailable):
+        await guarded(fails())
+
+
+async def test_a_wrong_request_stays_an_error() -> None:
+    async def fails() -> None:
+        raise ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+
+    with pytest.raises(ResponseError):
+        await guarded(fails())
