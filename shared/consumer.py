@@ -42,7 +42,11 @@ ClaimKey = tuple[str, str]  # (task id, claim token): one run of a task (Claimed
 CLAIM_GATHER_SECONDS = 0.002  # longest a free slot waits for others before a claim
 INBOX_WAIT_SECONDS = 1.0  # an inbox silent this long re-syncs the offers (a safety net)
 MAX_EARLY_SECONDS = 1.0  # the longest a consumer waits for a promoted task's due time
-SERVED_REFRESH_SECONDS = 1.0  # how often `*` looks for new queues
+SERVED_REFRESH_SECONDS = 1.0
+# The longest pause before a queue whose shard could not be reached is tried again (its
+# claims and, on a cluster, its inbox reader): each try at a shard that is down makes
+# redis-py re-read the cluster's topology, cutting calls in flight to the healthy shards.
+UNREACHABLE_PAUSE_MAX_SECONDS = 5.0  # how often `*` looks for new queues
 
 
 MAX_RESULT_BYTES = 1024 * 1024  # a larger result fails the task instead of bloating Redis
@@ -350,7 +354,7 @@ class Consumer:
             taken = self._take(queue, await self._claim(queue, count, offer=offer))
         except RedisUnavailable as exc:
             _, last = self.unreachable.get(queue, (0.0, 0.0))
-            pause = min(max(last * 2, 0.1), 2.0)
+            pause = min(max(last * 2, 0.1), UNREACHABLE_PAUSE_MAX_SECONDS)
             self.unreachable[queue] = (time.monotonic() + pause, pause)
             self.resync = True  # whether that claim offered anything is unknown
             failed.append(exc)
@@ -484,8 +488,11 @@ class Consumer:
                 pause = 0.0
             except Exception as exc:
                 # A failover (UNBLOCKED, a reset, a moved slot) lands here: back off and block
-                # again; the next claim re-offers the slots (SPEC section 8).
-                pause = min(max(pause * 2, 0.1), 2.0)
+                # again; the next claim re-offers the slots (SPEC section 8). A queue's own
+                # reader (on a cluster) backs off longer: every call to a shard that is down
+                # makes redis-py re-read the topology, which cuts the other readers' calls.
+                cap = 2.0 if only is None else UNREACHABLE_PAUSE_MAX_SECONDS
+                pause = min(max(pause * 2, 0.1), cap)
                 logger.warning("%s cannot read its inbox (%s)", self.name, describe(exc))
                 self.resync = True
                 self.slot_free.set()

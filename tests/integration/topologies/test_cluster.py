@@ -1,0 +1,201 @@
+"""Workers on a real Redis Cluster (3 primaries + 3 replicas on loopback) through failovers:
+a manual CLUSTER FAILOVER, a primary SIGKILLed, and a shard down for good (SPEC section 8)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from shared import queries, transitions
+from shared.errors import RedisUnavailable
+from shared.keys import QUEUES
+from shared.queue_selection import QueueSelection
+from shared.redis import Conn, create_redis
+from shared.settings import Settings
+from tests.conftest import make_settings
+from tests.integration.services.test_consumer import running
+from tests.support.redis_cluster import Cluster, run_cluster
+from tests.support.seed import assert_consistent, create, ensure_test_types
+from tests.support.waiting import wait_until
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A cluster of this module's own: its tests kill and fail over nodes."""
+    with run_cluster() as running_cluster:
+        yield running_cluster
+
+
+@pytest.fixture
+def cluster_settings(cluster: Cluster) -> Settings:
+    cluster.wait_ok()
+    for node in cluster.primaries():
+        node.command("FLUSHALL")
+    return make_settings(cluster.url)
+
+
+@pytest.fixture
+async def cluster_conn(cluster_settings: Settings) -> AsyncIterator[Conn]:
+    conn = create_redis(cluster_settings)
+    await conn.load_scripts()
+    yield conn
+    await conn.aclose()
+
+
+async def noop(payload: Any, ctx: Any) -> str:
+    return "done"
+
+
+async def enqueue(conn: Conn, settings: Settings, queue: str, n: int = 1) -> list[str]:
+    ensure_test_types()
+    tasks, _ = await transitions.enqueue(conn, [create(queue=queue) for _ in range(n)], settings)
+    return [task.id for task in tasks]
+
+
+async def enqueue_retrying(
+    conn: Conn, settings: Settings, queues: list[str], n: int = 1, timeout: float = 15
+) -> list[str]:
+    """Create n tasks in each queue as a client does: a 503 (RedisUnavailable) is retried.
+    While one node fails, redis-py's cluster client re-reads the topology and calls to the
+    other nodes can fail for a moment too."""
+    ids: list[str] = []
+    for queue in queues:
+
+        async def create_in(queue: str = queue) -> list[str] | None:
+            try:
+                return await enqueue(conn, settings, queue, n)
+            except RedisUnavailable:
+                return None
+
+        ids += await wait_until(create_in, timeout=timeout, message=f"a create in {queue}")
+    return ids
+
+
+async def all_completed(conn: Conn, ids: list[str]) -> bool:
+    """Whether every task completed; while a node fails a read may get RedisUnavailable (a
+    503 a client retries), which counts as "not yet"."""
+    try:
+        for task_id in ids:
+            if (await queries.get_task(conn, task_id)).status != "completed":
+                return False
+    except RedisUnavailable:
+        return False
+    return True
+
+
+async def test_a_worker_rides_a_manual_failover_of_its_queues_primary(
+    cluster: Cluster, cluster_conn: Conn, cluster_settings: Settings
+) -> None:
+    """CLUSTER FAILOVER while the worker blocks on its inboxes (Redis answers UNBLOCKED):
+    it blocks again on the new primary and takes hand-overs as before; no restart."""
+    queues = cluster.queues_on_distinct_primaries(3)
+    selection = QueueSelection.parse(",".join(queues))
+    async with running(cluster_conn, cluster_settings, {"noop": noop}, queues=selection) as c:
+        await wait_until(lambda: all(c.offers.get(q) for q in queues), message="offers")
+        first = [
+            task_id for q in queues for task_id in await enqueue(cluster_conn, cluster_settings, q)
+        ]
+        await wait_until(lambda: all_completed(cluster_conn, first), message="before")
+        primary = cluster.primary_for_key(cluster_conn.queue(queues[0]).counts)
+        await asyncio.to_thread(cluster.failover, cluster.replica_of(primary))
+        assert cluster.primary_for_key(cluster_conn.queue(queues[0]).counts) is not primary
+
+        async def created() -> list[str] | None:
+            try:
+                return [t for q in queues for t in await enqueue(cluster_conn, cluster_settings, q)]
+            except RedisUnavailable:
+                return None
+
+        later = await wait_until(created, timeout=15, message="creates after the failover")
+        await wait_until(lambda: all_completed(cluster_conn, later), timeout=15, message="after")
+    for queue in queues:
+        await assert_consistent(cluster_conn, queue=queue)
+
+
+async def test_a_killed_primary_stops_only_its_queue_until_its_replica_takes_over(
+    cluster: Cluster, cluster_conn: Conn, cluster_settings: Settings
+) -> None:
+    queues = cluster.queues_on_distinct_primaries(3)
+    doomed, others = queues[0], queues[1:]
+    selection = QueueSelection.parse(",".join(queues))
+    async with running(
+        cluster_conn, cluster_settings, {"noop": noop}, concurrency=4, queues=selection
+    ):
+        before = [t for q in queues for t in await enqueue(cluster_conn, cluster_settings, q, 5)]
+        await wait_until(lambda: all_completed(cluster_conn, before), message="before")
+        primary = cluster.primary_for_key(cluster_conn.queue(doomed).counts)
+        replica = cluster.replica_of(primary)
+        cluster.kill(primary)
+        # The other queues' shards go on serving while this one fails over.
+        during = await enqueue_retrying(cluster_conn, cluster_settings, others, 5)
+        await wait_until(lambda: all_completed(cluster_conn, during), timeout=30, message="others")
+        await wait_until(lambda: replica.role == "master", timeout=15, message="promotion")
+
+        async def created() -> list[str] | None:
+            try:
+                return await enqueue(cluster_conn, cluster_settings, doomed, 3)
+            except RedisUnavailable:
+                return None
+
+        after = await wait_until(created, timeout=15, message="creates after promotion")
+        await wait_until(lambda: all_completed(cluster_conn, after), timeout=15, message="after")
+        # Acknowledged before the kill and replicated (the replica was in sync): kept.
+        assert await all_completed(cluster_conn, before)
+    await asyncio.to_thread(cluster.restart, primary)
+    for queue in queues:
+        await assert_consistent(cluster_conn, queue=queue)
+
+
+async def test_a_shard_fully_down_refuses_its_queue_and_serves_the_others(
+    cluster: Cluster, cluster_conn: Conn, cluster_settings: Settings
+) -> None:
+    """Known limit: the shard that holds the {_global} slot (the queue registry and the
+    heartbeats) is not the one taken down here; while that one is down, queues already
+    known keep running, but a new queue cannot be registered (README, Scaling)."""
+    queues = cluster.queues_on_distinct_primaries(3)
+    global_primary = cluster.primary_for_key(QUEUES)
+    queues.sort(
+        key=lambda q: cluster.primary_for_key(cluster_conn.queue(q).counts) is global_primary
+    )
+    down, others = queues[0], queues[1:]
+    assert cluster.primary_for_key(cluster_conn.queue(down).counts) is not global_primary
+    primary = cluster.primary_for_key(cluster_conn.queue(down).counts)
+    replica = cluster.replica_of(primary)
+    selection = QueueSelection.parse(",".join(queues))
+    try:
+        async with running(
+            cluster_conn, cluster_settings, {"noop": noop}, concurrency=4, queues=selection
+        ):
+            cluster.kill(replica)
+            cluster.kill(primary)
+            await wait_until(
+                lambda: _refused(cluster_conn, cluster_settings, down), timeout=15, message="503"
+            )
+            # Read as the api would, on a client of its own (the worker's blocks on inboxes).
+            api = create_redis(cluster_settings)
+            try:
+                await api.load_scripts()
+                ids = await enqueue_retrying(api, cluster_settings, others, 10)
+                await wait_until(lambda: all_completed(api, ids), timeout=30, message="others")
+            finally:
+                await api.aclose()
+    finally:
+        await asyncio.to_thread(_revive, cluster, primary, replica)
+    for queue in others:
+        await assert_consistent(cluster_conn, queue=queue)
+
+
+async def _refused(conn: Conn, settings: Settings, queue: str) -> bool:
+    try:
+        await enqueue(conn, settings, queue)
+    except RedisUnavailable:
+        return True
+    return False
+
+
+def _revive(cluster: Cluster, primary: Any, replica: Any) -> None:
+    cluster.restart(primary, timeout=20)
+    cluster.restart(replica, timeout=20)
