@@ -46,7 +46,10 @@ SERVED_REFRESH_SECONDS = 1.0
 # The longest pause before a queue whose shard could not be reached is tried again (its
 # claims and, on a cluster, its inbox reader): each try at a shard that is down makes
 # redis-py re-read the cluster's topology, cutting calls in flight to the healthy shards.
-UNREACHABLE_PAUSE_MAX_SECONDS = 5.0  # how often `*` looks for new queues
+UNREACHABLE_PAUSE_MAX_SECONDS = 5.0
+# How long a queue a claim found empty is claimed after the others, in weighted and `*`
+# order: draining, most rounds would otherwise start with a round trip for nothing each.
+DRY_SECONDS = 0.05  # how often `*` looks for new queues
 
 
 MAX_RESULT_BYTES = 1024 * 1024  # a larger result fails the task instead of bloating Redis
@@ -188,6 +191,8 @@ class Consumer:
         # failing over or down): queue -> (monotonic time to try again, last pause). The
         # other queues are served meanwhile.
         self.unreachable: dict[str, tuple[float, float]] = {}
+        # Queues a claim found with nothing ready: queue -> monotonic time it stops counting.
+        self.dry: dict[str, float] = {}
         self.instance_id = instance_id(service)
         # Keyed by claim, not task id: a task wrongly recovered from this live consumer can
         # come back to it while its first run goes on, and each run must settle as its own.
@@ -331,6 +336,13 @@ class Consumer:
         if len(order) == 1:
             want -= self._take(order[0], await self._claim(order[0], want, offer=True))
             return
+        if self.selection.mode != "strict" and self.dry:
+            # A queue found empty a moment ago goes last (strict order keeps its order: a
+            # later queue must never run while an earlier one has work). It is still
+            # claimed when the others cannot fill the slots, and offered in below.
+            now = time.monotonic()
+            dry = {name for name, until in self.dry.items() if until > now}
+            order = [n for n in order if n not in dry] + [n for n in order if n in dry]
         failed: list[RedisUnavailable] = []
         for name in order:
             if want <= 0:
@@ -351,7 +363,8 @@ class Consumer:
         shard of a Redis Cluster failing over or down) is set aside, with a growing pause,
         and the round goes on with the others: one shard down stops only its own queues."""
         try:
-            taken = self._take(queue, await self._claim(queue, count, offer=offer))
+            reply = await self._claim(queue, count, offer=offer)
+            taken = self._take(queue, reply)
         except RedisUnavailable as exc:
             _, last = self.unreachable.get(queue, (0.0, 0.0))
             pause = min(max(last * 2, 0.1), UNREACHABLE_PAUSE_MAX_SECONDS)
@@ -360,6 +373,10 @@ class Consumer:
             failed.append(exc)
             return 0
         self.unreachable.pop(queue, None)
+        if taken < count and not reply.paused and reply.retry_at_ms is None:
+            self.dry[queue] = time.monotonic() + DRY_SECONDS  # nothing more was ready
+        else:
+            self.dry.pop(queue, None)
         return taken
 
     async def _claim(self, queue: str, count: int, *, offer: bool) -> transitions.ClaimReply:

@@ -232,6 +232,45 @@ async def test_weights_share_the_claims_while_every_queue_has_work(
     assert 140 <= shares["a"] <= 220 and 55 <= shares["b"] <= 125 and 8 <= shares["c"] <= 55
 
 
+async def test_a_queue_found_empty_is_claimed_last_in_weighted_order_not_in_strict(
+    conn: Conn, settings: Settings
+) -> None:
+    """Draining, a weighted round that starts with a queue that just ran dry pays a round
+    trip for nothing: such a queue goes last for DRY_SECONDS, and as the others fill the
+    slots it is mostly not claimed at all. Strict order never moves: there the empty `a`
+    is claimed first in every round."""
+    ensure_test_types()
+    await queues.register(conn, "a")  # known, and empty
+    await transitions.enqueue(conn, [create(queue="b") for _ in range(600)], settings)
+
+    async def slow(payload: Any, ctx: TaskContext) -> None:
+        await asyncio.sleep(0.002)
+
+    claims: dict[str, Counter[str]] = {}
+    for spec in ("a:1000,b:1", "a,b"):
+        selection = QueueSelection.parse(spec)
+        seen = claims[spec] = Counter()
+        async with running(conn, settings, {"noop": slow}, concurrency=2, queues=selection) as c:
+            original = c._claim
+
+            async def counted(
+                queue: str,
+                count: int,
+                *,
+                offer: bool,
+                seen: Counter[str] = seen,
+                original: Any = original,
+            ) -> Any:
+                seen[queue] += 1
+                return await original(queue, count, offer=offer)
+
+            c._claim = counted  # type: ignore[method-assign]
+            await wait_until(lambda seen=seen: seen["b"] >= 60, message="sixty claims of b")
+    weighted, strict = claims["a:1000,b:1"], claims["a,b"]
+    assert weighted["a"] * 3 <= weighted["b"], weighted
+    assert strict["a"] >= strict["b"], strict
+
+
 def test_worker_queues_parse_and_order() -> None:
     assert QueueSelection.parse("*").mode == "all"
     assert QueueSelection.parse("a, b").queues == ("a", "b")

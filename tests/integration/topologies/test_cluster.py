@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared import queries, transitions
-from shared.errors import RedisUnavailable
+from shared.errors import RedisUnavailable, ReplicationTimeout
 from shared.keys import QUEUES
 from shared.queue_selection import QueueSelection
 from shared.redis import Conn, create_redis
@@ -199,3 +199,31 @@ async def _refused(conn: Conn, settings: Settings, queue: str) -> bool:
 def _revive(cluster: Cluster, primary: Any, replica: Any) -> None:
     cluster.restart(primary, timeout=20)
     cluster.restart(replica, timeout=20)
+
+
+async def test_wait_replicas_on_a_cluster_asks_the_queues_own_shard(
+    cluster: Cluster, cluster_settings: Settings
+) -> None:
+    """REDIS_WAIT_REPLICAS=1 on a cluster: WAIT goes to the node that owns the queue's slot
+    (on the connection that ran the enqueue), so it counts that shard's replica: with it
+    gone, creates in that queue get ReplicationTimeout, the other queues' still succeed."""
+    settings = cluster_settings.model_copy(
+        update={"redis_wait_replicas": 1, "redis_wait_timeout_ms": 300}
+    )
+    conn = create_redis(settings)
+    try:
+        await conn.load_scripts()
+        queues = cluster.queues_on_distinct_primaries(3)
+        assert len(await enqueue(conn, settings, queues[0], 2)) == 2
+        replica = cluster.replica_of(cluster.primary_for_key(conn.queue(queues[0]).counts))
+        cluster.kill(replica)
+        try:
+            with pytest.raises(ReplicationTimeout):
+                await enqueue(conn, settings, queues[0])
+            others = await enqueue_retrying(conn, settings, queues[1:])
+            assert len(others) == 2
+        finally:
+            await asyncio.to_thread(cluster.restart, replica)
+        assert len(await enqueue_retrying(conn, settings, queues[:1])) == 1
+    finally:
+        await conn.aclose()
