@@ -66,24 +66,8 @@ class Keys:
     def index_prefix(self) -> str:
         return f"{self.prefix}index:"
 
-    @property
-    def ready_prefix(self) -> str:
-        return f"{self.prefix}ready:"
-
-    @property
-    def wake_prefix(self) -> str:
-        return f"{self.prefix}wake:"
-
-    @property
-    def held_prefix(self) -> str:
-        return f"{self.prefix}held:"
-
-    @property
-    def delivery_prefix(self) -> str:
-        return f"{self.prefix}delivery:"
-
     def ready(self, lane: str, priority: int) -> str:
-        return f"{self.ready_prefix}{lane}:{priority}"  # LIST: ready ids, FIFO (RPUSH/LPOP)
+        return f"{self.prefix}ready:{lane}:{priority}"  # LIST: ready ids, FIFO (RPUSH/LPOP)
 
     def parked(self, lane: str, priority: int | str, task_type: str) -> str:
         # LIST: ready ids of a type that a consumer which does not run it took off a ready
@@ -103,23 +87,23 @@ class Keys:
     def ready_skips(self) -> str:
         # HASH: ready (or parked) list name -> ids cancelled while in it (claim.lua drops
         # them later), so a cancel is O(1) and LLEN minus this is the list's exact depth.
-        return f"{self.ready_prefix}skip"
+        return f"{self.prefix}ready:skip"
 
     def wake(self, lane: str) -> str:
-        return f"{self.wake_prefix}{lane}"  # LIST: wake tokens (the webhook outbox loop)
+        return f"{self.prefix}wake:{lane}"  # LIST: wake tokens (the webhook outbox loop)
 
     # Hand-off (see _lib.lua hand_over): a consumer with idle slots offers them; a script that
     # makes a task ready claims it for the first offer and pushes the record to that
     # consumer's inbox, which the consumer BLPOPs: one round trip from enqueue to start.
     def idle(self, lane: str) -> str:
-        return f"{self.wake_prefix}{lane}:idle"  # LIST: one instance id per offered slot
+        return f"{self.prefix}wake:{lane}:idle"  # LIST: one instance id per offered slot
 
     def offers(self, lane: str) -> str:
         # HASH: instance id -> "<lease ms>|<types it runs, comma-separated>|<worker name>"
-        return f"{self.wake_prefix}{lane}:offers"
+        return f"{self.prefix}wake:{lane}:offers"
 
     def inbox(self, instance_id: str) -> str:
-        return f"{self.wake_prefix}inbox:{instance_id}"  # LIST: JSON records handed over
+        return f"{self.prefix}wake:inbox:{instance_id}"  # LIST: JSON records handed over
 
     @property
     def config(self) -> str:
@@ -140,7 +124,7 @@ class Keys:
         return f"{self.prefix}leases"  # ZSET: processing ids, scored by lease deadline ms
 
     def held(self, instance_id: str) -> str:
-        return f"{self.held_prefix}{instance_id}"  # SET: ids one consumer instance holds
+        return f"{self.prefix}held:{instance_id}"  # SET: ids one consumer instance holds
 
     @property
     def expiry(self) -> str:
@@ -176,7 +160,7 @@ class Keys:
         return f"{self.prefix}outbox"  # ZSET: completion-webhook delivery ids, by due ms
 
     def delivery(self, delivery_id: str) -> str:
-        return f"{self.delivery_prefix}{delivery_id}"  # HASH: one pending completion webhook
+        return f"{self.prefix}delivery:{delivery_id}"  # HASH: one pending completion webhook
 
     def throughput(self, epoch_minute: int) -> str:
         return f"{self.prefix}tp:{epoch_minute}"  # HASH: "<second>:<c|f>" -> count, EX 1 h
