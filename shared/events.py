@@ -1,5 +1,9 @@
-"""Subscribing to `task_events` (SPEC section 6) and other channels: one reader, or one shared
+"""Subscribing to task events (SPEC section 6) and other channels: one reader, or one shared
 subscription per process fanned out to many local readers.
+
+Task events come on `task_events` (EVENTS_MODE classic or both) or, with EVENTS_MODE=sharded,
+on each queue's own sharded channel (`ShardedFanout`: one SSUBSCRIBE per queue, on the node
+that owns the queue's slot). `task_events(conn)` builds the right one.
 
 A pub/sub subscription holds a pooled Redis connection for as long as it lives, so a process
 that gives each reader its own (an SSE stream, say) runs out of connections for everything
@@ -14,11 +18,14 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
 
+import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from shared import queues
 from shared.errors import RedisUnavailable
 from shared.keys import EVENTS_CHANNEL
 from shared.redis import Conn, guarded
@@ -32,6 +39,10 @@ FEED_BACKLOG = 1000  # messages a Feed holds for a reader before it gives up on 
 FIRST_RETRY_SECONDS = 0.2  # first pause before subscribing again, doubling up to the max
 MAX_RETRY_SECONDS = 5.0
 STOP_RECHECK_SECONDS = 0.5
+# How often a sharded subscription looks for new queues. A queue created meanwhile has its
+# first events missed by readers of every queue (a reader of one task subscribes to that
+# task's queue before it reads).
+QUEUE_REFRESH_SECONDS = 1.0
 _NO_RETRY = Retry(NoBackoff(), 0, supported_errors=())  # not even the reconnect before raising
 
 
@@ -69,6 +80,58 @@ async def _messages(conn: Conn, channel: str) -> AsyncGenerator[str | None, None
             pubsub.connection.retry = pooled_retry  # it goes back to the pool as it came
         with contextlib.suppress(Exception):
             await pubsub.aclose()
+
+
+async def _sharded_messages(conn: Conn, channel: str) -> AsyncGenerator[str | None, None]:
+    """As `_messages`, for a sharded channel (SSUBSCRIBE). On a cluster the subscription goes
+    to the node owning the channel's slot, on a client of its own: redis-py's cluster pub/sub
+    moves sharded subscriptions after a failover by itself, losing messages without a word,
+    and reads its nodes by polling them in turn. The iteration ends when the node gives the
+    slot up (Redis sends `sunsubscribe`), so the caller subscribes again where it went."""
+    client: aioredis.Redis | None = None
+    pubsub: Any  # redis-py's PubSub (untyped)
+    if conn.topology == "cluster":
+        # A keyed command through the cluster client first: after a failover it is what
+        # learns the slot's new owner (MOVED, or the old owner unreachable).
+        await guarded(conn.redis.exists(channel))
+        node = conn.redis.get_node_from_key(channel)
+        pool = aioredis.ConnectionPool(
+            connection_class=node.connection_class, max_connections=1, **node.connection_kwargs
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        pubsub = client.pubsub()
+    else:
+        pubsub = conn.redis.pubsub()
+    pooled_retry = None
+    try:
+        await guarded(pubsub.connect())
+        assert pubsub.connection is not None
+        pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
+        await guarded(pubsub.ssubscribe(channel))
+        async for message in pubsub.listen():
+            kind = message.get("type")
+            if kind == "smessage":
+                yield str(message["data"])
+            elif kind == "ssubscribe":
+                yield None
+            elif kind == "sunsubscribe":
+                return
+    finally:
+        if client is None and pooled_retry is not None and pubsub.connection is not None:
+            pubsub.connection.retry = pooled_retry  # it goes back to the pool as it came
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+def task_events(conn: Conn, *, on_demand: bool = False) -> Fanout:
+    """The process's subscription to task events, where EVENTS_MODE has them published:
+    `task_events` (classic, both) or every queue's sharded channel (sharded)."""
+    if conn.events_mode == "sharded":
+        return ShardedFanout(conn, on_demand=on_demand)
+    return Fanout(conn, EVENTS_CHANNEL, on_demand=on_demand)
 
 
 async def subscribe(
@@ -166,10 +229,11 @@ class Fanout:
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._run(), name=f"fanout {self.channel}")
 
-    async def open(self, listener: Listener, timeout: float) -> None:
+    async def open(self, listener: Listener, timeout: float, queue: str | None = None) -> None:
         """Add `listener` and return once the subscription is confirmed, so every message
         published from then on reaches it. RedisUnavailable (listener removed) when Redis does
-        not confirm within `timeout` seconds or the attempt fails."""
+        not confirm within `timeout` seconds or the attempt fails. `queue`: the listener wants
+        that queue's events (a sharded subscription makes sure of that queue's channel)."""
         self.add(listener)
         try:
             if self._stopping is not None:
@@ -177,22 +241,30 @@ class Fanout:
                 await asyncio.shield(self._stopping)
                 self._stopping = None
             self.start()
-            attempt = _Attempt()
-            self.add(attempt)
             try:
                 async with asyncio.timeout(timeout):
-                    await attempt.settled(self.subscribed)
+                    await self._confirm(queue)
             except TimeoutError:
                 raise RedisUnavailable(
                     f"no subscription to {self.channel} within {timeout}s"
                 ) from None
-            finally:
-                self.remove(attempt)
-            if not self.subscribed.is_set():
-                raise RedisUnavailable(f"cannot subscribe to {self.channel}")
         except BaseException:
             self.close(listener)
             raise
+
+    async def _confirm(self, queue: str | None) -> None:
+        attempt = _Attempt()
+        self.add(attempt)
+        try:
+            await attempt.settled(self.subscribed)
+        finally:
+            self.remove(attempt)
+        if not self.subscribed.is_set():
+            raise RedisUnavailable(f"cannot subscribe to {self.channel}")
+
+    async def ready(self, queue: str | None = None) -> None:
+        """Return once the subscription (for `queue`'s events) is live again after a drop."""
+        await self.subscribed.wait()
 
     def close(self, listener: Listener) -> None:
         """Remove `listener`; in on-demand mode, the last one out ends the subscription."""
@@ -242,6 +314,124 @@ class Fanout:
                 listener(raw)
             except Exception:  # one broken listener must not starve the others
                 logger.exception("a %s listener failed", self.channel)
+
+
+class ShardedFanout(Fanout):
+    """A Fanout of every queue's task events under EVENTS_MODE=sharded: one SSUBSCRIBE per
+    queue, each on the node that owns the queue's slot, so an event crosses no other shard.
+
+    The queues are those of the registry, read again every QUEUE_REFRESH_SECONDS. A queue's
+    subscription that drops (a failover, its shard down) tells every listener (None) and is
+    made again where its slot went; the others go on. `subscribed` is set while every queue's
+    is confirmed; `open` and `ready` with a queue wait for that queue's only, so a shard that is
+    down holds back only the readers of its own queues.
+    """
+
+    def __init__(self, conn: Conn, *, on_demand: bool = False) -> None:
+        super().__init__(conn, "sharded task events", on_demand=on_demand)
+        self._readers: dict[str, _QueueReader] = {}
+        self._listed = asyncio.Event()  # the queues were read once: each has its reader
+
+    def reader(self, queue: str) -> _QueueReader:
+        """The subscription to `queue`'s channel, made now if there is none yet."""
+        reader = self._readers.get(queue)
+        if reader is None:
+            reader = self._readers[queue] = _QueueReader(self, queue)
+        return reader
+
+    def note_state(self) -> None:
+        """Called by a reader whose subscription was confirmed or lost."""
+        if self._listed.is_set() and all(r.confirmed.is_set() for r in self._readers.values()):
+            self.subscribed.set()
+        else:
+            self.subscribed.clear()
+
+    async def _confirm(self, queue: str | None) -> None:
+        if queue is not None:
+            reader = self.reader(queue)
+            await reader.settled.wait()
+            if not reader.confirmed.is_set():
+                raise RedisUnavailable(f"cannot subscribe to {reader.channel}")
+            return
+        await self._listed.wait()
+        readers = list(self._readers.values())
+        await asyncio.gather(*(reader.settled.wait() for reader in readers))
+        # A queue whose shard is down publishes nothing until it is back, and its reader
+        # tells every listener when it subscribes again: the others are worth listening to.
+        if readers and not any(reader.confirmed.is_set() for reader in readers):
+            raise RedisUnavailable("cannot subscribe to any queue's task events")
+
+    async def ready(self, queue: str | None = None) -> None:
+        if queue is None:
+            await self.subscribed.wait()
+        else:
+            await self.reader(queue).confirmed.wait()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    names = await queues.known(self.conn)
+                except RedisUnavailable as exc:
+                    logger.warning("cannot read the queues to subscribe to (%s)", exc)
+                else:
+                    for name in names:
+                        self.reader(name)
+                    self._listed.set()
+                    self.note_state()
+                await asyncio.sleep(QUEUE_REFRESH_SECONDS)
+        finally:
+            readers, self._readers = list(self._readers.values()), {}
+            self._listed.clear()
+            self.subscribed.clear()
+            for reader in readers:
+                await _stop(reader.task)
+
+
+class _QueueReader:
+    """One queue's sharded subscription in a ShardedFanout, made again after every drop."""
+
+    def __init__(self, fanout: ShardedFanout, queue: str) -> None:
+        self.fanout, self.queue = fanout, queue
+        self.channel = fanout.conn.queue(queue).events_channel
+        self.confirmed = asyncio.Event()
+        self.settled = asyncio.Event()  # confirmed, or failed at least once
+        self.task = asyncio.create_task(self._run(), name=f"events of queue {queue}")
+
+    async def _run(self) -> None:
+        pause, dropped = FIRST_RETRY_SECONDS, False
+        while True:
+            try:
+                async with contextlib.aclosing(
+                    _sharded_messages(self.fanout.conn, self.channel)
+                ) as messages:
+                    async for raw in messages:
+                        if raw is not None:
+                            self.fanout._dispatch(raw)
+                            await asyncio.sleep(0)  # let readers take it (see Fanout._run)
+                        elif self.confirmed.is_set():
+                            logger.warning("%s subscription renewed after a drop", self.channel)
+                            self.fanout._dispatch(None)
+                        else:
+                            self.confirmed.set()
+                            self.settled.set()
+                            self.fanout.note_state()
+                            if dropped:  # what was published while it was away is missing
+                                self.fanout._dispatch(None)
+                            pause = FIRST_RETRY_SECONDS
+                logger.warning("%s: the node gave the slot up; subscribing again", self.channel)
+            except (RedisUnavailable, RedisError, OSError) as exc:
+                logger.warning("%s subscription lost (%s); retrying", self.channel, exc)
+            except Exception:
+                logger.exception("%s reader failed; restarting it", self.channel)
+            finally:
+                self.confirmed.clear()
+                self.settled.set()
+                self.fanout.note_state()
+            dropped = True
+            self.fanout._dispatch(None)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_RETRY_SECONDS)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -79,6 +79,11 @@ class Keys:
         # HASH: "<lane>:<priority>:<type>" -> ids in that parked list (no field: none).
         return f"{self.prefix}parked"
 
+    @property
+    def events_channel(self) -> str:
+        # sharded pub/sub (EVENTS_MODE sharded or both): this queue's task events, on its shard
+        return f"{self.prefix}events"
+
     def ready_all(self, lane: str) -> list[str]:
         """Ready lists of one lane, most urgent first."""
         return [self.ready(lane, p) for p in PRIORITIES]

@@ -33,9 +33,9 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import codec, queries, registry, transitions
+from shared import codec, queries, queues, registry, transitions
 from shared.errors import ValidationFailed
-from shared.events import Fanout
+from shared.events import task_events
 from shared.models import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PRIORITY,
@@ -182,8 +182,8 @@ class Producer:
         )
         self._sending = False
         self._senders: set[asyncio.Task[None]] = set()
-        # One task_events subscription wakes every waiter (see `wait`).
-        self._events = Fanout(conn)
+        # One subscription to task events wakes every waiter (see `wait`).
+        self._events = task_events(conn)
         self._listening = False
         self._opening = asyncio.Lock()
 
@@ -357,8 +357,11 @@ class Producer:
         """
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
+            queue = None
+            if self.conn.events_mode == "sharded":  # the task's queue has its own channel
+                queue = (await queues.locate(self.conn, task_id)).queue
             while True:
-                await self._ensure_listener()
+                await self._ensure_listener(queue)
                 future: asyncio.Future[None] = loop.create_future()
                 self._waiters.setdefault(task_id, []).append(future)
                 try:
@@ -379,15 +382,15 @@ class Producer:
         if not futures:
             del self._waiters[task_id]
 
-    async def _ensure_listener(self) -> None:
-        """Return once the subscription is live, so a final event after the caller's next
-        read is never missed."""
+    async def _ensure_listener(self, queue: str | None) -> None:
+        """Return once the subscription (to `queue`'s events) is live, so a final event after
+        the caller's next read is never missed."""
         async with self._opening:
             if not self._listening:
-                await self._events.open(self._on_event, timeout=SUBSCRIBE_TIMEOUT_SECONDS)
+                await self._events.open(self._on_event, SUBSCRIBE_TIMEOUT_SECONDS, queue)
                 self._listening = True
                 return
-        await self._events.subscribed.wait()  # renewed after a drop (bounded by wait's timeout)
+        await self._events.ready(queue)  # renewed after a drop (bounded by wait's timeout)
 
     def _on_event(self, raw: str | None) -> None:
         if raw is None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -64,16 +64,30 @@ end
 """
 
 
-def _script_source(name: str) -> str:
-    return (SCRIPTS / "_lib.lua").read_text() + "\n" + (SCRIPTS / f"{name}.lua").read_text()
+EventsMode = Literal["classic", "sharded", "both"]
+_EVENTS_MODE_LINE = "local EVENTS_MODE = 'classic'"
 
 
 @functools.cache
-def function_library() -> tuple[str, str]:
-    """(prefix, code) of the Redis Functions library holding every script. Its name carries
-    a digest of the code, so services of two releases sharing one Redis during an upgrade
-    each call their own functions (`<prefix>_<script>`)."""
+def _lib_source(events_mode: EventsMode) -> str:
+    """_lib.lua with EVENTS_MODE set: where the scripts publish task events is fixed as they
+    load, so it costs no argument and no branch on the caller's side."""
     lib = (SCRIPTS / "_lib.lua").read_text()
+    if _EVENTS_MODE_LINE not in lib:
+        raise RuntimeError(f"_lib.lua must define EVENTS_MODE as: {_EVENTS_MODE_LINE}")
+    return lib.replace(_EVENTS_MODE_LINE, f"local EVENTS_MODE = '{events_mode}'", 1)
+
+
+def _script_source(name: str, events_mode: EventsMode = "classic") -> str:
+    return _lib_source(events_mode) + "\n" + (SCRIPTS / f"{name}.lua").read_text()
+
+
+@functools.cache
+def function_library(events_mode: EventsMode = "classic") -> tuple[str, str]:
+    """(prefix, code) of the Redis Functions library holding every script. Its name carries
+    a digest of the code, so services of two releases (or two EVENTS_MODEs) sharing one Redis
+    during an upgrade each call their own functions (`<prefix>_<script>`)."""
+    lib = _lib_source(events_mode)
     bodies = {name: (SCRIPTS / f"{name}.lua").read_text() for name in SCRIPT_NAMES}
     digest = hashlib.sha1((lib + "".join(bodies.values())).encode()).hexdigest()[:12]
     prefix = f"tq_{digest}"
@@ -103,9 +117,9 @@ class ScriptRunner:
         self.conn, self.name = conn, name
         # A create is acknowledged only once REDIS_WAIT_REPLICAS replicas hold it.
         self.replicated = name == "enqueue"
-        self.source = _script_source(name)
+        self.source = _script_source(name, conn.events_mode)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-        self.function = f"{function_library()[0]}_{name}"
+        self.function = f"{function_library(conn.events_mode)[0]}_{name}"
 
     def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
         """The command that runs this script, for a pipeline or a raw connection."""
@@ -155,6 +169,7 @@ class Conn:
     use_functions: bool = False
     wait_replicas: int = 0  # REDIS_WAIT_REPLICAS
     wait_timeout_ms: int = 500  # REDIS_WAIT_TIMEOUT_MS
+    events_mode: EventsMode = "classic"  # EVENTS_MODE: where scripts publish task events
     _queues: dict[str, Keys] = field(default_factory=dict, repr=False)
     _registered: dict[str, float] = field(default_factory=dict, repr=False)  # queues.register
     _known_queues: list[str] | None = field(default=None, repr=False)  # queues.known, last read
@@ -213,8 +228,12 @@ class Conn:
         if self.topology == "cluster":  # {node: info}: every node runs the same release
             info = next(iter(info.values())) if "redis_version" not in info else info
         major = int(str(info["redis_version"]).split(".")[0])
+        if major < 7 and self.events_mode != "classic":
+            raise RedisUnavailable(
+                f"EVENTS_MODE={self.events_mode} needs Redis 7 or later (sharded pub/sub)"
+            )
         if major >= 7:
-            _, code = function_library()
+            _, code = function_library(self.events_mode)
             try:
                 await guarded(self.redis.function_load(code))
             except ResponseError as exc:
@@ -255,6 +274,7 @@ def create_redis(settings: Settings, **overrides: Any) -> Conn:
         topology=target.topology,
         wait_replicas=settings.redis_wait_replicas,
         wait_timeout_ms=settings.redis_wait_timeout_ms,
+        events_mode=settings.events_mode,
     )
 
 

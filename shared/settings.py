@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     # (WAIT, on the connection that wrote it); 503 + Retry-After when they do not in time.
     redis_wait_replicas: int = Field(default=0, ge=0, le=16)
     redis_wait_timeout_ms: int = Field(default=500, ge=1, le=60_000)
+    # Where task events are published: "classic" on task_events (SPEC section 6), which a
+    # Redis Cluster copies to every node; "sharded" on each queue's own channel (Redis 7
+    # SPUBLISH), which stays on the queue's shard; "both" while moving from one to the other
+    # (the services then read task_events).
+    events_mode: Literal["classic", "sharded", "both"] = "classic"
     # A queue name as every create path checks it: "_global" (the tag of keys that belong to
     # no queue) is none.
     queue_name: str = Field(default="default", pattern=QUEUE_NAME_PATTERN)

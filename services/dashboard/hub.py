@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from shared import codec, heartbeats, monitoring, queries, queue_views
 from shared.errors import RedisUnavailable
-from shared.events import Fanout
+from shared.events import task_events
 from shared.redis import Conn
 from shared.runtime import instance_id
 from shared.settings import Settings
@@ -67,7 +67,7 @@ class Hub:
         self.conn, self.settings, self.tick_seconds = conn, settings, tick_seconds
         self.changed: OrderedDict[str, None] = OrderedDict()
         self.clients: set[Client] = set()
-        self.events = Fanout(conn)
+        self.events = task_events(conn)
         self.events.add(self._note)
         self.subscribed = self.events.subscribed
         self.events_seen = 0

@@ -9,6 +9,10 @@
 local EVENTS_CHANNEL = 'task_events'  -- keys.EVENTS_CHANNEL (SPEC section 6)
 local QUEUE_CONTROL_CHANNEL = 'tq:queue_control'  -- keys.QUEUE_CONTROL_CHANNEL
 local SCHEDULER_WAKE_CHANNEL = 'tq:scheduler_wake'  -- keys.SCHEDULER_WAKE_CHANNEL
+-- Where task events go (EVENTS_MODE): 'classic' PUBLISHes on task_events, 'sharded'
+-- SPUBLISHes on the queue's own channel (Redis 7), 'both' does both. shared/redis.py sets it
+-- as it loads the scripts, so choosing costs nothing per call and no script takes it as ARGV.
+local EVENTS_MODE = 'classic'
 
 -- (Plain tables, no metatables: a Redis Functions library has no setmetatable.)
 local QueueKeys = {}
@@ -23,6 +27,7 @@ local function queue_keys(key)
   Q.expiry, Q.outbox, Q.config = prefix .. 'expiry', prefix .. 'outbox', prefix .. 'config'
   Q.index_all, Q.skips = prefix .. 'index:all', prefix .. 'ready:skip'
   Q.parked_lists = prefix .. 'parked'
+  Q.events_channel = prefix .. 'events'
   return Q
 end
 
@@ -181,13 +186,21 @@ local function move_status(Q, id, from, to)
   redis.call('HSET', task_key, 'status', to)
 end
 
--- Append an event to the task's history and publish it on task_events (SPEC section 6).
+-- Publish an encoded event where EVENTS_MODE says: task_events (SPEC section 6), which a
+-- cluster forwards to every node, and/or the queue's sharded channel, which stays on the
+-- queue's shard.
+local function publish_event(Q, encoded)
+  if EVENTS_MODE ~= 'sharded' then redis.call('PUBLISH', EVENTS_CHANNEL, encoded) end
+  if EVENTS_MODE ~= 'classic' then redis.call('SPUBLISH', Q.events_channel, encoded) end
+end
+
+-- Append an event to the task's history and publish it (SPEC section 6).
 local function emit(Q, id, event)
   local encoded = cjson.encode(event)
   if redis.call('RPUSH', Q:events(id), encoded) > MAX_EVENTS then
     redis.call('LTRIM', Q:events(id), -MAX_EVENTS, -1)
   end
-  redis.call('PUBLISH', EVENTS_CHANNEL, encoded)
+  publish_event(Q, encoded)
 end
 
 -- pending -> processing for one record, claimed by consumer `owner` (shown as `worker`).
@@ -224,7 +237,7 @@ local function claim_record(Q, id, now, worker, owner, created, attempt, run_at)
   elseif pushed > MAX_EVENTS then
     redis.call('LTRIM', events, -MAX_EVENTS, -1)
   end
-  redis.call('PUBLISH', EVENTS_CHANNEL, event)
+  publish_event(Q, event)
   return redis.call('HGETALL', key), created or now
 end
 

@@ -58,7 +58,7 @@ for _, spec in ipairs(specs) do
   counted[status] = (counted[status] or 0) + 1
   -- The created event is published but not stored: queries.py derives it from the record.
   -- Published before a hand-over, whose task.claimed must come after it.
-  redis.call('PUBLISH', EVENTS_CHANNEL, cjson.encode({event = 'task.created', task_id = id,
+  publish_event(Q, cjson.encode({event = 'task.created', task_id = id,
     status = status, type = spec.type, priority = spec.priority, at_ms = now}))
   if status == 'scheduled' then
     add_delayed(Q, run_at, id)

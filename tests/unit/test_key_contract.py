@@ -34,6 +34,7 @@ CONTRACT = [
     ("Q.index_all", lambda k: k.index_all),
     ("Q.skips", lambda k: k.ready_skips),
     ("Q.parked_lists", lambda k: k.parked_lists),
+    ("Q.events_channel", lambda k: k.events_channel),
     ("Q:task(ID)", lambda k: k.task(TASK_ID)),
     ("Q:events(ID)", lambda k: k.task_events(TASK_ID)),
     ("Q:deliveries(ID)", lambda k: k.task_deliveries(TASK_ID)),

@@ -20,8 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from services.api.errors import TooManyStreams
 from services.api.schemas import ERROR_RESPONSES, ErrorBody
-from shared import codec
-from shared.events import Fanout, Feed
+from shared import codec, queues
+from shared.events import Fanout, Feed, task_events
 from shared.redis import Conn
 
 logger = logging.getLogger(__name__)
@@ -36,9 +36,9 @@ _ESCAPED = frozenset('"\\/')
 
 
 def make_fanout(conn: Conn) -> Fanout:
-    """The process's one `task_events` subscription (for the app's lifespan), held while at
+    """The process's one subscription to task events (for the app's lifespan), held while at
     least one stream is open: an API with no open stream receives no events."""
-    return Fanout(conn, on_demand=True)
+    return task_events(conn, on_demand=True)
 
 
 async def _stream(request: Request, feed: Feed, task_id: str | None) -> AsyncIterator[str]:
@@ -111,7 +111,11 @@ async def events(
     feed = Feed(_match(task_id), getattr(state, "stream_backlog", STREAM_BACKLOG))
     fanout: Fanout = state.events
     try:
-        await fanout.open(feed, SUBSCRIBE_TIMEOUT_SECONDS)  # RedisUnavailable: a 503
+        queue = None
+        if task_id is not None and state.conn.events_mode == "sharded":
+            # The task's queue has a channel of its own: subscribed before the stream starts.
+            queue = (await queues.locate(state.conn, task_id)).queue
+        await fanout.open(feed, SUBSCRIBE_TIMEOUT_SECONDS, queue)  # RedisUnavailable: a 503
     except BaseException:
         state.open_streams -= 1
         raise

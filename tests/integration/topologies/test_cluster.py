@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from shared import queries, transitions
+from shared import codec, queries, transitions
 from shared.errors import RedisUnavailable, ReplicationTimeout
+from shared.events import ShardedFanout
 from shared.keys import QUEUES
 from shared.queue_selection import QueueSelection
 from shared.redis import Conn, create_redis
@@ -227,3 +228,45 @@ async def test_wait_replicas_on_a_cluster_asks_the_queues_own_shard(
         assert len(await enqueue_retrying(conn, settings, queues[:1])) == 1
     finally:
         await conn.aclose()
+
+
+async def test_sharded_events_follow_each_queue_through_a_failover(cluster: Cluster) -> None:
+    """EVENTS_MODE=sharded: each queue's events come from its own shard, and a queue whose
+    primary fails over is subscribed to again (its listeners told of the gap) while the other
+    queues' subscriptions go on untouched."""
+    cluster.wait_ok()
+    for node in cluster.primaries():
+        node.command("FLUSHALL")
+    settings = make_settings(cluster.url, events_mode="sharded")
+    conn = create_redis(settings)
+    await conn.load_scripts()
+    queues = cluster.queues_on_distinct_primaries(3)
+    for queue in queues:  # registered, so the subscription reads all three
+        await enqueue(conn, settings, queue)
+    fanout = ShardedFanout(conn)
+    seen: list[str | None] = []
+    try:
+        await fanout.open(seen.append, timeout=10)
+        assert fanout.subscribed.is_set()
+        for queue in queues:
+            channel = conn.queue(queue).events_channel
+            assert cluster.primary_for_key(channel).command("PUBSUB", "SHARDNUMSUB", channel) == [
+                channel,
+                1,
+            ]
+        ids = [t for q in queues for t in await enqueue(conn, settings, q)]
+        await wait_until(lambda: set(ids) <= _created(seen), message="every queue's events")
+
+        primary = cluster.primary_for_key(conn.queue(queues[0]).counts)
+        await asyncio.to_thread(cluster.failover, cluster.replica_of(primary))
+        await wait_until(lambda: None in seen, timeout=15, message="the gap to be reported")
+        await asyncio.wait_for(fanout.ready(queues[0]), 15)
+        later = await enqueue_retrying(conn, settings, queues)
+        await wait_until(lambda: set(later) <= _created(seen), timeout=15, message="after")
+    finally:
+        await fanout.aclose()
+        await conn.aclose()
+
+
+def _created(seen: list[str | None]) -> set[str]:
+    return {codec.decode_event(raw).task_id for raw in seen if raw and '"task.created"' in raw}
