@@ -33,7 +33,7 @@ test-integration: $(STAMP) ## integration tests against real Redis
 test-e2e: $(STAMP) ## end-to-end tests through the launcher
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
-test-compose: $(STAMP) ## docker compose up for real: health, 3 workers, a task, an email (needs Docker)
+test-compose: $(STAMP) ## docker compose up for real on one Redis, Sentinel, Cluster: health, tasks, email (needs Docker)
 	$(BIN)/python -m pytest -m compose tests/compose $(PYTEST_ARGS)
 
 ci: ## what CI runs: Docker engine + images, make test (testcontainers path), compose test
