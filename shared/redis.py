@@ -325,15 +325,29 @@ def is_unavailable(error: object) -> bool:
         | RedisClusterException,
     ):
         return True
+    if _connection_torn(error):
+        return True
     text = str(error)
     return "> 'maxmemory'" in text or text.split(" ", 1)[0].upper() in _UNAVAILABLE_REPLIES
 
 
-def _raised_inside_redis_py(exc: BaseException) -> bool:
+def _connection_torn(exc: BaseException) -> bool:
+    """redis-py 8.1's cluster client, when a node drops, disconnects connections that other
+    tasks are still writing on: the write fails inside redis-py's connection code with
+    "'NoneType' object has no attribute 'writelines'" (asyncio's loop) or "unable to perform
+    operation on <TCPTransport closed=True>; the handler is closed" (uvloop). A connection lost
+    to the failure, not a bug of the caller's nor the task's."""
+    if not isinstance(exc, AttributeError | RuntimeError):
+        return False
     frame = exc.__traceback__
-    while frame is not None and frame.tb_next is not None:
+    while frame is not None:
+        if _REDIS_CONNECTION_CODE in frame.tb_frame.f_code.co_filename:
+            return True
         frame = frame.tb_next
-    return frame is not None and f"{os.sep}redis{os.sep}" in frame.tb_frame.f_code.co_filename
+    return False
+
+
+_REDIS_CONNECTION_CODE = f"{os.sep}redis{os.sep}asyncio{os.sep}connection.py"
 
 
 async def guarded(call: Awaitable[T]) -> T:
@@ -348,11 +362,8 @@ async def guarded(call: Awaitable[T]) -> T:
         raise RedisUnavailable(str(exc) or type(exc).__name__) from exc
     except RedisClusterException as exc:  # no node for a slot: a shard is down
         raise RedisUnavailable(str(exc) or type(exc).__name__) from exc
-    except AttributeError as exc:
-        # redis-py 8.1's cluster client, when a node drops, disconnects connections that
-        # other tasks are still writing on ("'NoneType' object has no attribute
-        # 'writelines'"): a connection lost to the failure, not a bug of the caller's.
-        if not _raised_inside_redis_py(exc):
+    except (AttributeError, RuntimeError) as exc:
+        if not _connection_torn(exc):
             raise
         raise RedisUnavailable(f"connection lost: {exc}") from exc
     except RedisError as exc:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     ClusterDownError,
@@ -15,7 +18,7 @@ from redis.exceptions import (
 )
 
 from shared.errors import RedisUnavailable
-from shared.redis import guarded
+from shared.redis import guarded, is_unavailable
 from shared.redis_url import BadRedisUrl, client, parse
 
 
@@ -99,3 +102,52 @@ async def test_a_wrong_request_stays_an_error() -> None:
 
     with pytest.raises(ResponseError):
         await guarded(fails())
+
+
+def _raise_in(filename: str, error: Exception) -> None:
+    """Raise `error` from code that claims to live in `filename` (its traceback says so)."""
+    namespace: dict[str, object] = {"error": error}
+    exec(compile("def write():\n    raise error\n", filename, "exec"), namespace)
+    namespace["write"]()  # type: ignore[operator]
+
+
+TORN = {  # fresh instances each time: a raised instance keeps its earlier traceback
+    "asyncio": lambda: AttributeError("'NoneType' object has no attribute 'writelines'"),
+    "uvloop": lambda: RuntimeError(
+        "unable to perform operation on <TCPTransport closed=True>; the handler is closed"
+    ),
+}
+
+
+@pytest.mark.parametrize("loop", TORN)
+async def test_a_connection_torn_inside_redis_py_counts_as_unavailable(loop: str) -> None:
+    """redis-py 8.1's cluster client closes connections other tasks still write on when a node
+    drops: the write fails inside its connection code, and that is Redis unavailable (a worker
+    that took it for the task's own error failed a task that had succeeded)."""
+    inside = str(Path(redis.__file__).parent / "asyncio" / "connection.py")
+    error = TORN[loop]
+
+    async def fails() -> None:
+        _raise_in(inside, error())
+
+    with pytest.raises(RedisUnavailable, match="connection lost"):
+        await guarded(fails())
+    try:
+        _raise_in(inside, error())
+    except (AttributeError, RuntimeError) as caught:
+        assert is_unavailable(caught)
+
+
+@pytest.mark.parametrize("loop", TORN)
+async def test_the_same_error_from_our_own_code_stays_a_bug(loop: str) -> None:
+    error = TORN[loop]
+
+    async def fails() -> None:
+        _raise_in(__file__, error())
+
+    with pytest.raises((AttributeError, RuntimeError)):
+        await guarded(fails())
+    try:
+        _raise_in(__file__, error())
+    except (AttributeError, RuntimeError) as caught:
+        assert not is_unavailable(caught)
