@@ -3,8 +3,9 @@
 Full run (make bench): ours and every peer whose virtualenv exists, 3 repetitions, workloads
 interleaved (each repetition runs every workload for every system, in a rotated order), on
 one fresh redis-server that is flushed between sessions. Writes results/latest.json,
-results/latest.md and results/latest.png. --quick: ours only (results/quick.*); --smoke: tiny
-sizes, for the harness test.
+results/latest.md and results/latest.png. --quick: ours only (results/quick.*), the Redis
+Cluster rows (drain_shards, failover: clusters of their own) in the first repetition only;
+--smoke: tiny sizes, for the harness test.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import report, workloads
+from benchmarks.harness import cluster_workloads, report, stats, workloads
 from benchmarks.harness.procs import ROOT
 from benchmarks.harness.redisd import fresh_redis
 from benchmarks.harness.systems import ALL, BY_NAME, PEERS_PY, System
@@ -35,14 +36,23 @@ SMOKE = Sizes(
     schedule_delay=0.3,
     rest_requests=200, rest_batch=10, recovery_trials=1, warm_burst=20, settle=0.2,
     ours_env=(("HEARTBEAT_SECONDS", "0.2"), ("DEAD_AFTER_SECONDS", "0.6")),
-    limited_seconds=1.0, limited_tasks=150,
+    limited_seconds=1.0, limited_tasks=150, failover_rate=100, failover_trials=2,
+    failover_warmup=0.5, failover_quiet=0.2,
 )  # fmt: skip
 WORKLOADS = (
     "drain_high", "drain_3x1", "live", "rest", "recovery", "drain_queues", "rate_limited",
+    "drain_shards", "failover",
 )  # fmt: skip
-OURS_ONLY = {"rest", "recovery", "drain_queues", "rate_limited"}
+OURS_ONLY = {"rest", "recovery", "drain_queues", "rate_limited", "drain_shards", "failover"}
 # drain_queues: drain_high's tasks spread evenly over three queues served with these weights.
 QUEUE_WEIGHTS = "a:6,b:3,c:1"
+# Issue 13: the rows that start Redis Clusters of their own (Redis 7; skipped without it).
+ON_A_CLUSTER = {
+    "drain_shards": cluster_workloads.drain_shards,
+    "failover": cluster_workloads.failover,
+}
+# failover: per-fault samples, pooled over the repetitions into p50 and p99 rows.
+POOLED = ("failover_manual", "failover_kill")
 
 
 def machine() -> dict[str, Any]:
@@ -78,7 +88,9 @@ def git_commit(root: Path = ROOT) -> str:
     return done.stdout.strip() + (" + uncommitted changes" if dirty else "")
 
 
-def run_one(workload: str, system: System, server: Any, sizes: Sizes) -> workloads.Outcome:
+def run_one(
+    workload: str, system: System, server: Any, sizes: Sizes, rep: int = 1
+) -> workloads.Outcome:
     high_p, high_c = system.high
     if workload == "drain_high":
         out = workloads.drain(system, server, high_p, high_c, sizes, preload_bulk=False)
@@ -107,6 +119,12 @@ def run_one(workload: str, system: System, server: Any, sizes: Sizes) -> workloa
         return workloads.live(system, server, sizes)
     if workload == "rest":
         return workloads.rest(system, server, sizes)
+    if workload in ON_A_CLUSTER:
+        try:
+            return ON_A_CLUSTER[workload](system, server, sizes, rep)
+        except cluster_workloads.Skipped as why:
+            print(f"  - {workload}: skipped, {why}", flush=True)
+            return workloads.Outcome(diagnostics={"skipped": str(why)})
     out = workloads.recovery(system, server, sizes)
     values = [s.value for s in out.samples if s.value is not None]
     out.samples = [
@@ -165,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
                 for system in order:
                     if workload in OURS_ONLY and not system.is_ours:
                         continue
+                    if ns.quick and workload in ON_A_CLUSTER and rep > 0:
+                        continue  # --quick runs the cluster rows once (~30 s), not twice
                     t0 = time.monotonic()
                     try:
-                        outcome = run_one(workload, system, server, sizes)
+                        outcome = run_one(workload, system, server, sizes, rep + 1)
                     except Exception as exc:
                         failures[(system.name, workload)] = f"{type(exc).__name__}: {exc}"
                         print(f"  ! {system.name} {workload}: {exc}", flush=True)
@@ -211,9 +231,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def derived_samples(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per system and repetition, drain_queues / drain_high (both of the same repetition)."""
+    """Per system and repetition, drain_queues / drain_high (both of the same repetition);
+    per system, the p50 and p99 of every fault's recovery over all repetitions (rep 0)."""
     by = {(s["system"], s["rep"], s["metric"]): s["value"] for s in samples}
     out = []
+    pooled: dict[tuple[str, str], list[float]] = {}
+    for s in samples:
+        if s["metric"] in POOLED and s["value"] is not None:
+            pooled.setdefault((s["system"], s["metric"]), []).append(s["value"])
+    for (system, metric), values in pooled.items():
+        reps = len({s["rep"] for s in samples if s["metric"] == metric})
+        for q in (50, 99):
+            out.append({
+                "system": system, "rep": 0, "metric": f"{metric}_p{q}",
+                "config": f"{len(values)} faults over {reps} repetitions",
+                "value": stats.percentile(values, q), "unit": "s", "note": "",
+            })  # fmt: skip
     for (system, rep, metric), value in by.items():
         single = by.get((system, rep, "drain_high"))
         if metric == "drain_queues" and value and single:
@@ -253,7 +286,16 @@ def _failed_metrics(failures: dict[tuple[str, str], str]) -> dict[tuple[str, str
         "drain_3x1": ["drain_3x1", "enqueue_bulk"],
         "live": ["latency_p99", "latency_p50", "lateness_p99"],
         "drain_queues": ["drain_queues", "drain_queues_ratio"],
-    }
+        "drain_shards": [
+            "shards_drain_one", "shards_drain_cluster", "shards_drain_ratio",
+            "shards_drain_sharded", "shards_cpu_one", "shards_cpu_shard", "shards_cpu_sum",
+            "shards_cpu_sharded",
+        ],
+        "failover": [
+            "failover_manual_p50", "failover_manual_p99", "failover_kill_p50",
+            "failover_kill_p99", "failover_refused_manual", "failover_refused_kill",
+        ],
+    }  # fmt: skip
     out = {}
     for (system, workload), why in failures.items():
         for metric in produced.get(workload, [workload]):

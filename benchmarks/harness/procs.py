@@ -25,10 +25,19 @@ class Proc:
 
 
 class Group:
-    """The running processes of one session; stopped (SIGTERM, then SIGKILL) on exit."""
+    """The running processes of one session; stopped (SIGTERM, then SIGKILL) on exit.
 
-    def __init__(self, redis_url: str, tag: str) -> None:
+    `engine_url` (default: `redis_url`) is the REDIS_URL of our services and producers, when
+    the tasks live elsewhere (a Redis Cluster) than the task bodies' results (`redis_url`);
+    `env` is added to every process's environment (settings such as EVENTS_MODE).
+    """
+
+    def __init__(
+        self, redis_url: str, tag: str, engine_url: str = "", env: dict[str, str] | None = None
+    ) -> None:
         self.redis_url, self.tag = redis_url, tag
+        self.engine_url = engine_url or redis_url
+        self.env = dict(env or {})
         self.running: list[tuple[Proc, subprocess.Popen[bytes]]] = []
         LOG_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -40,8 +49,10 @@ class Group:
         env.update(
             PYTHONPATH=str(root),
             BENCH_REDIS_URL=self.redis_url,
-            REDIS_URL=self.redis_url,
+            BENCH_ENGINE_URL=self.engine_url,
+            REDIS_URL=self.engine_url,
         )
+        env.update(self.env)
         return env
 
     def start(self, proc: Proc) -> subprocess.Popen[bytes]:

@@ -39,7 +39,35 @@ METRICS = [
     Metric("rest_single_p99", "REST single create p99, 64 conns", False, "", peers=False),
     Metric("rest_batch", "REST batch create", True, ">= 10x single", peers=False),
     Metric("recovery_p99", "recovery of a SIGKILLed worker's task, p99", False, "<= 5 s", False),
-]
+    # Issue 13, ours only: three queues on three cluster primaries against one Redis, and the
+    # time a queue takes to complete tasks again after a failover. Reported, no target.
+    Metric("shards_drain_one", "drain, 3 queues on one Redis", True, "reported", False),
+    Metric("shards_drain_cluster", "drain, 3 queues on 3 cluster primaries", True, "reported",
+           False),
+    Metric("shards_drain_ratio", "drain, 3 primaries / one Redis, same rep", True, "reported",
+           False),
+    Metric("shards_drain_sharded", "drain, 3 cluster primaries, EVENTS_MODE=sharded", True,
+           "reported", False),
+    Metric("shards_cpu_one", "Redis CPU per task, one Redis", False, "reported", False),
+    Metric("shards_cpu_shard", "Redis CPU per task of its queue, busiest primary", False,
+           "reported", False),
+    Metric("shards_cpu_sum", "Redis CPU per task, 3 primaries together", False, "reported",
+           False),
+    Metric("shards_cpu_sharded", "Redis CPU per task of its queue, busiest primary, sharded",
+           False, "reported", False),
+    Metric("failover_manual_p50", "queue completing again after CLUSTER FAILOVER, p50", False,
+           "reported", False),
+    Metric("failover_manual_p99", "queue completing again after CLUSTER FAILOVER, p99", False,
+           "reported", False),
+    Metric("failover_kill_p50", "queue completing again after its primary's SIGKILL, p50",
+           False, "reported", False),
+    Metric("failover_kill_p99", "queue completing again after its primary's SIGKILL, p99",
+           False, "reported", False),
+    Metric("failover_refused_manual", "creates refused (503) per CLUSTER FAILOVER", False,
+           "reported", False),
+    Metric("failover_refused_kill", "creates refused (503) per primary SIGKILL", False,
+           "reported", False),
+]  # fmt: skip
 BY_KEY = {m.key: m for m in METRICS}
 
 
@@ -132,7 +160,7 @@ def _fmt(value: float | None, unit: str, metric: str = "") -> str:
     decimals = BY_KEY[metric].decimals if metric in BY_KEY else None
     if decimals is not None:
         return f"{value:,.{decimals}f}"
-    if unit in ("tasks/s", "req/s", "B/task"):
+    if unit in ("tasks/s", "req/s", "B/task", "creates"):
         return f"{value:,.0f}"
     if unit == "s":
         return f"{value:.2f}"

@@ -61,6 +61,10 @@ class Sizes:
     limited_seconds: float = 20.0  # the window the start rate is measured over
     limited_tasks: int = 2_200  # queued: more than the window can start (it must not run dry)
     limited_concurrency: int = 16  # slots per worker process (WORKER_CONCURRENCY's default)
+    failover_rate: float = 200.0  # failover: creates/s through the API, over three queues
+    failover_trials: int = 4  # faults per repetition, manual and SIGKILL in turn
+    failover_warmup: float = 2.0  # seconds of that load before the first fault
+    failover_quiet: float = 1.0  # seconds between a recovered fault and the next
 
 
 def config_label(processes: int, concurrency: int) -> str:

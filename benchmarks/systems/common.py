@@ -26,6 +26,9 @@ from typing import Any
 
 RESULTS_KEY = "bench:results"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Where ours keeps its tasks (REDIS_URL of its producers), when not beside the results: the
+# cluster workloads put the tasks on a Redis Cluster and the results on the bench Redis.
+ENGINE_URL = os.environ.get("BENCH_ENGINE_URL") or REDIS_URL
 BULK_CHUNK = 1000
 # The task body's own Redis client, the same options for every system. redis-py 8 (ours)
 # changed the default socket_timeout from None to 5 s, which wraps every command's write in

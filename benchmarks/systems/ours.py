@@ -13,7 +13,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from benchmarks.systems.common import BODY_CLIENT_OPTIONS, REDIS_URL, RESULTS_KEY, result_line
+from benchmarks.systems.common import (
+    BODY_CLIENT_OPTIONS,
+    ENGINE_URL,
+    REDIS_URL,
+    RESULTS_KEY,
+    result_line,
+)
 from shared.registry import TaskContext, task
 
 _client: aioredis.Redis | None = None
@@ -49,7 +55,7 @@ async def setup() -> None:
     from shared.settings import Settings
 
     global _producer
-    settings = Settings(redis_url=os.environ.get("BENCH_REDIS_URL", REDIS_URL))
+    settings = Settings(redis_url=ENGINE_URL)
     _producer = await Producer.from_settings(settings).start()
 
 

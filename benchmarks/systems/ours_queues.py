@@ -16,20 +16,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from typing import Any
 
 import benchmarks.systems.ours  # noqa: F401 - registers bench.noop, which the producer checks
-from benchmarks.systems.common import BULK_CHUNK, REDIS_URL
+from benchmarks.systems.common import BULK_CHUNK, ENGINE_URL
 
 
 async def _enqueue(n: int, queues: list[str], bulk: bool) -> dict[str, Any]:
     from shared.producer import Producer
     from shared.settings import Settings
 
-    settings = Settings(redis_url=os.environ.get("BENCH_REDIS_URL", REDIS_URL))
+    settings = Settings(redis_url=ENGINE_URL)
     per_queue = {q: 0 for q in queues}
     async with Producer.from_settings(settings) as producer:
         started = time.perf_counter()
@@ -60,7 +59,7 @@ async def _limit(queue: str, tasks: int, per_seconds: float) -> dict[str, Any]:
     from shared.redis import connect
     from shared.settings import Settings
 
-    settings = Settings(redis_url=os.environ.get("BENCH_REDIS_URL", REDIS_URL))
+    settings = Settings(redis_url=ENGINE_URL)
     limits = QueueLimits(rate_limit=RateLimit(tasks=tasks, per_seconds=per_seconds))
     async with connect(settings) as conn:
         config = await set_limits(conn, queue, limits)
