@@ -7,11 +7,13 @@ import contextlib
 import logging
 
 from shared import codec, queues, transitions
+from shared.errors import RedisUnavailable
 from shared.events import subscribe
 from shared.redis import Conn
 
 logger = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 5.0  # upper bound on a sleep, in case a wake-up message was missed
+UNREACHABLE_RETRY_MS = 1000  # a queue that could not be reached is tried again this soon
 
 
 async def promote_loop(conn: Conn, stop: asyncio.Event, lead_seconds: float = 0.0) -> None:
@@ -47,13 +49,29 @@ async def promote_loop(conn: Conn, stop: asyncio.Event, lead_seconds: float = 0.
 
 
 async def promote_all(conn: Conn, lead_seconds: float) -> tuple[int, int | None]:
-    """One promote_due call per queue; (moved in all, earliest next due ms or None)."""
+    """One promote_due call per queue; (moved in all, earliest next due ms or None).
+
+    A queue that cannot be reached (on a cluster, its shard failing over or down) is tried
+    again in UNREACHABLE_RETRY_MS and holds back no other queue; RedisUnavailable only when
+    none answered."""
     moved, earliest = 0, None
-    for name in await queues.known(conn):
-        count, due = await transitions.promote_due(conn, lead_seconds=lead_seconds, queue=name)
+    unreachable: dict[str, RedisUnavailable] = {}
+    names = await queues.known(conn)
+    for name in names:
+        try:
+            count, due = await transitions.promote_due(conn, lead_seconds=lead_seconds, queue=name)
+        except RedisUnavailable as exc:
+            unreachable[name] = exc
+            continue
         moved += count
         if due is not None and (earliest is None or due < earliest):
             earliest = due
+    if unreachable:
+        if len(unreachable) == len(names):
+            raise next(iter(unreachable.values()))
+        logger.warning("cannot promote in queue(s) %s now; retrying", ", ".join(unreachable))
+        retry_at = codec.now_ms() + UNREACHABLE_RETRY_MS
+        earliest = retry_at if earliest is None else min(earliest, retry_at)
     return moved, earliest
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from shared import heartbeats, queues, transitions
+from shared.errors import RedisUnavailable
 from shared.redis import Conn
 from shared.settings import Settings
 
@@ -19,10 +20,15 @@ HEARTBEAT_GRACE_SECONDS = 3600.0
 
 
 async def purge_once(conn: Conn) -> int:
+    """Purge every queue's expired tasks; a queue that cannot be reached (its shard failing
+    over or down) waits for the next pass and holds back no other queue."""
     total = 0
     for name in await queues.known(conn):
-        while (purged := await transitions.purge_expired(conn, queue=name)) > 0:
-            total += purged
+        try:
+            while (purged := await transitions.purge_expired(conn, queue=name)) > 0:
+                total += purged
+        except RedisUnavailable as exc:
+            logger.warning("cannot purge queue %s now (%s)", name, exc)
     if total:
         logger.info("purged %d expired tasks", total)
     return total
