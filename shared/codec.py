@@ -19,6 +19,7 @@ from shared.models import Task, TaskEvent, TaskStatus
 F_ID, F_TYPE, F_PAYLOAD, F_STATUS = "id", "type", "payload", "status"
 F_PRIORITY, F_MAX_RETRIES, F_RETRY_COUNT = "priority", "max_retries", "retry_count"
 F_RUN_AT, F_WEBHOOK, F_TIMEOUT, F_LANE = "run_at", "webhook", "timeout", "lane"
+F_UNIQUE_KEY = "unique_key"
 F_CREATED, F_UPDATED, F_STARTED, F_COMPLETED = "created", "updated", "started", "completed"
 F_ERROR, F_RESULT, F_ATTEMPT, F_WORKER = "error", "result", "attempt", "worker"
 F_TOKEN = "token"  # the current claim's fencing token (claim_token in _lib.lua)
@@ -106,6 +107,7 @@ def decode_task_strict(fields: dict[str, str]) -> Task:
         scheduled_for=_field(fields, F_RUN_AT, from_ms, optional=True),
         webhook=fields.get(F_WEBHOOK) or None,
         timeout_seconds=_field(fields, F_TIMEOUT, _finite, optional=True),
+        unique_key=fields.get(F_UNIQUE_KEY) or None,
         created_at=_field(fields, F_CREATED, from_ms),
         updated_at=_field(fields, F_UPDATED, from_ms),
         started_at=_field(fields, F_STARTED, from_ms, optional=True),

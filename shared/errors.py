@@ -57,6 +57,18 @@ class ReplicationTimeout(RedisUnavailable):
         )
 
 
+class UniqueConflict(TaskQueueError):
+    """A task of the same queue with this unique_key is not final yet: nothing was created
+    (or retried); the answer names that task (a 409, SPEC section 10)."""
+
+    def __init__(self, holder_id: str) -> None:
+        super().__init__(
+            f"a task with this unique_key is not final yet: {holder_id}",
+            [{"task_id": holder_id}],
+        )
+        self.holder_id = holder_id
+
+
 class StaleOutcome(TaskQueueError):
     """A consumer reported on an attempt it no longer owns (its lease was taken back)."""
 

@@ -147,3 +147,9 @@ async def prune_dead(conn: Conn, service: str, dead_after_seconds: float) -> lis
             pipe.delete(*(k.instance(service, iid) for iid in dead))
             await guarded(pipe.execute())
     return dead
+
+
+async def check_reachable(conn: Conn) -> None:
+    """RedisUnavailable unless the Redis holding the heartbeats answers (on a cluster, the
+    {_global} slot's shard; a PING would ask whichever node the client defaults to)."""
+    await guarded(conn.redis.exists(conn.keys.heartbeats("worker")))

@@ -79,6 +79,10 @@ class Keys:
         # HASH: "<lane>:<priority>:<type>" -> ids in that parked list (no field: none).
         return f"{self.prefix}parked"
 
+    def unique(self, unique_key: str) -> str:
+        # STRING: the id of the live task holding this unique_key (SPEC section 10)
+        return f"{self.prefix}unique:{unique_key}"
+
     @property
     def events_channel(self) -> str:
         # sharded pub/sub (EVENTS_MODE sharded or both): this queue's task events, on its shard

@@ -24,6 +24,7 @@ class TaskStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+UNIQUE_KEY_MAX_LENGTH = 200  # SPEC section 10
 FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 CANCELLABLE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RETRYING})
 RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
@@ -62,6 +63,13 @@ class TaskCreate(BaseModel):
         pattern=QUEUE_NAME_PATTERN,
         description="Named queue (default: the type's own queue, else QUEUE_NAME)",
     )
+    unique_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=UNIQUE_KEY_MAX_LENGTH,
+        description="While a task of the queue with this key is not final, another create "
+        "with it answers 409 naming that task",
+    )
 
     @field_validator("scheduled_for")
     @classmethod
@@ -90,6 +98,7 @@ class Task(BaseModel):
     scheduled_for: datetime | None = None
     webhook: str | None = None
     timeout_seconds: float | None = None
+    unique_key: str | None = None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None

@@ -244,6 +244,7 @@ class Producer:
         timeout_seconds: float | None = None,
         idempotency_key: str | None = None,
         queue: str | None = None,
+        unique_key: str | None = None,
     ) -> Task:
         """Create one task (as `POST /api/tasks`); returns it as stored, status included.
 
@@ -264,6 +265,7 @@ class Producer:
                 "webhook": webhook,
                 "timeout_seconds": timeout_seconds,
                 "queue": queue,
+                "unique_key": unique_key,
             }
         )
         if idempotency_key is not None:
@@ -301,7 +303,12 @@ class Producer:
             batch: list[tuple[NewTask, asyncio.Future[Task]]] = []
             rest: list[tuple[NewTask, asyncio.Future[Task]]] = []
             for item in self._queued:
-                fits = item[0].spec["queue"] == queue and len(batch) < MAX_COALESCED
+                fits = (
+                    item[0].spec["queue"] == queue
+                    and len(batch) < MAX_COALESCED
+                    # A batch is all or nothing: a unique task's 409 must be its own alone.
+                    and not (batch and (_alone(item[0]) or _alone(batch[0][0])))
+                )
                 (batch if fits else rest).append(item)
             self._queued = rest
             self._sending = True
@@ -413,3 +420,9 @@ class Producer:
             for future in self._waiters.get(task_id, ()):
                 if not future.done():
                     future.set_result(None)
+
+
+def _alone(task: NewTask) -> bool:
+    """Whether a create goes out in a script call of its own: one with a unique_key, so
+    that its conflict (409) refuses it alone, not the calls coalesced with it."""
+    return "unique_key" in task.spec

@@ -47,6 +47,15 @@ async def known(conn: Conn) -> list[str]:
     return list(conn._known_queues)
 
 
+async def reachable(conn: Conn, queue: str) -> bool:
+    """Whether the queue's Redis (on a cluster, its shard) answers now: one EXISTS."""
+    try:
+        await guarded(conn.redis.exists(conn.queue(queue).counts))
+    except RedisUnavailable:
+        return False
+    return True
+
+
 async def locate(conn: Conn, task_id: str, queues: Sequence[str] | None = None) -> Keys:
     """The keys of the queue holding task `task_id`. With one queue, no round trip; with
     several, one pipelined EXISTS per queue (then remembered). An unknown id gets the

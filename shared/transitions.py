@@ -17,7 +17,13 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from shared import codec, queues, registry
-from shared.errors import InvalidTransition, RedisUnavailable, TaskNotFound, ValidationFailed
+from shared.errors import (
+    InvalidTransition,
+    RedisUnavailable,
+    TaskNotFound,
+    UniqueConflict,
+    ValidationFailed,
+)
 from shared.keys import Keys
 from shared.models import MAX_PAYLOAD_BYTES, Task, TaskCreate, TaskStatus
 from shared.queries import get_task, get_tasks
@@ -96,7 +102,7 @@ def _spec(create: TaskCreate, settings: Settings) -> dict[str, Any]:
         from shared.netguard import check_webhook_url
 
         check_webhook_url(create.webhook, allow_private=settings.webhook_allow_private_networks)
-    return {
+    spec = {
         "id": _new_id(),
         # SPEC section 9: the create's queue, else its type's, else QUEUE_NAME.
         "queue": create.queue or task_type.queue or settings.queue_name,
@@ -109,6 +115,9 @@ def _spec(create: TaskCreate, settings: Settings) -> dict[str, Any]:
         "timeout": create.timeout_seconds,
         "lane": task_type.lane,
     }
+    if create.unique_key is not None:  # absent, not null: every create's ARGV stays short
+        spec["unique_key"] = create.unique_key
+    return spec
 
 
 _UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48))  # all but the version and variant bits
@@ -139,6 +148,7 @@ def _created(spec: dict[str, Any], now: int, at: datetime) -> Task:
         scheduled_for=codec.from_ms(run_at) if run_at else None,
         webhook=spec["webhook"] or None,
         timeout_seconds=spec["timeout"],
+        unique_key=spec.get("unique_key"),
         created_at=at,
         updated_at=at,
     )
@@ -201,6 +211,7 @@ async def enqueue_prepared(
             [{"loc": ["body", "tasks"], "msg": f"at most {MAX_ENQUEUE_BATCH} items"}],
         )
     queue = _one_queue(tasks)
+    _unique_keys_once(tasks)
     await queues.register(conn, queue)
     k = conn.queue(queue)
     now = now_ms or codec.now_ms()
@@ -218,6 +229,8 @@ async def enqueue_prepared(
             found = {task.id for task in replayed}
             raise ReplayPurged([task_id for task_id in ids if task_id not in found])
         return replayed, True
+    if code == "unique":
+        raise UniqueConflict(extra)
     if code == "duplicate":
         # Ids are fresh uuid4s, so an existing one means this very call already ran (the
         # client retried after a dropped connection): the write is done, answer with it.
@@ -225,6 +238,22 @@ async def enqueue_prepared(
     # The script wrote exactly these values: no second round trip to read them back.
     at = codec.from_ms(now)
     return [_created(task.spec, now, at) for task in tasks], False
+
+
+def _unique_keys_once(tasks: Sequence[NewTask]) -> None:
+    """A batch is created whole or not at all, so two of its tasks cannot share a unique_key
+    (one of them would have to be refused): a 400 before anything is written."""
+    seen: set[str] = set()
+    for index, task in enumerate(tasks):
+        key = task.spec.get("unique_key")
+        if key is None:
+            continue
+        if key in seen:
+            raise ValidationFailed(
+                f"unique_key {key!r} appears more than once in this batch",
+                [{"loc": ["body", "tasks", index, "unique_key"], "msg": "repeated"}],
+            )
+        seen.add(key)
 
 
 def _one_queue(tasks: Sequence[NewTask]) -> str:
@@ -602,3 +631,5 @@ def _raise_for(reply: list[str], task_id: str, action: str) -> None:
         raise TaskNotFound(task_id)
     if reply[0] == "invalid":
         raise InvalidTransition(task_id, reply[1], action)
+    if reply[0] == "unique":
+        raise UniqueConflict(reply[1])

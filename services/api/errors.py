@@ -18,6 +18,7 @@ from shared.errors import (
     ReplayPurged,
     TaskNotFound,
     TaskQueueError,
+    UniqueConflict,
     ValidationFailed,
 )
 from shared.queue_views import UnknownQueue
@@ -43,6 +44,7 @@ STATUS_BY_ERROR: dict[type[TaskQueueError], int] = {
     UnknownQueue: 404,
     InvalidTransition: 409,
     ReplayPurged: 409,  # an Idempotency-Key whose tasks are gone: never created anew
+    UniqueConflict: 409,  # a live task holds the unique_key: details name it
     TooManyStreams: 429,
     RedisUnavailable: 503,
 }

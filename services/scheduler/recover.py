@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from shared import heartbeats, queries, queues, transitions
 from shared.errors import RedisUnavailable
-from shared.redis import Conn, guarded
+from shared.redis import Conn
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -124,9 +124,7 @@ async def _usable_queues(conn: Conn, names: list[str], outages: QueueOutages) ->
     usable = []
     for name in names:
         if name in outages.away:
-            try:
-                await guarded(conn.redis.exists(conn.queue(name).counts))
-            except RedisUnavailable:
+            if not await queues.reachable(conn, name):
                 continue
             outages.back(name)
         if not outages.settling(name):
@@ -186,9 +184,7 @@ class Recoverer:
 
     async def tick(self) -> int:
         try:
-            # Where the heartbeats live (on a cluster, the {_global} slot's shard; a PING
-            # would ask whichever node the client defaults to).
-            await guarded(self.conn.redis.exists(self.conn.keys.heartbeats("worker")))
+            await heartbeats.check_reachable(self.conn)
         except Exception:
             self.outage = True
             raise

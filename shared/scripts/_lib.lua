@@ -46,6 +46,7 @@ function QueueKeys:inbox(owner) return self.prefix .. 'wake:inbox:' .. owner end
 function QueueKeys:held(owner) return self.prefix .. 'held:' .. owner end
 function QueueKeys:delivery(id) return self.prefix .. 'delivery:' .. id end
 function QueueKeys:idempotency(key) return self.prefix .. 'idem:' .. key end
+function QueueKeys:unique(key) return self.prefix .. 'unique:' .. key end
 function QueueKeys:throughput(minute) return self.prefix .. 'tp:' .. minute end
 
 -- The server's clock in epoch ms. Liveness (lease deadlines, heartbeats) is stamped and
@@ -184,6 +185,25 @@ local function move_status(Q, id, from, to)
   redis.call('HINCRBY', Q.counts, from, -1)
   redis.call('HINCRBY', Q.counts, to, 1)
   redis.call('HSET', task_key, 'status', to)
+end
+
+-- Unique tasks (SPEC section 10): Q:unique(key) names the task holding a unique_key while it
+-- is not final. The id of a live holder other than `id`, else nil: an entry whose task is
+-- final or gone (purged, deleted by hand) holds nothing.
+local FINAL = {completed = true, failed = true, cancelled = true}
+local function unique_holder(Q, key, id)
+  local holder = redis.call('GET', Q:unique(key))
+  if not holder or holder == id then return nil end
+  local status = redis.call('HGET', Q:task(holder), 'status')
+  if status and not FINAL[status] then return holder end
+  return nil
+end
+
+-- A task holding `key` ended (or is deleted): the key is free for the next create.
+local function release_unique(Q, id, key)
+  if key and key ~= '' and redis.call('GET', Q:unique(key)) == id then
+    redis.call('DEL', Q:unique(key))
+  end
 end
 
 -- Publish an encoded event where EVENTS_MODE says: task_events (SPEC section 6), which a

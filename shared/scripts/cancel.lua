@@ -33,6 +33,7 @@ else
   return {'invalid', status}
 end
 move_status(Q, id, status, 'cancelled')
+release_unique(Q, id, redis.call('HGET', KEYS[1], 'unique_key'))
 redis.call('HSET', KEYS[1], 'updated', now)
 redis.call('ZADD', KEYS[5], ARGV[3], id)
 emit(Q, id, {event = 'task.cancelled', task_id = id, status = 'cancelled',

@@ -28,7 +28,7 @@ for i = 1, (#ARGV - 2) / 3 do
   local id, token, result = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local task_key = Q:task(id)
   local f = redis.call('HMGET', task_key, 'status', 'token', 'owner', 'created', 'webhook',
-    'attempt')
+    'attempt', 'unique_key')
   local attempt = f[6]
   if not f[1] then
     codes[i] = 'missing'
@@ -50,6 +50,7 @@ for i = 1, (#ARGV - 2) / 3 do
     -- An empty error and owner read as none (codec.py); cheaper than a second call to HDEL.
     redis.call('HSET', task_key, 'status', 'completed', 'completed', now, 'updated', now,
       'result', result, 'error', '', 'owner', '')
+    release_unique(Q, id, f[7])
     if f[5] and f[5] ~= '' then
       queue_webhook(Q, id, 'msg_' .. id .. '_' .. attempt, 'task.completed', now)
     end

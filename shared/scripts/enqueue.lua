@@ -8,10 +8,11 @@
 -- ARGV[2] -> idempotency TTL (s)
 -- ARGV[3] -> idempotency key in use: '1' or ''
 -- ARGV[4..] -> one JSON spec per task: {id, queue, type, payload, priority, max_retries,
---              run_at, webhook, timeout, lane}; payload is JSON text already
+--              run_at, webhook, timeout, lane, unique_key}; payload is JSON text already
 --
 -- Returns {'created', ''} or {'replayed', 'id1,id2,...'} when the Idempotency-Key was seen,
--- or {'duplicate', id} when an id exists (nothing written).
+-- {'duplicate', id} when an id exists, or {'unique', holder id} when a live task of the
+-- queue holds a task's unique_key (nothing written in either case).
 -- Side effects: HSET task, PUBLISH task.created and ZADD delayed (when scheduled) per task;
 -- ZADD indexes, HINCRBY counts once; then hand-overs to idle consumers and RPUSH ready.
 local Q = queue_keys(KEYS[1])
@@ -27,6 +28,10 @@ local specs = {}
 for i = 4, #ARGV do
   local spec = cjson.decode(ARGV[i])
   if redis.call('EXISTS', Q:task(spec.id)) == 1 then return {'duplicate', spec.id} end
+  if spec.unique_key then
+    local holder = unique_holder(Q, spec.unique_key, spec.id)
+    if holder then return {'unique', holder} end
+  end
   specs[#specs + 1] = spec
 end
 
@@ -46,6 +51,10 @@ for _, spec in ipairs(specs) do
   if run_at > 0 then table.insert(fields, 'run_at'); table.insert(fields, run_at) end
   if spec.webhook and spec.webhook ~= cjson.null then
     table.insert(fields, 'webhook'); table.insert(fields, spec.webhook)
+  end
+  if spec.unique_key then
+    table.insert(fields, 'unique_key'); table.insert(fields, spec.unique_key)
+    redis.call('SET', Q:unique(spec.unique_key), id)
   end
   if spec.timeout and spec.timeout ~= cjson.null then
     table.insert(fields, 'timeout'); table.insert(fields, spec.timeout)

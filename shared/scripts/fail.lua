@@ -76,6 +76,7 @@ if mode ~= 'final' and retries < budget then
 end
 
 move_status(Q, id, 'processing', 'failed')
+release_unique(Q, id, redis.call('HGET', KEYS[1], 'unique_key'))
 redis.call('HSET', KEYS[1], 'completed', now)
 redis.call('ZADD', KEYS[6], ARGV[9], id)
 count_throughput(KEYS[8], now, 'f', 1)

@@ -12,9 +12,11 @@ local purged = 0
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
   local key = Q:task(id)
-  local status = redis.call('HGET', key, 'status')
+  local f = redis.call('HMGET', key, 'status', 'unique_key')
+  local status = f[1]
   -- A task retried by hand after it was scheduled for purge is no longer final: keep it.
   if status == 'completed' or status == 'failed' or status == 'cancelled' then
+    release_unique(Q, id, f[2])  -- released when it ended; kept from ever dangling
     redis.call('DEL', key, key .. ':events', key .. ':deliveries')
     redis.call('ZREM', KEYS[3], id)
     redis.call('ZREM', Q:index(status), id)

@@ -42,6 +42,7 @@ CONTRACT = [
     ("Q:inbox(OWNER)", lambda k: k.inbox(OWNER)),
     ("Q:delivery('msg_1')", lambda k: k.delivery("msg_1")),
     ("Q:idempotency('k1:x')", lambda k: k.idempotency("k1:x")),
+    ("Q:unique('sync user:42')", lambda k: k.unique("sync user:42")),
     ("Q:throughput(29933760)", lambda k: k.throughput(29933760)),
     ("Q:wake('outbox')", lambda k: k.wake("outbox")),
     *(
