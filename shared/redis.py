@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -144,16 +145,48 @@ class ScriptRunner:
         # the connection that ran the script: one pipeline (on a cluster, both to the node
         # that owns the queue's slot).
         wait = ("WAIT", self.conn.wait_replicas, self.conn.wait_timeout_ms)
-        async with self.conn.redis.pipeline(transaction=False) as pipe:
-            pipe.execute_command(*self.command(keys, args))
-            if self.conn.topology == "cluster":
-                node = self.conn.redis.get_node_from_key(keys[0])
-                pipe.execute_command(*wait, target_nodes=node)
-            else:
+        if self.conn.topology == "cluster":
+            reply, acknowledged = await self._call_and_wait_on_owner(keys, args, wait)
+        else:
+            async with self.conn.redis.pipeline(transaction=False) as pipe:
+                pipe.execute_command(*self.command(keys, args))
                 pipe.execute_command(*wait)
-            reply, acknowledged = await pipe.execute()
+                reply, acknowledged = await pipe.execute()
         self.conn.check_replicas(int(acknowledged))
         return reply
+
+    async def _call_and_wait_on_owner(
+        self, keys: Sequence[str], args: Sequence[Any], wait: tuple[Any, ...]
+    ) -> tuple[Any, Any]:
+        """The script and WAIT on one connection to the node that owns the queue's slot, with
+        no retry. A cluster pipeline would not do: when the node dies while WAIT blocks,
+        redis-py resends WAIT alone to its default node on a fresh connection, whose replicas
+        then vouch for a write they never saw (a create acknowledged, then lost, in
+        `make chaos CHAOS_REDIS=cluster CHAOS_WAIT_REPLICAS=1`). Any failure here is Redis
+        unavailable (a 503: the client retries with its Idempotency-Key)."""
+        redis = self.conn.redis
+        node = redis.get_node_from_key(keys[0])
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([self.command(keys, args), wait])
+            )
+            reply = await connection.read_response()
+            acknowledged = await connection.read_response()
+        except BaseException as exc:
+            await connection.disconnect()  # a reply may be left unread: never reuse it
+            if isinstance(exc, ResponseError) and not is_missing_script(exc):
+                # MOVED after a failover, WAIT refused by a demoted primary: let the client
+                # learn the new owner (it follows MOVED and refreshes its slots), then 503.
+                with contextlib.suppress(Exception):
+                    await redis.exists(keys[0])
+                if not is_unavailable(exc) and not str(exc).startswith("WAIT"):
+                    raise
+                raise RedisUnavailable(f"the queue's primary moved: {exc}") from exc
+            raise
+        finally:
+            node.release(connection)
+        return reply, acknowledged
 
 
 @dataclass
