@@ -30,6 +30,7 @@ class Sent:
     acknowledged_at: float | None = None
     created_status: int | None = None
     tries: int = 0
+    queue: str = "default"  # the named queue it was sent to (SPEC section 9)
 
 
 @dataclass
@@ -43,8 +44,11 @@ class Answer:
 class Load:
     base_url: str
     seed: int
+    queues: list[str] = field(default_factory=list)  # named queues, in turn ([]: the default)
     sent: list[Sent] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # bodies of 5xx answers other than 503
+    started_at: float = 0.0  # wall time the load began
 
     def plan(self, n: int, rng: random.Random) -> Sent:
         """The task mix: email, image, sum, sleep, flaky that recovers, flaky that fails."""
@@ -79,9 +83,12 @@ class Load:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with httpx.AsyncClient(base_url=self.base_url, timeout=10, limits=limits) as http:
             start, jobs = time.monotonic(), []
+            self.started_at = time.time()
             for n in range(int(seconds * rate)):
                 await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
                 sent = self.plan(n, rng)
+                if self.queues:
+                    sent.queue = sent.body["queue"] = self.queues[n % len(self.queues)]
                 self.sent.append(sent)
                 jobs.append(asyncio.create_task(self._create(http, sent)))
             await asyncio.gather(*jobs)
@@ -102,8 +109,13 @@ class Load:
                 sent.created_status = status
                 sent.acknowledged_at = time.time()
                 return
-            if status not in (0, 503):
+            if status != 0 and status < 500:
                 raise RuntimeError(f"create {sent.n} answered {status}: {response.text[:300]}")
+            if status >= 500 and status != 503:  # a bug (counted as such), retried as a 503
+                at = time.time() - self.started_at
+                self.errors.append(
+                    f"POST /api/tasks {status}: at {at:.1f} s: {response.text[:300]}"
+                )
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 

@@ -17,6 +17,7 @@ class _Counting:
         self.delay = delay
         self.deliveries: Counter[str] = Counter()
         self.first_at: dict[str, float] = {}
+        self.times: dict[str, list[float]] = {}  # every delivery's wall time, per address
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -27,6 +28,7 @@ class _Counting:
                 address = rcpt.lower()
                 self.deliveries[address] += 1
                 self.first_at.setdefault(address, now)
+                self.times.setdefault(address, []).append(now)
         return "250 OK"
 
 
@@ -42,6 +44,11 @@ class MailSink:
     def deliveries(self) -> Counter[str]:
         with self.handler.lock:
             return Counter(self.handler.deliveries)
+
+    @property
+    def delivery_times(self) -> dict[str, list[float]]:
+        with self.handler.lock:
+            return {address: list(times) for address, times in self.handler.times.items()}
 
     def __enter__(self) -> MailSink:
         self.controller.start()

@@ -193,5 +193,10 @@ def live_instances(client: redis.Redis, service: str, dead_after: float) -> list
     return found
 
 
-def held_tasks(client: redis.Redis, instance_id: str) -> list[str]:
-    return sorted(cast("set[str]", client.smembers(KEYS.held(instance_id))))
+def held_tasks(client: redis.Redis, instance_id: str, queues: list[str] | None = None) -> list[str]:
+    """The ids one consumer instance holds, over the given queues (default: the default one)."""
+    held: set[str] = set()
+    for queue in queues or [KEYS.queue]:
+        keys = Keys(queue)
+        held |= cast("set[str]", client.smembers(keys.held(instance_id)))
+    return sorted(held)

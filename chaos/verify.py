@@ -15,11 +15,13 @@ import redis
 
 from chaos.faults import Fault
 from chaos.load import Sent
-from chaos.stack import PREFIX
+from shared.keys import Keys
 
 STATUSES = ("pending", "processing", "completed", "failed", "scheduled", "retrying", "cancelled")
 ACTIVE = ("pending", "processing", "scheduled", "retrying")
 EXPECTED_RUNS = {"flaky": 2, "flaky-fails": 2}  # designed attempts; 1 for the others
+QUIET_SECONDS = 10.0  # a drain with no active task this long is over, even if some are gone
+ACK_SLACK_SECONDS = 1.0  # a reply the primary sent just before its SIGKILL, still in flight
 
 
 @dataclass
@@ -29,11 +31,18 @@ class Findings:
     unacknowledged: int = 0
     final: Counter[str] = field(default_factory=Counter)
     lost: list[str] = field(default_factory=list)
+    # Acknowledged creates gone with a SIGKILLed primary that had not replicated them (a
+    # replicated Redis only). With REDIS_WAIT_REPLICAS=0 this is the loss window, measured;
+    # with WAIT on it is a failure like any other loss.
+    lost_unreplicated: list[str] = field(default_factory=list)
+    wait_replicas: int = 0
+    topology: str = "standalone"
     stuck: list[str] = field(default_factory=list)
     wrong_outcome: list[str] = field(default_factory=list)
     lies: list[str] = field(default_factory=list)
     undelivered: list[str] = field(default_factory=list)
     duplicate_deliveries: int = 0
+    duplicates_across_failover: int = 0  # first sent before a failover, again after it
     unattributed_deliveries: int = 0
     extra_runs: int = 0
     tasks_run_twice: int = 0
@@ -47,6 +56,7 @@ class Findings:
     def failed(self) -> bool:
         return bool(
             self.lost
+            or (self.lost_unreplicated and self.wait_replicas > 0)
             or self.stuck
             or self.lies
             or self.undelivered
@@ -64,14 +74,20 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def drain(base_url: str, acked: int, timeout: float) -> tuple[bool, dict[str, Any], float]:
-    """Wait until no task is active and every acknowledged one is counted."""
+    """Wait until no task is active and every acknowledged one is counted, or no task has
+    been active for QUIET_SECONDS (some acknowledged ones are gone: the checks say which)."""
     started = time.monotonic()
     stats: dict[str, Any] = {}
+    quiet_since: float | None = None
     async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
         while time.monotonic() - started < timeout:
             try:
                 stats = (await http.get("/api/stats")).json()
-                if stats["total_tasks"] >= acked and not sum(stats[f"{s}_count"] for s in ACTIVE):
+                idle = not sum(stats[f"{s}_count"] for s in ACTIVE)
+                if idle and stats["total_tasks"] >= acked:
+                    return True, stats, time.monotonic() - started
+                quiet_since = (quiet_since or time.monotonic()) if idle else None
+                if quiet_since and time.monotonic() - quiet_since >= QUIET_SECONDS:
                     return True, stats, time.monotonic() - started
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
@@ -116,7 +132,7 @@ def check_task(
     task, events = details["task"], details["events"]
     status = task["status"]
     if status in ACTIVE:
-        (f.stuck if _queued(client, task_id, status) else f.lost).append(
+        (f.stuck if _queued(client, task_id, status, Keys(sent.queue)) else f.lost).append(
             f"{task_id} ({sent.type}): {status}"
         )
         return
@@ -136,17 +152,31 @@ def check_task(
         f.tasks_run_twice += 1
 
 
-def _queued(client: redis.Redis, task_id: str, status: str) -> bool:
+def _queued(client: redis.Redis, task_id: str, status: str, keys: Keys) -> bool:
     """Will anything ever move this task? (otherwise it is lost, not just slow)"""
     if status in ("scheduled", "retrying"):
-        return client.zscore(f"{PREFIX}delayed", task_id) is not None
+        return client.zscore(keys.delayed, task_id) is not None
     if status == "processing":
-        return client.zscore(f"{PREFIX}leases", task_id) is not None
+        return client.zscore(keys.leases, task_id) is not None
     for lane in ("work", "notify"):
         for priority in range(1, 6):
-            if client.lpos(f"{PREFIX}ready:{lane}:{priority}", task_id) is not None:
+            if client.lpos(keys.ready(lane, priority), task_id) is not None:
                 return True
     return False
+
+
+def unreplicated_kill(sent: Sent, faults: list[Fault]) -> Fault | None:
+    """The primary SIGKILL that took an acknowledged, now gone, create with it: the first
+    kill of its queue's primary after the create was acknowledged, before the replica was
+    promoted (a later acknowledgement came from the new primary, which keeps it)."""
+    at = sent.acknowledged_at or 0.0
+    for fault in sorted(faults, key=lambda f: f.at):
+        if not fault.kind.startswith("primary-kill") or sent.queue not in fault.queues:
+            continue
+        latest = min(fault.at + ACK_SLACK_SECONDS, fault.promoted_at or float("inf"))
+        if fault.at and at <= latest:
+            return fault
+    return None
 
 
 def check_mail(
@@ -161,8 +191,15 @@ def check_mail(
     f.unattributed_deliveries = sum(n for a, n in delivered.items() if a not in ours)
 
 
-def check_counts(stats: dict[str, Any], acked: int, f: Findings, client: redis.Redis) -> None:
-    """The API's stats add up, match what we saw, and match Redis's own indexes."""
+def check_counts(
+    stats: dict[str, Any],
+    acked: int,
+    f: Findings,
+    client: redis.Redis,
+    queues: list[str] | None = None,
+) -> None:
+    """The API's stats add up, match what we saw, and match Redis's own indexes (of every
+    queue in `queues`, default: the default queue). `acked` excludes what a failover lost."""
     total = stats.get("total_tasks")
     parts = sum(stats.get(f"{s}_count", 0) for s in STATUSES)
     if total != parts:
@@ -174,25 +211,29 @@ def check_counts(stats: dict[str, Any], acked: int, f: Findings, client: redis.R
             f.lies.append(
                 f"stats: {status}_count {stats.get(f'{status}_count')} != seen {f.final[status]}"
             )
-    counts = cast("dict[str, str]", client.hgetall(f"{PREFIX}counts"))
+    for queue in queues or ["default"]:
+        _check_queue(Keys(queue), f, client, "" if queues is None else f"{queue}: ")
+
+
+def _check_queue(keys: Keys, f: Findings, client: redis.Redis, label: str) -> None:
+    """One queue's counters match its indexes, and nothing is left in it after the drain."""
+    counts = cast("dict[str, str]", client.hgetall(keys.counts))
     for status in STATUSES:
-        indexed = client.zcard(f"{PREFIX}index:{status}")
+        indexed = client.zcard(keys.index_status(status))
         if int(counts.get(status, 0)) != indexed:
-            f.lies.append(f"redis: counts[{status}] {counts.get(status)} != index {indexed}")
-    if int(counts.get("total", 0)) != client.zcard(f"{PREFIX}index:all"):
-        f.lies.append("redis: counts[total] != index:all")
+            f.lies.append(f"redis: {label}counts[{status}] {counts.get(status)} != index {indexed}")
+    if int(counts.get("total", 0)) != client.zcard(keys.index_all):
+        f.lies.append(f"redis: {label}counts[total] != index:all")
     leftovers = {
-        "leases": client.zcard(f"{PREFIX}leases"),
-        "delayed": client.zcard(f"{PREFIX}delayed"),
+        "leases": client.zcard(keys.leases),
+        "delayed": client.zcard(keys.delayed),
         "ready": sum(
-            client.llen(f"{PREFIX}ready:{lane}:{p}")
-            for lane in ("work", "notify")
-            for p in range(1, 6)
+            client.llen(keys.ready(lane, p)) for lane in ("work", "notify") for p in range(1, 6)
         ),
     }
     for name, size in leftovers.items():
         if size:
-            f.lies.append(f"redis: {size} ids left in {name} after the drain")
+            f.lies.append(f"redis: {label}{size} ids left in {name} after the drain")
 
 
 def recovery_times(faults: list[Fault], details: dict[str, dict[str, Any] | None]) -> list[float]:
