@@ -31,7 +31,7 @@ from shared.keys import QUEUE_CONTROL_CHANNEL, Lane
 from shared.logging import log_step
 from shared.queue_selection import QueueSelection
 from shared.redis import Conn, guarded
-from shared.registry import Handler, TaskContext
+from shared.registry import Handler, Permanent, TaskContext
 from shared.runtime import end_within, instance_id, wait_or_stop
 from shared.settings import Settings
 from shared.transitions import Claimed, Outcome
@@ -199,6 +199,10 @@ class Consumer:
         self.held: dict[ClaimKey, Claimed] = {}
         self.running: dict[ClaimKey, asyncio.Task[None]] = {}
         self.outcomes: asyncio.Queue[tuple[ClaimKey, Outcome] | None] = asyncio.Queue()
+        # On a cluster, outcomes of a queue whose shard could not be reached, with the task
+        # reporting them as soon as it can: they must not hold back the other queues'.
+        self.late: dict[str | None, list[tuple[ClaimKey, Outcome]]] = {}
+        self.late_reporters: dict[str | None, asyncio.Task[None]] = {}
         self.finished: set[ClaimKey] = set()
         self.expired: set[ClaimKey] = set()  # runs that hit their timeout and were cancelled
         self.slot_free = asyncio.Event()
@@ -254,6 +258,9 @@ class Consumer:
             self.outcomes.put_nowait(None)  # the flusher reports what is queued, then returns
             if await end_within([flusher], max(self.settings.shutdown_grace_seconds, 1)):
                 logger.error("%s stopped before every outcome was reported", self.name)
+            if await end_within(list(self.late_reporters.values()), SHUTDOWN_CALL_SECONDS):
+                # Their shard is still away: the leases run out and recovery takes them.
+                logger.error("%s stopped before it could report %s", self.name, list(self.late))
             stopping.cancel()
             await end_within([beat, stopping], 0)
             with contextlib.suppress(Exception):
@@ -626,7 +633,10 @@ class Consumer:
         except BaseException as exc:  # SystemExit, GeneratorExit, ...: the handler's doing
             if claim in self.expired:
                 return self._timed_out(item, timeout)
-            return Outcome(task.id, item.token, False, error=describe(exc), queue=task.queue)
+            # Permanent: no retry can fix it, so the task fails now, budget or not.
+            final = isinstance(exc, Permanent)
+            error = describe(exc)
+            return Outcome(task.id, item.token, False, error=error, final=final, queue=task.queue)
         finally:
             expiry.cancel()
             self.expired.discard(claim)
@@ -669,34 +679,97 @@ class Consumer:
                 return
 
     async def _report(self, batch: list[tuple[ClaimKey, Outcome]]) -> None:
-        """Report a batch and forget its claims."""
-        codes = await self._store_or_split([outcome for _, outcome in batch])
+        """Report a batch and forget its claims.
+
+        On a cluster each queue's outcomes are reported on their own (concurrently: one
+        pipeline per queue, as redis-py sends one per node anyway). Those of a queue whose
+        shard is failing over or down go to a reporter of that queue that retries until it
+        answers, and the flusher goes on: without this, one shard down would keep every
+        later outcome of this consumer, in every queue, from being reported (SPEC section 8:
+        a shard that is down stops only its own queues)."""
+        if self.conn.topology != "cluster":
+            self._forget(batch, await self._store_or_split([o for _, o in batch]))
+            return
+        by_queue: dict[str | None, list[tuple[ClaimKey, Outcome]]] = {}
+        for item in batch:
+            by_queue.setdefault(item[1].queue, []).append(item)
+        await asyncio.gather(*(self._report_queue(q, items) for q, items in by_queue.items()))
+
+    async def _report_queue(self, queue: str | None, batch: list[tuple[ClaimKey, Outcome]]) -> None:
+        if queue in self.late:  # reported after the ones already waiting, in order
+            self.late[queue] += batch
+            return
+        try:
+            codes = await self._store_or_split([o for _, o in batch], patient=False)
+        except RedisUnavailable as exc:
+            logger.warning(
+                "%s cannot report outcomes in queue %s (%s); retrying apart",
+                self.name,
+                queue,
+                describe(exc),
+            )
+            self.late[queue] = list(batch)
+            self.late_reporters[queue] = asyncio.create_task(self._report_late(queue))
+            return
+        self._forget(batch, codes)
+
+    async def _report_late(self, queue: str | None) -> None:
+        """Report a queue's late outcomes (and those that join them meanwhile) once its shard
+        answers; the heartbeat keeps their leases meanwhile."""
+        try:
+            while batch := self.late[queue]:
+                self.late[queue] = []
+                outcomes = [o for _, o in batch]
+                pause = UNREACHABLE_PAUSE_MAX_SECONDS
+                codes = await self._store_or_split(outcomes, max_pause=pause)
+                self._forget(batch, codes)
+        finally:
+            self.late.pop(queue, None)
+            self.late_reporters.pop(queue, None)
+
+    def _forget(self, batch: list[tuple[ClaimKey, Outcome]], codes: list[str]) -> None:
         for (claim, outcome), code in zip(batch, codes, strict=True):
             self.held.pop(claim, None)
             self.finished.discard(claim)
             self.processed += 1
             self._log_outcome(outcome, code)
 
-    async def _store(self, outcomes: list[Outcome]) -> list[str]:
+    async def _store(
+        self, outcomes: list[Outcome], *, patient: bool = True, max_pause: float = 2.0
+    ) -> list[str]:
         """report_outcomes, retried for as long as Redis is unavailable (the heartbeat keeps
-        the leases, so the tasks stay safe); any other error is raised: it concerns the
-        outcomes, and sending them again would fail the same way for ever."""
+        the leases, so the tasks stay safe), or raising RedisUnavailable when not `patient`;
+        any other error is raised: it concerns the outcomes, and sending them again would
+        fail the same way for ever."""
         tries = 0
         while True:
             try:
                 return await transitions.report_outcomes(self.conn, outcomes, self.settings)
             except RedisUnavailable as exc:
+                if not patient:
+                    raise
                 tries += 1
                 logger.warning("%s cannot report outcomes (%s); retrying", self.name, describe(exc))
-                await asyncio.sleep(min(0.1 * 2**tries, 2.0))
+                await asyncio.sleep(min(0.1 * 2**tries, max_pause))
 
-    async def _store_or_split(self, outcomes: list[Outcome]) -> list[str]:
-        """Store outcomes; one that cannot be stored fails its own task, not the batch's."""
+    async def _store_or_split(
+        self, outcomes: list[Outcome], *, patient: bool = True, max_pause: float = 2.0
+    ) -> list[str]:
+        """Store outcomes; one that cannot be stored fails its own task, not the batch's.
+        RedisUnavailable (when not `patient`) concerns them all: it is raised."""
         try:
-            return await self._store(outcomes)
+            return await self._store(outcomes, patient=patient, max_pause=max_pause)
+        except RedisUnavailable:
+            raise  # not patient: the caller reports them later
         except Exception as exc:
             if len(outcomes) > 1:
-                return [code for one in outcomes for code in await self._store_or_split([one])]
+                return [
+                    code
+                    for one in outcomes
+                    for code in await self._store_or_split(
+                        [one], patient=patient, max_pause=max_pause
+                    )
+                ]
             outcome = outcomes[0]
             logger.error(
                 "%s cannot store the outcome of task %s (%s); failing the task instead",
@@ -716,7 +789,9 @@ class Consumer:
                 queue=outcome.queue,
             )
             try:
-                return await self._store([failure])
+                return await self._store([failure], patient=patient, max_pause=max_pause)
+            except RedisUnavailable:
+                raise
             except Exception as again:  # its lease runs out and recovery takes it
                 return [f"error: {describe(again)}"]
 
@@ -775,15 +850,22 @@ class Consumer:
         ttl = self.settings.heartbeat_seconds * 5
         try:
             await heartbeats.beat(self.conn, self.service, self.instance_id, info, ttl)
-            by_queue: dict[str, dict[str, None]] = {}
-            for item in self.held.values():
-                by_queue.setdefault(item.task.queue, {})[item.task.id] = None
-            for queue, ids in by_queue.items():
+        except Exception as exc:
+            logger.warning("%s heartbeat failed: %s", self.name, describe(exc))
+        by_queue: dict[str, dict[str, None]] = {}
+        for item in self.held.values():
+            by_queue.setdefault(item.task.queue, {})[item.task.id] = None
+        for queue, ids in by_queue.items():
+            # Each queue on its own: a queue whose shard is down (on a cluster) must not keep
+            # the others' leases from being renewed, nor a beat that failed any of them.
+            try:
                 await transitions.extend_leases(
                     self.conn, list(ids), self.settings.task_lease_seconds, queue=queue
                 )
-        except Exception as exc:
-            logger.warning("%s heartbeat failed: %s", self.name, describe(exc))
+            except Exception as exc:
+                logger.warning(
+                    "%s cannot renew leases in queue %s: %s", self.name, queue, describe(exc)
+                )
 
     async def _drain(self) -> None:
         if self.running:

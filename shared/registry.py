@@ -14,6 +14,12 @@ from shared.models import QUEUE_NAME_PATTERN, Task
 from shared.settings import Settings
 
 
+class Permanent(Exception):
+    """Raised by a handler for a failure no retry can fix (bad input, a resource that is gone):
+    the task ends `failed` at once, whatever retry budget it had left. Its message is the
+    task's error."""
+
+
 @dataclass(frozen=True)
 class TaskContext:
     """What a handler gets besides its payload."""
