@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
@@ -56,11 +57,16 @@ async def _messages(conn: Conn, channel: str) -> AsyncGenerator[str | None, None
     subscribes again knowing that messages may be missing. A second confirmation (None after
     the first) still means a silent re-subscription, should redis-py ever make one.
     """
-    pubsub = conn.redis.pubsub()
     pooled_retry = None
+    if conn.topology == "cluster":
+        # A cluster copies every classic PUBLISH to every node, so any node serves: one picked
+        # at random, so that a subscription whose node died comes back on another (redis-py
+        # would pick the channel's slot owner every time, for ever if that shard is down).
+        pubsub = conn.redis.pubsub(node=random.choice(conn.redis.get_nodes()))
+    else:
+        pubsub = conn.redis.pubsub()
     try:
         if conn.topology == "cluster":
-            # A cluster's pub/sub picks its node (the channel's slot) as it subscribes.
             await guarded(pubsub.subscribe(channel))
             assert pubsub.connection is not None
             pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY

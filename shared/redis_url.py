@@ -9,7 +9,8 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis._parsers.commands import AsyncCommandsParser
+from redis.asyncio.cluster import ClusterNode, PipelineStrategy, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisClusterException
 
@@ -27,11 +28,30 @@ DEFAULT_PORTS = {"standalone": 6379, "sentinel": 26379, "cluster": 6379}
 
 
 class _Cluster(RedisCluster):
-    """redis-py's cluster client, routing FCALL by the keys it declares, as redis-py routes
-    EVALSHA. Left to itself it asks a server for an FCALL's keys (COMMAND GETKEYS) on every
-    call: a round trip per transition, always to the same node, and while that node is down
-    every transition fails, whichever shard its queue lives on. (redis-py 8.1; overrides a
-    private method, checked by tests/integration/topologies/test_cluster.py.)"""
+    """redis-py's cluster client, made to keep serving the healthy shards while one is down.
+
+    Three changes to redis-py 8.1 (private parts, so checked by the cluster tests:
+    tests/integration/topologies/test_cluster.py and tests/e2e/test_cluster_failover.py):
+    - FCALL is routed by the keys it declares, as redis-py routes EVALSHA. Left to itself it
+      asks a server for an FCALL's keys (COMMAND GETKEYS) on every call: a round trip per
+      transition, always to one node, and while that node is down every transition fails.
+    - The COMMAND table is read once (`_CommandTable`); redis-py re-read it on every topology
+      refresh from the first primary it knew, and once that one was dead every refresh
+      failed and closed every connection of the client.
+    - A pipeline that meets a node it cannot reach raises at once (`_Pipeline`): redis-py
+      closed every connection of the client, other tasks' calls in flight included, and
+      sent the whole pipeline again, calls that had already run on healthy nodes included.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands_parser = _CommandTable()
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        if not transaction:
+            pipe._execution_strategy = _Pipeline(pipe)
+        return pipe
 
     async def _determine_slot(self, command: str, *args: Any) -> int:
         if command.upper() in ("FCALL", "FCALL_RO") and len(args) >= 2 and int(args[1]) > 0:
@@ -40,6 +60,42 @@ class _Cluster(RedisCluster):
                 raise RedisClusterException(f"{command} - all keys must map to the same slot")
             return slots.pop()
         return await super()._determine_slot(command, *args)
+
+
+class _CommandTable(AsyncCommandsParser):
+    """The COMMAND table, read once: it is the same on every node of one release."""
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        if node is not None:
+            self.node = node
+        if not self.commands:
+            await super().initialize()
+
+
+class _Pipeline(PipelineStrategy):
+    """A non-transactional cluster pipeline that raises, once, when a node cannot be reached
+    (the caller decides what to send again: report_outcomes resends only the calls that did
+    not run); the client re-reads the topology on its next call."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        if not self._command_queue:
+            return []
+        client = self._pipe.cluster_client
+        try:
+            if client._initialize:
+                await client.initialize()
+            try:
+                return await self._execute(
+                    client,
+                    self._command_queue,
+                    raise_on_error=raise_on_error,
+                    allow_redirections=allow_redirections,
+                )
+            except RedisCluster.ERRORS_ALLOW_RETRY:
+                client._initialize = True
+                raise
+        finally:
+            await self.reset()  # type: ignore[no-untyped-call]
 
 
 class BadRedisUrl(ValueError):

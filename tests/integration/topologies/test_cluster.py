@@ -189,6 +189,63 @@ async def test_a_shard_fully_down_refuses_its_queue_and_serves_the_others(
         await assert_consistent(cluster_conn, queue=queue)
 
 
+async def test_an_outcome_waiting_for_a_shard_that_is_down_holds_back_no_other_queue(
+    cluster: Cluster, cluster_conn: Conn, cluster_settings: Settings
+) -> None:
+    """A consumer finishes a task whose queue's shard has just gone down for good: that
+    outcome waits for the shard on its own, and the consumer's later outcomes in the other
+    queues are reported at once instead of queueing behind it (the flusher used to retry the
+    batch holding it for as long as the shard was down, and every later outcome with it)."""
+    queues = cluster.queues_on_distinct_primaries(3)
+    global_primary = cluster.primary_for_key(QUEUES)
+    down = next(
+        q
+        for q in queues
+        if cluster.primary_for_key(cluster_conn.queue(q).counts) is not global_primary
+    )
+    others = [q for q in queues if q != down]
+    primary = cluster.primary_for_key(cluster_conn.queue(down).counts)
+    replica = cluster.replica_of(primary)
+    release = asyncio.Event()
+
+    async def handler(payload: Any, ctx: Any) -> str:
+        if payload.get("hold"):
+            await release.wait()
+        return "done"
+
+    selection = QueueSelection.parse(",".join(queues))
+    # The api's own client, its scripts loaded while every primary answers (FUNCTION LOAD
+    # goes to all of them).
+    api = create_redis(cluster_settings)
+    await api.load_scripts()
+    try:
+        async with running(
+            cluster_conn, cluster_settings, {"noop": handler}, concurrency=4, queues=selection
+        ) as consumer:
+            ensure_test_types()
+            [held], _ = await transitions.enqueue(
+                cluster_conn, [create(queue=down, payload={"hold": True})], cluster_settings
+            )
+            await wait_until(
+                lambda: any(key[0] == held.id for key in consumer.running), message="running"
+            )
+            cluster.kill(replica)
+            cluster.kill(primary)
+            release.set()  # its outcome now has a shard that is down to go to
+            await wait_until(
+                lambda: not any(key[0] == held.id for key in consumer.running), message="done"
+            )
+            ids = await enqueue_retrying(api, cluster_settings, others, 5)
+            # The assertion the redis_url.py bug above breaks: the consumer's own client
+            # fails every call, on every shard, and completes nothing.
+            await wait_until(lambda: all_completed(api, ids), timeout=20, message="others")
+    finally:
+        await api.aclose()
+        await asyncio.to_thread(_revive, cluster, primary, replica)
+    for queue in others:
+        await assert_consistent(cluster_conn, queue=queue)
+
+
 async def _refused(conn: Conn, settings: Settings, queue: str) -> bool:
     try:
         await enqueue(conn, settings, queue)
