@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
@@ -58,29 +57,21 @@ async def _messages(conn: Conn, channel: str) -> AsyncGenerator[str | None, None
     the first) still means a silent re-subscription, should redis-py ever make one.
     """
     pooled_retry = None
-    if conn.topology == "cluster":
-        # A cluster copies every classic PUBLISH to every node, so any node serves: one picked
-        # at random, so that a subscription whose node died comes back on another (redis-py
-        # would pick the channel's slot owner every time, for ever if that shard is down).
-        pubsub = conn.redis.pubsub(node=random.choice(conn.redis.get_nodes()))
-    else:
-        pubsub = conn.redis.pubsub()
+    # On a cluster, redis-py subscribes on the node that owns the channel's slot. (Known
+    # limit: an event a primary published just before it died, not yet copied over the
+    # cluster bus, reaches no subscriber on another node, and none of them can tell.)
+    pubsub = conn.redis.pubsub()
     try:
         if conn.topology == "cluster":
-            await guarded(pubsub.subscribe(channel))
-            assert pubsub.connection is not None
-            pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
+            await guarded(pubsub.subscribe(channel))  # it connects as it subscribes
+            pooled_retry = _without_retry(pubsub)
         else:
             await guarded(pubsub.connect())
-            assert pubsub.connection is not None
-            pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
+            pooled_retry = _without_retry(pubsub)
             await guarded(pubsub.subscribe(channel))
-        async for message in pubsub.listen():
-            kind = message.get("type")
-            if kind == "message":
-                yield str(message["data"])
-            elif kind == "subscribe":
-                yield None
+        async with contextlib.aclosing(_read(pubsub, "message", "subscribe")) as messages:
+            async for raw in messages:
+                yield raw
     finally:
         if pooled_retry is not None and pubsub.connection is not None:
             pubsub.connection.retry = pooled_retry  # it goes back to the pool as it came
@@ -111,17 +102,12 @@ async def _sharded_messages(conn: Conn, channel: str) -> AsyncGenerator[str | No
     pooled_retry = None
     try:
         await guarded(pubsub.connect())
-        assert pubsub.connection is not None
-        pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
+        pooled_retry = _without_retry(pubsub)
         await guarded(pubsub.ssubscribe(channel))
-        async for message in pubsub.listen():
-            kind = message.get("type")
-            if kind == "smessage":
-                yield str(message["data"])
-            elif kind == "ssubscribe":
-                yield None
-            elif kind == "sunsubscribe":
-                return
+        reading = _read(pubsub, "smessage", "ssubscribe", "sunsubscribe")
+        async with contextlib.aclosing(reading) as messages:
+            async for raw in messages:
+                yield raw
     finally:
         if client is None and pooled_retry is not None and pubsub.connection is not None:
             pubsub.connection.retry = pooled_retry  # it goes back to the pool as it came
@@ -130,6 +116,29 @@ async def _sharded_messages(conn: Conn, channel: str) -> AsyncGenerator[str | No
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+
+def _without_retry(pubsub: Any) -> Any:
+    """Take the subscribed connection's retries away (see `_messages`); returns the pool's
+    own, to put back when the connection goes back to the pool."""
+    assert pubsub.connection is not None
+    pooled, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
+    return pooled
+
+
+async def _read(
+    pubsub: Any, data: str, confirmed: str, ended: str | None = None
+) -> AsyncGenerator[str | None, None]:
+    """A subscription's messages of kind `data`, None for each `confirmed`; it stops at
+    `ended` (a sharded channel's node gave its slot up)."""
+    async for message in pubsub.listen():
+        kind = message.get("type")
+        if kind == data:
+            yield str(message["data"])
+        elif kind == confirmed:
+            yield None
+        elif ended is not None and kind == ended:
+            return
 
 
 def task_events(conn: Conn, *, on_demand: bool = False) -> Fanout:
