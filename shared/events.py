@@ -258,7 +258,7 @@ class Fanout:
             self.start()
             try:
                 async with asyncio.timeout(timeout):
-                    await self._confirm(queue)
+                    await self._confirm(queue, listener)
             except TimeoutError:
                 raise RedisUnavailable(
                     f"no subscription to {self.channel} within {timeout}s"
@@ -267,7 +267,7 @@ class Fanout:
             self.close(listener)
             raise
 
-    async def _confirm(self, queue: str | None) -> None:
+    async def _confirm(self, queue: str | None, listener: Listener) -> None:
         attempt = _Attempt()
         self.add(attempt)
         try:
@@ -335,8 +335,11 @@ class ShardedFanout(Fanout):
     """A Fanout of every queue's task events under EVENTS_MODE=sharded: one SSUBSCRIBE per
     queue, each on the node that owns the queue's slot, so an event crosses no other shard.
 
-    The queues are those of the registry, read again every QUEUE_REFRESH_SECONDS. A queue's
-    subscription that drops (a failover, its shard down) tells every listener (None) and is
+    The queues are those of the registry, read again every QUEUE_REFRESH_SECONDS. A queue
+    that appears later may have published its first events before its subscription was
+    confirmed (for as long as the registry's shard is down, say), so the listeners already open
+    are told (None) once it is: they re-read, as after any gap. A queue's subscription that
+    drops (a failover, its shard down) tells every listener (None) and is
     made again where its slot went; the others go on. `subscribed` is set while every queue's
     is confirmed; `open` and `ready` with a queue wait for that queue's only, so a shard that is
     down holds back only the readers of its own queues.
@@ -347,11 +350,15 @@ class ShardedFanout(Fanout):
         self._readers: dict[str, _QueueReader] = {}
         self._listed = asyncio.Event()  # the queues were read once: each has its reader
 
-    def reader(self, queue: str) -> _QueueReader:
-        """The subscription to `queue`'s channel, made now if there is none yet."""
+    def reader(self, queue: str, asker: Listener | None = None) -> _QueueReader:
+        """The subscription to `queue`'s channel, made now if there is none yet. `asker`, the
+        listener that wants it, missed nothing of the queue: it opens once it is confirmed."""
         reader = self._readers.get(queue)
         if reader is None:
-            reader = self._readers[queue] = _QueueReader(self, queue)
+            owed: tuple[Listener, ...] = ()
+            if self._listed.is_set():  # a queue found since the first listing
+                owed = tuple(other for other in self._listeners if other is not asker)
+            reader = self._readers[queue] = _QueueReader(self, queue, owed)
         return reader
 
     def note_state(self) -> None:
@@ -361,9 +368,9 @@ class ShardedFanout(Fanout):
         else:
             self.subscribed.clear()
 
-    async def _confirm(self, queue: str | None) -> None:
+    async def _confirm(self, queue: str | None, listener: Listener) -> None:
         if queue is not None:
-            reader = self.reader(queue)
+            reader = self.reader(queue, asker=listener)
             await reader.settled.wait()
             if not reader.confirmed.is_set():
                 raise RedisUnavailable(f"cannot subscribe to {reader.channel}")
@@ -406,8 +413,9 @@ class ShardedFanout(Fanout):
 class _QueueReader:
     """One queue's sharded subscription in a ShardedFanout, made again after every drop."""
 
-    def __init__(self, fanout: ShardedFanout, queue: str) -> None:
+    def __init__(self, fanout: ShardedFanout, queue: str, owed: tuple[Listener, ...]) -> None:
         self.fanout, self.queue = fanout, queue
+        self.owed = owed  # listeners that may have missed this queue's first events
         self.channel = fanout.conn.queue(queue).events_channel
         self.confirmed = asyncio.Event()
         self.settled = asyncio.Event()  # confirmed, or failed at least once
@@ -433,6 +441,8 @@ class _QueueReader:
                             self.fanout.note_state()
                             if dropped:  # what was published while it was away is missing
                                 self.fanout._dispatch(None)
+                            else:
+                                self._tell_owed()
                             pause = FIRST_RETRY_SECONDS
                 logger.warning("%s: the node gave the slot up; subscribing again", self.channel)
             except (RedisUnavailable, RedisError, OSError) as exc:
@@ -447,6 +457,18 @@ class _QueueReader:
             self.fanout._dispatch(None)
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_RETRY_SECONDS)
+
+    def _tell_owed(self) -> None:
+        """Tell the listeners open before this queue's first subscription that its first
+        events may have gone by (those still listening)."""
+        owed, self.owed = self.owed, ()
+        listening = self.fanout._listeners
+        for listener in owed:
+            if listener in listening:
+                try:
+                    listener(None)
+                except Exception:
+                    logger.exception("a %s listener failed", self.channel)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

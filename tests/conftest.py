@@ -29,14 +29,16 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
 # Suites that also run on Redis Cluster (SPEC section 8): the transitions, the consumer, the
-# scheduler and the queue-routing suites.
+# scheduler, the queue-routing and the bulk-action suites.
 CLUSTER_SUITES = (
     "tests/integration/scripts/test_transitions.py",
     "tests/integration/scripts/test_handoff.py",
+    "tests/integration/scripts/test_dependencies.py",
     "tests/integration/services/test_consumer.py",
     "tests/integration/services/test_scheduler.py",
     "tests/integration/services/test_named_queues.py",
     "tests/integration/services/test_handler_types.py",
+    "tests/integration/services/test_bulk_actions.py",
 )
 
 
@@ -74,14 +76,25 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"redis targets: {', '.join(TARGETS)}"]
 
 
+def _below_redis_7(target: object) -> bool:
+    return (
+        isinstance(target, str)
+        and target.startswith("binary:")
+        and int(rs.binary_version(target[7:]).split(".")[0]) < 7
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The cluster target serves the suites in CLUSTER_SUITES only.
+    # The cluster target serves the suites in CLUSTER_SUITES only; a test marked redis7 (a
+    # Redis 7 feature, such as sharded pub/sub) is not run on an older server.
     kept, dropped = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        on_cluster = params.get("redis_server") == "cluster"
+        target = params.get("redis_server")
         path = Path(str(item.path)).resolve().relative_to(ROOT).as_posix()
-        (dropped if on_cluster and path not in CLUSTER_SUITES else kept).append(item)
+        off_cluster_suites = target == "cluster" and path not in CLUSTER_SUITES
+        too_old = item.get_closest_marker("redis7") is not None and _below_redis_7(target)
+        (dropped if off_cluster_suites or too_old else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

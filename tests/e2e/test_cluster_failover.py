@@ -434,15 +434,16 @@ def _run_failover(
     return load, reader, failed_over_at
 
 
+@pytest.mark.parametrize("events_mode", ["classic", "sharded"])
 def test_manual_cluster_failover_under_load_loses_nothing_and_every_worker_resumes(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path, events_mode: str
 ) -> None:
     """CLUSTER FAILOVER is coordinated (the replica catches up before it takes over), so
     nothing is lost even with REDIS_WAIT_REPLICAS at its default 0."""
     shard = cluster.primary_for_key(EVENTS_CHANNEL)
     assert shard is cluster.primary_for_key(QUEUES)  # the hardest shard, see the docstring
     queues = _queues_with_first_on(cluster, shard)
-    stack = _stack(tmp_path, cluster, queues).start()
+    stack = _stack(tmp_path, cluster, queues, EVENTS_MODE=events_mode).start()
     try:
         replica = cluster.replica_of(shard)
 
@@ -460,8 +461,9 @@ def test_manual_cluster_failover_under_load_loses_nothing_and_every_worker_resum
         stack.stop()
 
 
+@pytest.mark.parametrize("events_mode", ["classic", "sharded"])
 def test_sigkilled_primary_under_load_loses_no_acknowledged_create(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path, events_mode: str
 ) -> None:
     """A SIGKILLed primary takes with it what its replica had not copied yet, so a create is
     acknowledged only once a replica holds it (REDIS_WAIT_REPLICAS=1): none of those is lost.
@@ -470,7 +472,12 @@ def test_sigkilled_primary_under_load_loses_no_acknowledged_create(
     shard = cluster.primary_for_key(EVENTS_CHANNEL)
     queues = _queues_with_first_on(cluster, shard)
     stack = _stack(
-        tmp_path, cluster, queues, REDIS_WAIT_REPLICAS="1", REDIS_WAIT_TIMEOUT_MS="500"
+        tmp_path,
+        cluster,
+        queues,
+        REDIS_WAIT_REPLICAS="1",
+        REDIS_WAIT_TIMEOUT_MS="500",
+        EVENTS_MODE=events_mode,
     ).start()
     try:
         replica = cluster.replica_of(shard)

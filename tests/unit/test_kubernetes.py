@@ -49,6 +49,8 @@ def test_every_overlay_builds_with_the_five_services_and_redis_url(overlay: str)
         env = kube.container_env(objects, workload, container["name"])
         assert env["REDIS_URL"].startswith(scheme), (overlay, env["REDIS_URL"])
         assert env["BIND_HOST"] == "0.0.0.0"
+        # On a cluster each queue's events stay on its shard; elsewhere the default.
+        assert env.get("EVENTS_MODE") == ("sharded" if overlay == "cluster" else None)
     services = {s["metadata"]["name"]: s for s in kube.of_kind(objects, "Service")}
     assert services["api"]["spec"]["ports"][0]["port"] == 8080
     assert services["dashboard"]["spec"]["ports"][0]["port"] == 8081
