@@ -297,31 +297,12 @@ class Fanout:
         self._dispatch(None)
 
     async def _run(self) -> None:
-        pause = FIRST_RETRY_SECONDS
-        while True:
-            try:
-                async with contextlib.aclosing(_messages(self.conn, self.channel)) as messages:
-                    async for raw in messages:
-                        if raw is not None:
-                            self._dispatch(raw)
-                            # Let readers take it before the next one: a burst already in the
-                            # socket buffer would otherwise fill every queue before any reader ran.
-                            await asyncio.sleep(0)
-                        elif self.subscribed.is_set():
-                            logger.warning("%s subscription renewed after a drop", self.channel)
-                            self._dispatch(None)
-                        else:
-                            self.subscribed.set()
-                            pause = FIRST_RETRY_SECONDS
-            except (RedisUnavailable, RedisError, OSError) as exc:
-                logger.warning("%s subscription lost (%s); retrying", self.channel, exc)
-            except Exception:
-                logger.exception("%s listener failed; restarting it", self.channel)
-            finally:
-                self.subscribed.clear()
-            self._dispatch(None)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, MAX_RETRY_SECONDS)
+        await _keep_subscribed(
+            lambda: _messages(self.conn, self.channel),
+            self.channel,
+            self._dispatch,
+            self.subscribed,
+        )
 
     def _dispatch(self, raw: str | None) -> None:
         for listener in self._listeners:
@@ -422,41 +403,26 @@ class _QueueReader:
         self.task = asyncio.create_task(self._run(), name=f"events of queue {queue}")
 
     async def _run(self) -> None:
-        pause, dropped = FIRST_RETRY_SECONDS, False
-        while True:
-            try:
-                async with contextlib.aclosing(
-                    _sharded_messages(self.fanout.conn, self.channel)
-                ) as messages:
-                    async for raw in messages:
-                        if raw is not None:
-                            self.fanout._dispatch(raw)
-                            await asyncio.sleep(0)  # let readers take it (see Fanout._run)
-                        elif self.confirmed.is_set():
-                            logger.warning("%s subscription renewed after a drop", self.channel)
-                            self.fanout._dispatch(None)
-                        else:
-                            self.confirmed.set()
-                            self.settled.set()
-                            self.fanout.note_state()
-                            if dropped:  # what was published while it was away is missing
-                                self.fanout._dispatch(None)
-                            else:
-                                self._tell_owed()
-                            pause = FIRST_RETRY_SECONDS
-                logger.warning("%s: the node gave the slot up; subscribing again", self.channel)
-            except (RedisUnavailable, RedisError, OSError) as exc:
-                logger.warning("%s subscription lost (%s); retrying", self.channel, exc)
-            except Exception:
-                logger.exception("%s reader failed; restarting it", self.channel)
-            finally:
-                self.confirmed.clear()
-                self.settled.set()
-                self.fanout.note_state()
-            dropped = True
+        await _keep_subscribed(
+            lambda: _sharded_messages(self.fanout.conn, self.channel),
+            self.channel,
+            self.fanout._dispatch,
+            self.confirmed,
+            on_confirmed=self._on_confirmed,
+            on_lost=self._on_lost,
+        )
+
+    def _on_confirmed(self, after_a_drop: bool) -> None:
+        self.settled.set()
+        self.fanout.note_state()
+        if after_a_drop:  # what was published while it was away is missing
             self.fanout._dispatch(None)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, MAX_RETRY_SECONDS)
+        else:
+            self._tell_owed()
+
+    def _on_lost(self) -> None:
+        self.settled.set()
+        self.fanout.note_state()
 
     def _tell_owed(self) -> None:
         """Tell the listeners open before this queue's first subscription that its first
@@ -469,6 +435,52 @@ class _QueueReader:
                     listener(None)
                 except Exception:
                     logger.exception("a %s listener failed", self.channel)
+
+
+async def _keep_subscribed(
+    open_messages: Callable[[], AsyncGenerator[str | None, None]],
+    name: str,
+    dispatch: Listener,
+    confirmed: asyncio.Event,
+    *,
+    on_confirmed: Callable[[bool], None] | None = None,
+    on_lost: Callable[[], None] | None = None,
+) -> None:
+    """Subscribe with `open_messages()` and hand each message to `dispatch`, for ever: after a
+    drop (or a node giving its slot up) `dispatch` gets None and the subscription is made
+    again, backing off while Redis is away. `confirmed` is set while Redis confirms it;
+    `on_confirmed(after_a_drop)` and `on_lost()` are told of each change."""
+    pause, dropped = FIRST_RETRY_SECONDS, False
+    while True:
+        try:
+            async with contextlib.aclosing(open_messages()) as messages:
+                async for raw in messages:
+                    if raw is not None:
+                        dispatch(raw)
+                        # Let readers take it before the next one: a burst already in the
+                        # socket buffer would otherwise fill every queue before any reader ran.
+                        await asyncio.sleep(0)
+                    elif confirmed.is_set():
+                        logger.warning("%s subscription renewed after a drop", name)
+                        dispatch(None)
+                    else:
+                        confirmed.set()
+                        if on_confirmed is not None:
+                            on_confirmed(dropped)
+                        pause = FIRST_RETRY_SECONDS
+            logger.warning("%s: the node gave the slot up; subscribing again", name)
+        except (RedisUnavailable, RedisError, OSError) as exc:
+            logger.warning("%s subscription lost (%s); retrying", name, exc)
+        except Exception:
+            logger.exception("%s listener failed; restarting it", name)
+        finally:
+            confirmed.clear()
+            if on_lost is not None:
+                on_lost()
+        dropped = True
+        dispatch(None)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, MAX_RETRY_SECONDS)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
