@@ -4,7 +4,6 @@ starting anything, with a message naming the port and its setting."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import taken_port
 from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,11 +21,8 @@ PORT_SETTINGS = ("API_PORT", "DASHBOARD_PORT", "EMBEDDED_REDIS_PORT", "DEV_SMTP_
 
 @pytest.fixture
 def listener() -> Iterator[int]:
-    """A port something else listens on (loopback), as another program's would."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
+    with taken_port() as port:
+        yield port
 
 
 def _run_stack(tmp_path: Path, **ports: int) -> subprocess.CompletedProcess[str]:

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from services.stack.supervisor import taken_ports
 from shared.settings import Settings
+from tests.support.ports import taken_port
 from tests.support.redis_server import free_port
 
 
 @pytest.fixture
 def listener() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
+    with taken_port() as port:
+        yield port
 
 
 def _settings(**ports: int) -> Settings:
