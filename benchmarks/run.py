@@ -24,7 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import cluster_workloads, report, stats, workloads
+from benchmarks.harness import (
+    cluster_workloads,
+    control_workloads,
+    report,
+    schedule_workloads,
+    stats,
+    workloads,
+)
 from benchmarks.harness.procs import ROOT
 from benchmarks.harness.redisd import fresh_redis
 from benchmarks.harness.systems import ALL, BY_NAME, PEERS_PY, System
@@ -37,13 +44,17 @@ SMOKE = Sizes(
     rest_requests=200, rest_batch=10, recovery_trials=1, warm_burst=20, settle=0.2,
     ours_env=(("HEARTBEAT_SECONDS", "0.2"), ("DEAD_AFTER_SECONDS", "0.6")),
     limited_seconds=1.0, limited_tasks=150, failover_rate=100, failover_trials=2,
-    failover_warmup=0.5, failover_quiet=0.2,
+    failover_warmup=0.5, failover_quiet=0.2, control_pairs=20, control_cancels=3,
+    schedule_count=20, schedule_seconds=2.0,
 )  # fmt: skip
 WORKLOADS = (
     "drain_high", "drain_3x1", "live", "rest", "recovery", "drain_queues", "rate_limited",
-    "drain_shards", "failover",
+    "drain_shards", "failover", "control", "schedules",
 )  # fmt: skip
-OURS_ONLY = {"rest", "recovery", "drain_queues", "rate_limited", "drain_shards", "failover"}
+OURS_ONLY = {
+    "rest", "recovery", "drain_queues", "rate_limited", "drain_shards", "failover", "control",
+    "schedules",
+}  # fmt: skip
 # drain_queues: drain_high's tasks spread evenly over three queues served with these weights.
 QUEUE_WEIGHTS = "a:6,b:3,c:1"
 # Issue 13: the rows that start Redis Clusters of their own (Redis 7; skipped without it).
@@ -119,6 +130,10 @@ def run_one(
         return workloads.live(system, server, sizes)
     if workload == "rest":
         return workloads.rest(system, server, sizes)
+    if workload == "control":
+        return control_workloads.control(system, server, sizes)
+    if workload == "schedules":
+        return schedule_workloads.schedules(system, server, sizes)
     if workload in ON_A_CLUSTER:
         try:
             return ON_A_CLUSTER[workload](system, server, sizes, rep)

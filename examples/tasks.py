@@ -42,3 +42,14 @@ async def flaky(payload: dict[str, int], ctx: TaskContext) -> dict[str, int]:
     if ctx.attempt <= int(payload.get("fail_attempts", 1)):
         raise RuntimeError(f"flaky failure on attempt {ctx.attempt}")
     return {"succeeded_on_attempt": ctx.attempt}
+
+
+@task(
+    "sum_after",
+    validate=_numbers,
+    description="add a list of numbers and the numeric results of the task's dependencies "
+    "(ctx.dependency_results, SPEC section 11)",
+)
+async def sum_after(payload: list[float], ctx: TaskContext) -> float:
+    results = ctx.dependency_results.values()
+    return sum(payload) + sum(r for r in results if isinstance(r, int | float))

@@ -116,10 +116,20 @@ def _check_headers(headers: Any) -> None:
             )
 
 
+IMAGE_STEPS = ("decoding", "resizing", "filtering", "encoding", "saving")
+
+
 async def simulate_image(payload: Any, ctx: TaskContext) -> dict[str, Any]:
-    """Demo work, as in the seed: waits IMAGE_TASK_SECONDS and reports what it 'processed'."""
-    await asyncio.sleep(ctx.settings.image_task_seconds)
-    return {"processed": payload, "seconds": ctx.settings.image_task_seconds}
+    """Demo work, as in the seed: waits IMAGE_TASK_SECONDS and reports what it 'processed'.
+
+    It reports its progress at each of its steps (SPEC section 10: at least 4 times), and
+    a cancel interrupts it at once (it is async: the worker cancels its sleep)."""
+    seconds = ctx.settings.image_task_seconds
+    for done, step in enumerate(IMAGE_STEPS):
+        await ctx.progress(100 * done / len(IMAGE_STEPS), step)
+        await asyncio.sleep(seconds / len(IMAGE_STEPS))
+    await ctx.progress(100, "done")
+    return {"processed": payload, "seconds": seconds}
 
 
 register(TaskType("image", handler=simulate_image, description="simulated image processing (demo)"))

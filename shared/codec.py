@@ -20,9 +20,15 @@ F_ID, F_TYPE, F_PAYLOAD, F_STATUS = "id", "type", "payload", "status"
 F_PRIORITY, F_MAX_RETRIES, F_RETRY_COUNT = "priority", "max_retries", "retry_count"
 F_RUN_AT, F_WEBHOOK, F_TIMEOUT, F_LANE = "run_at", "webhook", "timeout", "lane"
 F_UNIQUE_KEY = "unique_key"
+F_DEPENDS_ON = "depends_on"  # comma-separated ids (SPEC section 11); absent: none
 F_CREATED, F_UPDATED, F_STARTED, F_COMPLETED = "created", "updated", "started", "completed"
 F_ERROR, F_RESULT, F_ATTEMPT, F_WORKER = "error", "result", "attempt", "worker"
 F_TOKEN = "token"  # the current claim's fencing token (claim_token in _lib.lua)
+# SPEC section 10: a running handler's progress (progress.lua), and a cancel asked of a
+# running task (cancel.lua: "1").
+F_PROGRESS, F_PROGRESS_MESSAGE = "progress", "progress_message"
+F_CANCEL_REQUESTED = "cancel_requested"
+F_SCHEDULE = "schedule"  # SPEC section 12: the schedule that created the task; absent: none
 # The task's queue; records written before named queues have none and are in "default".
 F_QUEUE, DEFAULT_QUEUE = "queue", "default"
 T = TypeVar("T")
@@ -108,13 +114,23 @@ def decode_task_strict(fields: dict[str, str]) -> Task:
         webhook=fields.get(F_WEBHOOK) or None,
         timeout_seconds=_field(fields, F_TIMEOUT, _finite, optional=True),
         unique_key=fields.get(F_UNIQUE_KEY) or None,
+        depends_on=split_ids(fields.get(F_DEPENDS_ON)),
         created_at=_field(fields, F_CREATED, from_ms),
         updated_at=_field(fields, F_UPDATED, from_ms),
         started_at=_field(fields, F_STARTED, from_ms, optional=True),
         completed_at=_field(fields, F_COMPLETED, from_ms, optional=True),
         error=fields.get(F_ERROR) or None,
         result=_field(fields, F_RESULT, loads, optional=True),
+        progress=_field(fields, F_PROGRESS, _finite, optional=True),
+        progress_message=fields.get(F_PROGRESS_MESSAGE) or None,
+        cancel_requested=fields.get(F_CANCEL_REQUESTED) == "1",
+        schedule=fields.get(F_SCHEDULE) or None,
     )
+
+
+def split_ids(raw: str | None) -> list[str]:
+    """The ids of a comma-separated field (an id has no comma); [] when absent or empty."""
+    return raw.split(",") if raw else []
 
 
 def _finite(raw: str) -> float:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any, cast
 
-from shared import codec, heartbeats, liveness, queues, registry, transitions
+from shared import codec, heartbeats, liveness, queries, queues, registry, transitions
 from shared.errors import RedisUnavailable
 from shared.events import Fanout
 from shared.keys import QUEUE_CONTROL_CHANNEL, Lane
@@ -32,6 +32,7 @@ from shared.logging import log_step
 from shared.queue_selection import QueueSelection
 from shared.redis import Conn, guarded
 from shared.registry import Handler, Permanent, TaskContext
+from shared.running import Run
 from shared.runtime import end_within, instance_id, wait_or_stop
 from shared.settings import Settings
 from shared.transitions import Claimed, Outcome
@@ -58,6 +59,12 @@ MAX_RESULT_BYTES = 1024 * 1024  # a larger result fails the task instead of bloa
 SHUTDOWN_CALL_SECONDS = 2.0  # the longest one Redis call may hold a shutdown step
 ABANDON_AFTER_SECONDS = 1.0  # a timed-out handler that ignores its cancellation keeps its
 # slot this long, then the slot is freed and the timeout reported while it runs on
+# SPEC section 10: a thread handler whose task is cancelled gets this long to see
+# ctx.cancelled and stop; then it is abandoned (it runs on, its outcome ignored) and the task
+# ends cancelled, within 2 s of the request.
+THREAD_CANCEL_GRACE_SECONDS = 0.8
+CANCELLED_ERROR = "cancelled on request while running"
+MAX_EARLY_CANCELS = 256
 
 
 class TaskTimeout(Exception):
@@ -198,6 +205,12 @@ class Consumer:
         # come back to it while its first run goes on, and each run must settle as its own.
         self.held: dict[ClaimKey, Claimed] = {}
         self.running: dict[ClaimKey, asyncio.Task[None]] = {}
+        self.runs: dict[ClaimKey, Run] = {}  # each running claim's cancel flag and progress
+        # Cancels of claims not started yet (handed over, still in the inbox), oldest first;
+        # bounded, as one for a run that ended meanwhile is never taken.
+        self.early_cancels: dict[ClaimKey, None] = {}
+        self.controls: Fanout | None = None
+        self.cancel_check: asyncio.Task[None] | None = None
         self.outcomes: asyncio.Queue[tuple[ClaimKey, Outcome] | None] = asyncio.Queue()
         # On a cluster, outcomes of a queue whose shard could not be reached, with the task
         # reporting them as soon as it can: they must not hold back the other queues'.
@@ -234,9 +247,12 @@ class Consumer:
         flusher = asyncio.create_task(self._flush_loop())
         await self._refresh_served(force=True)
         reader = asyncio.create_task(self._inbox_loop(stop))
-        controls = Fanout(self.conn, QUEUE_CONTROL_CHANNEL)
+        controls = self.controls = Fanout(self.conn, QUEUE_CONTROL_CHANNEL)
         controls.add(self._on_control)
         controls.start()
+        # Cancels published before the subscription is confirmed would be missed: once it is,
+        # what runs by then is checked (nothing to read when nothing runs yet).
+        self.cancel_check = asyncio.create_task(self._check_cancels())
         logger.info(
             "%s started (%s, %d slots, lane %s, %s)",
             self.name,
@@ -253,6 +269,8 @@ class Consumer:
         finally:
             with contextlib.suppress(Exception):
                 await controls.aclose()
+            if self.cancel_check is not None:
+                await end_within([self.cancel_check], 0)
             await self._close_inbox(reader)
             await self._drain()
             self.outcomes.put_nowait(None)  # the flusher reports what is queued, then returns
@@ -432,10 +450,16 @@ class Consumer:
             self.paused.clear()
             self.limited_until.clear()
             self._wake()
+            if self.cancel_check is None or self.cancel_check.done():
+                self.cancel_check = asyncio.create_task(self._check_cancels())
             return
         try:
             message = codec.loads(raw)
             queue, lane = str(message["queue"]), message.get("lane")
+            if message.get("event") == "cancel":  # cancel.lua: a running task's cancel
+                if message.get("owner") == self.instance_id:
+                    self._cancel_run((str(message["task_id"]), str(message["token"])))
+                return
         except (ValueError, KeyError, TypeError, AttributeError):
             return
         if queue in self.served and lane in (None, self.lane):
@@ -453,7 +477,75 @@ class Consumer:
 
     def _start(self, item: Claimed) -> None:
         self.held[item.key] = item
+        run = self.runs[item.key] = Run(item, self.conn, asyncio.get_running_loop())
+        if self.early_cancels and item.key in self.early_cancels:
+            del self.early_cancels[item.key]
+            run.cancelled = True  # its cancel came while it waited in the inbox
         self.running[item.key] = asyncio.create_task(self._run_one(item))
+
+    def _cancel_run(self, claim: ClaimKey) -> None:
+        """SPEC section 10: interrupt a run whose cancel was requested. An async handler is
+        cancelled now; a thread handler sees ctx.cancelled and gets
+        THREAD_CANCEL_GRACE_SECONDS to stop. The run then ends cancelled (_outcome_of)."""
+        run, job = self.runs.get(claim), self.running.get(claim)
+        if run is None and claim not in self.finished:  # maybe still in the inbox
+            self.early_cancels[claim] = None
+            while len(self.early_cancels) > MAX_EARLY_CANCELS:
+                del self.early_cancels[next(iter(self.early_cancels))]
+        if run is None or job is None or run.cancelled or run.finished:
+            return  # not ours (any more), asked already, or its handler finished first
+        run.cancelled = True
+        task_id = claim[0]
+        logger.info("%s cancels task %s on request", self.name, task_id, extra={"task_id": task_id})
+        if not run.started:
+            return  # _outcome_of sees the flag before it calls the handler
+        loop = asyncio.get_running_loop()
+        if asyncio.iscoroutinefunction(self.lookup(run.item.task.type)):
+            self._interrupt(claim, job)
+        else:
+            loop.call_later(THREAD_CANCEL_GRACE_SECONDS, self._interrupt, claim, job)
+
+    def _interrupt(self, claim: ClaimKey, job: asyncio.Task[None]) -> None:
+        run = self.runs.get(claim)
+        if run is None or run.finished or job.done() or self.running.get(claim) is not job:
+            return
+        job.cancel()
+        asyncio.get_running_loop().call_later(
+            ABANDON_AFTER_SECONDS, self._abandon_cancelled, claim, job
+        )
+
+    def _abandon_cancelled(self, claim: ClaimKey, job: asyncio.Task[None]) -> None:
+        item = self.held.get(claim)
+        if item is not None and not job.done() and self.running.get(claim) is job:
+            logger.error("%s abandons task %s: it ignored its cancel", self.name, claim[0])
+            self._settle(claim, self._cancelled(item))
+
+    @staticmethod
+    def _cancelled(item: Claimed) -> Outcome:
+        task = item.task
+        error = CANCELLED_ERROR
+        return Outcome(task.id, item.token, False, error=error, cancelled=True, queue=task.queue)
+
+    async def _check_cancels(self) -> None:
+        """The control subscription is new or dropped, so a cancel may have been missed: once
+        it is confirmed, read the cancel flags of the tasks running here (one round trip per
+        queue)."""
+        if self.controls is None:
+            return
+        try:
+            async with asyncio.timeout(60):
+                await self.controls.ready()
+            by_queue: dict[str, list[ClaimKey]] = {}
+            for claim in list(self.runs):
+                by_queue.setdefault(self.runs[claim].item.task.queue, []).append(claim)
+            for queue, claims in by_queue.items():
+                ids = [task_id for task_id, _ in claims]
+                asked = set(await queries.cancels_requested(self.conn, ids, queue=queue))
+                for claim in claims:
+                    if claim[0] in asked:
+                        self._cancel_run(claim)
+        except Exception as exc:
+            logger.warning("%s cannot check for missed cancels: %s", self.name, describe(exc))
 
     async def _inbox_loop(self, stop: asyncio.Event) -> None:
         """Start the tasks handed over to this consumer, until every sealed inbox runs out.
@@ -586,21 +678,31 @@ class Consumer:
                 task.id, item.token, False, error=item.poison, final=True, queue=task.queue
             )
         else:
-            outcome = await self._outcome_of(item)
+            run = self.runs[item.key]
+            outcome = await self._outcome_of(item, run)
+            run.finished = True
+            if run.writer is not None:  # its last progress report goes before the outcome
+                await run.writer.finish(write=not outcome.cancelled)
         self._settle(item.key, outcome)
 
     def _settle(self, claim: ClaimKey, outcome: Outcome) -> None:
         """Free the slot and queue the outcome for the flusher (once per run)."""
+        run = self.runs.pop(claim, None)
         if self.running.pop(claim, None) is None:
             return  # abandoned after its timeout: that outcome is already reported
+        if run is not None:
+            run.finished = True  # abandoned (it runs on): no cancel nor report concerns it now
+            if run.writer is not None:
+                run.writer.closed = True
         self.finished.add(claim)
         if self._free() >= self.claim_batch or not self.running:
             self.slot_free.set()
         self.outcomes.put_nowait((claim, outcome))
 
-    async def _outcome_of(self, item: Claimed) -> Outcome:
+    async def _outcome_of(self, item: Claimed, run: Run) -> Outcome:
         """Run the handler within its timeout; whatever it raises (bar our own cancellation)
-        is the task's error.
+        is the task's error. A run whose cancel was requested ends cancelled, whatever the
+        handler returned or raised (SPEC section 10).
 
         The handler runs in this slot's own task, bounded by one timer that cancels it: no
         second task and no asyncio.wait per run, which cost more than a no-op handler.
@@ -614,8 +716,15 @@ class Consumer:
         try:
             if handler is None:
                 raise LookupError(f"no handler for task type {task.type!r} in {self.service}")
-            ctx = TaskContext(task=task, attempt=item.attempt, settings=self.settings)
+            ctx = TaskContext(task=task, attempt=item.attempt, settings=self.settings, control=run)
+            if task.depends_on:  # SPEC section 11: one read, for tasks with dependencies only
+                ctx.dependency_results.update(await queries.dependency_results(self.conn, task))
+            if run.cancelled:
+                return self._cancelled(item)  # cancelled before it started
+            run.started = True  # from here a cancel interrupts it (_cancel_run)
             result = await call_handler(handler, ctx)
+            if run.cancelled:
+                return self._cancelled(item)
             if claim in self.expired:  # it swallowed the cancellation and returned anyway
                 return self._timed_out(item, timeout)
             encoded = encode_result(result)
@@ -623,6 +732,9 @@ class Consumer:
                 task.id, item.token, True, result=result, result_json=encoded, queue=task.queue
             )
         except asyncio.CancelledError as exc:
+            if run.cancelled:
+                me.uncancel()
+                return self._cancelled(item)
             if claim in self.expired:
                 me.uncancel()
                 return self._timed_out(item, timeout)
@@ -631,6 +743,8 @@ class Consumer:
             error = describe(exc) or "cancelled"
             return Outcome(task.id, item.token, False, error=error, queue=task.queue)
         except BaseException as exc:  # SystemExit, GeneratorExit, ...: the handler's doing
+            if run.cancelled:  # TaskCancelled (raise_if_cancelled), or whatever it raised
+                return self._cancelled(item)
             if claim in self.expired:
                 return self._timed_out(item, timeout)
             # Permanent: no retry can fix it, so the task fails now, budget or not.
@@ -807,7 +921,7 @@ class Consumer:
                 code,
                 extra=extra,
             )
-        elif code in ("retrying", "failed"):
+        elif code in ("retrying", "failed", "cancelled"):
             logger.info(
                 "%s task %s %s: %s", self.name, outcome.task_id, code, outcome.error, extra=extra
             )
@@ -882,12 +996,14 @@ class Consumer:
                 continue  # its outcome is queued; the flusher reports it
             task_id = item.task.id
             with contextlib.suppress(Exception):
-                await transitions.requeue(
+                code = await transitions.requeue(
                     self.conn, task_id, item.token, f"{self.name} shut down", queue=item.task.queue
                 )
-                logger.info(
-                    "%s handed back task %s", self.name, task_id, extra={"task_id": task_id}
-                )
+                done = "handed back"
+                if code == "cancel_requested":  # SPEC section 10: it ends, not runs again
+                    await self._store([self._cancelled(item)], patient=False)
+                    done = "cancelled"
+                logger.info("%s %s task %s", self.name, done, task_id, extra={"task_id": task_id})
             self.held.pop(claim, None)
 
 

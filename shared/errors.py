@@ -29,6 +29,34 @@ class InvalidTransition(TaskQueueError):
         self.current = current
 
 
+class DependencyNotFound(TaskNotFound):
+    """A create names a dependency that is not a task of its queue: a 404 that creates
+    nothing (SPEC section 11)."""
+
+    def __init__(self, task_id: str, queue: str) -> None:
+        TaskQueueError.__init__(
+            self,
+            f"dependency {task_id} is not a task of queue {queue}",
+            [{"loc": ["body", "depends_on"], "task_id": task_id, "msg": "unknown task"}],
+        )
+        self.task_id = task_id
+
+
+class DependencyUnmet(InvalidTransition):
+    """A task cannot be retried while one of its dependencies is failed or cancelled (retry
+    that one first), or was purged (its result is gone): a 409 (SPEC section 11)."""
+
+    def __init__(self, task_id: str, dependency: str, status: str) -> None:
+        how = "was purged" if status == "purged" else f"is {status}: retry it first"
+        TaskQueueError.__init__(
+            self,
+            f"cannot retry task {task_id}: its dependency {dependency} {how}",
+            [{"task_id": dependency, "status": status}],
+        )
+        self.task_id = task_id
+        self.current = status
+
+
 class ValidationFailed(TaskQueueError):
     """A request or payload breaks the contract of SPEC section 3 or 4."""
 
@@ -84,3 +112,12 @@ class ReplayPurged(TaskQueueError):
             [{"task_id": task_id, "reason": "purged"} for task_id in task_ids],
         )
         self.task_ids = task_ids
+
+
+class ScheduleNotFound(TaskNotFound):
+    """No recurring schedule has this name (SPEC section 12): a 404, like an unknown task."""
+
+    def __init__(self, name: str) -> None:
+        TaskQueueError.__init__(self, f"schedule {name} not found")
+        self.task_id = name
+        self.name = name

@@ -20,12 +20,25 @@ EVENTS_CHANNEL = "task_events"  # pub/sub; name fixed by SPEC section 6
 # pub/sub: JSON {"queue", "event": "paused" | "resumed" | "limits" | "slot" | "offers"}: a
 # queue's pause, limits or concurrency room changed, or (with "lane") a control kept a task
 # from an idle consumer's offer and dropped the lane's offers: consumers claim it again.
+# Also {"queue", "event": "cancel", "task_id", "token", "owner"} (cancel.lua, SPEC section 10):
+# the consumer instance `owner` interrupts that run. Classic pub/sub whatever EVENTS_MODE: on
+# a cluster it reaches the consumers subscribed on any node.
 QUEUE_CONTROL_CHANNEL = "tq:queue_control"
 # pub/sub: "the earliest due time of a queue moved" (the payload is the due ms).
 SCHEDULER_WAKE_CHANNEL = "tq:scheduler_wake"
 GLOBAL_PREFIX = "tq:{_global}:"
 QUEUES = f"{GLOBAL_PREFIX}queues"  # SET: every queue that ever had a task (the registry)
 PRIORITIES = (5, 4, 3, 2, 1)  # claim order: 5 is the most urgent
+# Recurring schedules (SPEC section 12) share one hash tag of their own, so the scripts that
+# read and advance them touch one slot; the tasks they create live in their queues' slots.
+SCHEDULES_PREFIX = "tq:{_schedules}:"
+SCHEDULES_DUE = f"{SCHEDULES_PREFIX}due"  # ZSET: active (not paused) names by next tick ms
+SCHEDULES_ALL = f"{SCHEDULES_PREFIX}all"  # ZSET: every schedule name, score 0 (by name)
+
+
+def schedule(name: str) -> str:
+    """HASH: one schedule (shared/schedules.py writes its fields)."""
+    return f"{SCHEDULES_PREFIX}schedule:{name}"
 
 
 class Lane(StrEnum):
@@ -61,6 +74,16 @@ class Keys:
 
     def task_deliveries(self, task_id: str) -> str:
         return f"{self.task_prefix}{task_id}:deliveries"  # LIST: JSON webhook attempts
+
+    def task_dependents(self, task_id: str) -> str:
+        # SET: ids of the tasks created with this one in their depends_on (SPEC section 11)
+        return f"{self.task_prefix}{task_id}:dependents"
+
+    @property
+    def cascade(self) -> str:
+        # LIST: ids that ended failed or cancelled whose waiting dependents are still to be
+        # cancelled (cascade in _lib.lua: bounded per call, the scheduler drains the rest)
+        return f"{self.prefix}cascade"
 
     @property
     def index_prefix(self) -> str:
@@ -156,6 +179,11 @@ class Keys:
     @property
     def idempotency_prefix(self) -> str:
         return f"{self.prefix}idem:"
+
+    def schedule_fence(self, name: str) -> str:
+        # STRING "<tick ms>:<task id>": the last tick of schedule `name` that created a task
+        # in this queue (enqueue.lua's fence: one task per tick, however often it is sent)
+        return f"{self.prefix}schedule:{name}"
 
     # Services are not a queue's: their keys are global.
     def heartbeats(self, service: str) -> str:

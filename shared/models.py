@@ -22,11 +22,14 @@ class TaskStatus(StrEnum):
     RETRYING = "retrying"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # SPEC section 11: for its dependencies to complete
 
 
 UNIQUE_KEY_MAX_LENGTH = 200  # SPEC section 10
 FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-CANCELLABLE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RETRYING})
+CANCELLABLE_STATUSES = frozenset(
+    {TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RETRYING, TaskStatus.WAITING}
+)
 RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -37,6 +40,9 @@ QUEUE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 TASK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DEFAULT_PRIORITY = 3
 DEFAULT_MAX_RETRIES = 2
+# SPEC section 11: dependencies one create may name (a 1,000-task fan-in is one join).
+MAX_DEPENDENCIES = 1000
+REF_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"  # a batch item's name for depends_on
 
 
 def task_id_or_404(task_id: str) -> str:
@@ -70,6 +76,17 @@ class TaskCreate(BaseModel):
         description="While a task of the queue with this key is not final, another create "
         "with it answers 409 naming that task",
     )
+    depends_on: list[str] | None = Field(
+        default=None,
+        max_length=MAX_DEPENDENCIES,
+        description="Ids of tasks of the same queue (in a batch, also earlier items' refs): "
+        "the task waits until every one has completed (SPEC section 11)",
+    )
+    ref: str | None = Field(
+        default=None,
+        pattern=REF_PATTERN,
+        description="In a batch: this item's name, for later items' depends_on",
+    )
 
     @field_validator("scheduled_for")
     @classmethod
@@ -99,12 +116,21 @@ class Task(BaseModel):
     webhook: str | None = None
     timeout_seconds: float | None = None
     unique_key: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None
     error: str | None = None
     result: Any = None
+    # SPEC section 10: the running handler's last report (0..100), kept once it ends.
+    progress: float | None = None
+    progress_message: str | None = None
+    # A cancel of this task was asked for while it ran (the DELETE answered 202); its status
+    # says how it ended: cancelled, or the outcome its handler reached first.
+    cancel_requested: bool = False
+    # SPEC section 12: the recurring schedule that created this task, if one did.
+    schedule: str | None = None
 
 
 class TaskEvent(BaseModel):
@@ -120,6 +146,9 @@ class TaskEvent(BaseModel):
     worker: str | None = None
     error: str | None = None
     retry_at: datetime | None = None
+    progress: float | None = None  # task.progress: percent, 0..100
+    message: str | None = None  # task.progress: the handler's message, if any
+    schedule: str | None = None  # schedule.fired: the schedule (SPEC section 12)
 
 
 class Attempt(BaseModel):
@@ -147,11 +176,21 @@ class WebhookDelivery(BaseModel):
     outcome: str  # delivered, retrying, failed, refused
 
 
+class Related(BaseModel):
+    """A dependency or dependent of a task (SPEC section 11), with its status now."""
+
+    id: str
+    type: str | None = None
+    status: TaskStatus | None = None  # None: purged since
+
+
 class TaskDetails(BaseModel):
     task: Task
     attempts: list[Attempt]
     events: list[TaskEvent]
     webhook_deliveries: list[WebhookDelivery]
+    depends_on: list[Related] = Field(default_factory=list)
+    dependents: list[Related] = Field(default_factory=list)
 
 
 class QueueStats(BaseModel):
@@ -165,6 +204,7 @@ class QueueStats(BaseModel):
     scheduled_count: int
     retrying_count: int
     cancelled_count: int
+    waiting_count: int = 0  # SPEC section 11
     queue_depth_by_priority: dict[str, int]
     ready_count: int = 0  # pending tasks in the ready lists (work and notify lanes)
     delayed_count: int

@@ -30,6 +30,9 @@ ROW_FIELDS = (
     codec.F_ERROR,
     codec.F_WORKER,
     codec.F_QUEUE,
+    codec.F_PROGRESS,
+    codec.F_PROGRESS_MESSAGE,
+    codec.F_CANCEL_REQUESTED,
 )
 
 Point = tuple[int, int, int]  # (epoch second, completed, failed)
@@ -67,6 +70,13 @@ async def throughput(conn: Conn, since_s: int, until_s: int) -> list[Point]:
 
 def _opt_int(raw: str | None) -> int | None:
     return int(raw) if raw else None
+
+
+def _opt_float(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _preview(error: str | None) -> str | None:
@@ -109,6 +119,9 @@ async def task_rows(conn: Conn, task_ids: Sequence[str]) -> list[dict[str, Any]]
                 "error": _preview(fields[codec.F_ERROR]),
                 "worker": fields[codec.F_WORKER] or None,
                 "queue": fields[codec.F_QUEUE] or codec.DEFAULT_QUEUE,
+                "progress": _opt_float(fields[codec.F_PROGRESS]),
+                "progress_message": fields[codec.F_PROGRESS_MESSAGE] or None,
+                "cancel_requested": fields[codec.F_CANCEL_REQUESTED] == "1",
             }
         )
     return rows
@@ -129,4 +142,7 @@ def row_from_task(task: Task) -> dict[str, Any]:
         "error": _preview(task.error),
         "worker": None,
         "queue": task.queue,
+        "progress": task.progress,
+        "progress_message": task.progress_message,
+        "cancel_requested": task.cancel_requested,
     }

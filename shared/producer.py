@@ -245,8 +245,12 @@ class Producer:
         idempotency_key: str | None = None,
         queue: str | None = None,
         unique_key: str | None = None,
+        depends_on: Sequence[str] | None = None,
     ) -> Task:
         """Create one task (as `POST /api/tasks`); returns it as stored, status included.
+
+        `depends_on` names tasks of the same queue: the task waits until all completed
+        (SPEC section 11); a whole graph at once is `enqueue_many` with refs.
 
         With an `idempotency_key` seen in the last 24 h, the original task is returned and
         nothing is created (as the REST `Idempotency-Key` header).
@@ -266,6 +270,7 @@ class Producer:
                 "timeout_seconds": timeout_seconds,
                 "queue": queue,
                 "unique_key": unique_key,
+                "depends_on": None if depends_on is None else list(depends_on),
             }
         )
         if idempotency_key is not None:
@@ -338,7 +343,9 @@ class Producer:
     ) -> list[Task]:
         """Create many tasks in one atomic script call: all are created, or none is.
 
-        Each item is a TaskCreate or a dict shaped like the REST create body. The REST batch
+        Each item is a TaskCreate or a dict shaped like the REST create body; an item may
+        carry a `ref` that later items name in their `depends_on` (SPEC section 11), so a
+        whole graph is created at once. The REST batch
         route caps a batch at 1000; here the caller decides (one call holds Redis for its
         duration, about 10 ms per 1000 tasks).
         """
@@ -423,6 +430,7 @@ class Producer:
 
 
 def _alone(task: NewTask) -> bool:
-    """Whether a create goes out in a script call of its own: one with a unique_key, so
-    that its conflict (409) refuses it alone, not the calls coalesced with it."""
-    return "unique_key" in task.spec
+    """Whether a create goes out in a script call of its own: one with a unique_key or with
+    dependencies, so that its conflict (409) or unknown dependency (404) refuses it alone,
+    not the calls coalesced with it."""
+    return "unique_key" in task.spec or "depends_on" in task.spec

@@ -18,6 +18,7 @@ from shared.keys import PRIORITIES, Keys, Lane
 from shared.models import (
     Attempt,
     QueueStats,
+    Related,
     Stats,
     Task,
     TaskDetails,
@@ -216,6 +217,7 @@ _OUTCOMES = {
     "task.failed": "failed",
     "task.requeued": "requeued",
     "task.recovered": "lost",
+    "task.cancelled": "cancelled",  # a running task cancelled on request (SPEC section 10)
 }
 
 
@@ -225,28 +227,84 @@ async def get_details(conn: Conn, task_id: str) -> TaskDetails:
         pipe.hgetall(k.task(task_id))
         pipe.lrange(k.task_events(task_id), 0, -1)
         pipe.lrange(k.task_deliveries(task_id), 0, -1)
-        fields, raw_events, raw_deliveries = await guarded(pipe.execute())
+        pipe.smembers(k.task_dependents(task_id))
+        fields, raw_events, raw_deliveries, dependents = await guarded(pipe.execute())
     if not fields:
         raise TaskNotFound(task_id)
     task = _decode(fields, k)
-    first_status = (
-        TaskStatus.SCHEDULED
-        if task.scheduled_for is not None and task.scheduled_for > task.created_at
-        else TaskStatus.PENDING
-    )
+    stored = [codec.decode_event(raw) for raw in raw_events]
     created = TaskEvent(
         event="task.created",
         task_id=task_id,
-        status=first_status,
+        status=_created_status(task, stored[0] if stored else None),
         at=task.created_at,
         type=task.type,
         priority=task.priority,
     )
-    events = [created, *(codec.decode_event(raw) for raw in raw_events)]
+    events = [created, *stored]
     deliveries = [WebhookDelivery.model_validate_json(raw) for raw in raw_deliveries]
+    related = await _related(conn, k, [*task.depends_on, *sorted(dependents)])
     return TaskDetails(
-        task=task, attempts=derive_attempts(events), events=events, webhook_deliveries=deliveries
+        task=task,
+        attempts=derive_attempts(events),
+        events=events,
+        webhook_deliveries=deliveries,
+        depends_on=related[: len(task.depends_on)],
+        dependents=related[len(task.depends_on) :],
     )
+
+
+def _created_status(task: Task, first: TaskEvent | None) -> TaskStatus:
+    """The status enqueue.lua gave the task (its created event is derived, not stored)."""
+    if task.depends_on:  # SPEC section 11: waiting, or cancelled at once, or as any task
+        if first is None and task.status == TaskStatus.WAITING:
+            return TaskStatus.WAITING
+        if first is not None and first.event == "task.cancelled" and first.at == task.created_at:
+            return TaskStatus.CANCELLED
+        if first is not None and first.event in ("task.released", "task.cancelled"):
+            return TaskStatus.WAITING
+    if task.scheduled_for is not None and task.scheduled_for > task.created_at:
+        return TaskStatus.SCHEDULED
+    return TaskStatus.PENDING
+
+
+async def _related(conn: Conn, k: Keys, task_ids: Sequence[str]) -> list[Related]:
+    """The type and status now of each task (SPEC section 11); one round trip, none when
+    there is no task to read."""
+    if not task_ids:
+        return []
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        for task_id in task_ids:
+            pipe.hmget(k.task(task_id), [codec.F_TYPE, codec.F_STATUS])
+        replies = cast("list[list[str | None]]", await guarded(pipe.execute()))
+    return [
+        Related(id=task_id, type=kind, status=_status_or_none(status))
+        for task_id, (kind, status) in zip(task_ids, replies, strict=True)
+    ]
+
+
+def _status_or_none(raw: str | None) -> TaskStatus | None:
+    try:
+        return TaskStatus(raw) if raw else None
+    except ValueError:
+        return None
+
+
+async def dependency_results(conn: Conn, task: Task) -> dict[str, Any]:
+    """{id: result} of the task's dependencies (SPEC section 11: ctx.dependency_results), in
+    one round trip; a result that is gone (purged) or does not decode is None."""
+    k = conn.queue(task.queue)
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        for task_id in task.depends_on:
+            pipe.hget(k.task(task_id), codec.F_RESULT)
+        replies = cast("list[str | None]", await guarded(pipe.execute()))
+    results: dict[str, Any] = {}
+    for task_id, raw in zip(task.depends_on, replies, strict=True):
+        try:
+            results[task_id] = codec.loads(raw) if raw else None
+        except ValueError:
+            results[task_id] = None
+    return results
 
 
 async def get_stats(
@@ -343,3 +401,19 @@ async def expired_leases(conn: Conn, limit: int = 500, *, queue: str | None = No
     now = await conn.server_ms()  # deadlines are the server's clock (see Conn.server_ms)
     page = conn.redis.zrangebyscore(conn.queue(queue).leases, "-inf", now, start=0, num=limit)
     return cast("list[str]", await guarded(page))
+
+
+async def cancels_requested(
+    conn: Conn, task_ids: Sequence[str], *, queue: str | None = None
+) -> list[str]:
+    """Those of `task_ids` (of one queue) whose cancel was requested while they ran (SPEC
+    section 10): a consumer whose control subscription dropped reads what it may have missed.
+    One round trip."""
+    if not task_ids:
+        return []
+    k = conn.queue(queue)
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        for task_id in task_ids:
+            pipe.hget(k.task(task_id), codec.F_CANCEL_REQUESTED)
+        replies = await guarded(pipe.execute())
+    return [task_id for task_id, flag in zip(task_ids, replies, strict=True) if flag == "1"]

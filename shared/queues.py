@@ -101,3 +101,45 @@ def remember(task_id: str, queue: str) -> None:
     _located.move_to_end(task_id)
     while len(_located) > LOCATED_CACHE:
         _located.popitem(last=False)
+
+
+LOCATE_CHUNK = 1000  # EXISTS per pipelined round trip in locate_many
+
+
+async def locate_many(conn: Conn, task_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Group task ids by the queue that holds them ({queue: ids}, in the given order); ids no
+    queue holds are under "" . With one queue, no round trip (its scripts then say which ids
+    are missing); with several, pipelined EXISTS per queue, the ids not found yet only, so
+    each queue costs one round trip per LOCATE_CHUNK ids."""
+    names = await known(conn)
+    if len(names) <= 1:
+        return {names[0] if names else conn.keys.queue: list(task_ids)}
+    found: dict[str, str] = {}
+    todo: list[str] = []
+    for task_id in task_ids:
+        cached = _located.get(task_id)
+        if cached is None:
+            todo.append(task_id)
+        else:
+            found[task_id] = cached
+    for name in names:
+        if not todo:
+            break
+        k, left = conn.queue(name), []
+        for first in range(0, len(todo), LOCATE_CHUNK):
+            chunk = todo[first : first + LOCATE_CHUNK]
+            async with conn.redis.pipeline(transaction=False) as pipe:
+                for task_id in chunk:
+                    pipe.exists(k.task(task_id))
+                replies = await guarded(pipe.execute())
+            for task_id, exists in zip(chunk, replies, strict=True):
+                if exists:
+                    found[task_id] = name
+                    remember(task_id, name)
+                else:
+                    left.append(task_id)
+        todo = left
+    groups: dict[str, list[str]] = {}
+    for task_id in task_ids:
+        groups.setdefault(found.get(task_id, ""), []).append(task_id)
+    return groups

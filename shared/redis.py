@@ -42,11 +42,18 @@ SCRIPT_NAMES = (
     "requeue",
     "promote_due",
     "cancel",
+    "progress",
     "retry_failed",
     "purge_expired",
+    "cascade",
+    "purge",
     "claim_deliveries",
     "record_delivery",
     "configure_queue",
+    "schedule_put",
+    "schedule_due",
+    "schedule_advance",
+    "schedule_control",
 )
 
 T = TypeVar("T")

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from shared import codec, queues, registry
+from shared import codec, queues, registry, workflows
 from shared.errors import (
+    DependencyNotFound,
+    DependencyUnmet,
     InvalidTransition,
     RedisUnavailable,
     TaskNotFound,
@@ -71,6 +73,7 @@ class Outcome:
     result: Any = None
     error: str = ""
     final: bool = False  # a failure that no retry can fix (a corrupt record): no retry
+    cancelled: bool = False  # interrupted on request (SPEC section 10): ends cancelled
     result_json: str | None = None  # the result already encoded (the consumer checked it)
     queue: str | None = None  # the task's queue (None: the connection's default queue)
 
@@ -84,8 +87,21 @@ class NewTask(NamedTuple):
 
 def prepare(create: TaskCreate, settings: Settings) -> NewTask:
     """Validate one create body against its type; ValidationFailed (a 400) when it is not."""
-    spec = _spec(create, settings)
-    return NewTask(spec, _encode_input(spec, "webhook"))
+    return prepare_all([create], settings, batch=False)[0]
+
+
+def prepare_all(
+    creates: Sequence[TaskCreate], settings: Settings, *, batch: bool = True
+) -> list[NewTask]:
+    """`prepare` for the creates of one call, their `depends_on` and refs resolved into ids
+    (`workflows.link`, SPEC section 11)."""
+    specs = [_spec(create, settings) for create in creates]
+    if any(create.depends_on or create.ref for create in creates):
+        workflows.link(creates, specs, batch=batch)
+        for spec in specs:
+            if "depends_on" in spec:  # one may end cancelled at once: its purge time
+                spec["purge_ms"] = settings.result_ttl_seconds * 1000
+    return [NewTask(spec, _encode_input(spec, "webhook")) for spec in specs]
 
 
 def _spec(create: TaskCreate, settings: Settings) -> dict[str, Any]:
@@ -132,16 +148,21 @@ def _new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _created(spec: dict[str, Any], now: int, at: datetime) -> Task:
+def _created(
+    spec: dict[str, Any], now: int, at: datetime, status: str = "", error: str = ""
+) -> Task:
     """The task exactly as enqueue.lua stores it (what get_task would read back); `at` is
-    `now` as a datetime."""
+    `now` as a datetime; `status` and `error` as the script decided them for a task with
+    dependencies."""
     run_at = int(spec["run_at"])
     return Task(
         id=spec["id"],
         queue=spec["queue"],
         type=spec["type"],
         payload=codec.loads(spec["payload"]),
-        status=TaskStatus.SCHEDULED if run_at > now else TaskStatus.PENDING,
+        status=TaskStatus(status or ("scheduled" if run_at > now else "pending")),
+        error=error or None,
+        depends_on=spec.get("depends_on", []),
         priority=spec["priority"],
         max_retries=spec["max_retries"],
         retry_count=0,
@@ -149,6 +170,7 @@ def _created(spec: dict[str, Any], now: int, at: datetime) -> Task:
         webhook=spec["webhook"] or None,
         timeout_seconds=spec["timeout"],
         unique_key=spec.get("unique_key"),
+        schedule=spec.get("schedule"),
         created_at=at,
         updated_at=at,
     )
@@ -187,7 +209,7 @@ async def enqueue(
     now_ms: int | None = None,
 ) -> tuple[list[Task], bool]:
     """Create tasks atomically (all or nothing) in one round trip. Returns (tasks, replayed)."""
-    tasks = [prepare(create, settings) for create in creates]
+    tasks = prepare_all(creates, settings)
     return await enqueue_prepared(conn, tasks, idempotency_key=idempotency_key, now_ms=now_ms)
 
 
@@ -219,7 +241,7 @@ async def enqueue_prepared(
     if idempotency_key:
         keys = (*keys[:3], k.idempotency(idempotency_key))
     args = [now, *fixed, "1" if idempotency_key else "", *(task.arg for task in tasks)]
-    code, extra = await guarded((run or conn.scripts["enqueue"])(keys, args))
+    code, extra, *decided = await guarded((run or conn.scripts["enqueue"])(keys, args))
     if code == "replayed":
         from shared.errors import ReplayPurged
 
@@ -231,12 +253,22 @@ async def enqueue_prepared(
         return replayed, True
     if code == "unique":
         raise UniqueConflict(extra)
+    if code == "nodep":
+        raise DependencyNotFound(extra, queue)
     if code == "duplicate":
         # Ids are fresh uuid4s, so an existing one means this very call already ran (the
         # client retried after a dropped connection): the write is done, answer with it.
         return await get_tasks(conn, [task.spec["id"] for task in tasks], queue=queue), False
     # The script wrote exactly these values: no second round trip to read them back.
     at = codec.from_ms(now)
+    if decided:  # status and error of each task with dependencies, in order
+        outcome = iter(decided)
+        return [
+            _created(task.spec, now, at, next(outcome), next(outcome))
+            if "depends_on" in task.spec
+            else _created(task.spec, now, at)
+            for task in tasks
+        ], False
     return [_created(task.spec, now, at) for task in tasks], False
 
 
@@ -466,6 +498,38 @@ async def _pipelined(conn: Conn, calls: Sequence[tuple[str, list[Any], list[Any]
         return list(await pipe.execute(raise_on_error=False))
 
 
+async def run_pipelined(
+    conn: Conn, calls: Sequence[tuple[str, list[Any], list[Any]]], *, what: str = "script"
+) -> list[Any]:
+    """Run (script name, KEYS, ARGV) calls in one pipelined round trip; each reply is its
+    result or its error (a script error concerns its own call only). On a cluster, redis-py
+    sends each call to the node of its first key (the queue's slot).
+
+    A call that did not run is sent again, up to REPORT_ATTEMPTS times: Redis lost the
+    scripts, or its node could not be reached. RedisUnavailable when one never ran."""
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(REPORT_ATTEMPTS):
+        for i, reply in zip(
+            todo, await guarded(_pipelined(conn, [calls[i] for i in todo])), strict=True
+        ):
+            replies[i] = reply
+        # Send again only the calls that did not run: Redis lost the scripts (a restart, a
+        # failover to a node without them), or their node could not be reached (on a
+        # cluster, one shard failing over); the others did run, and must not run twice.
+        missing = [i for i in todo if is_missing_script(replies[i])]
+        todo = [i for i in todo if is_missing_script(replies[i]) or is_unavailable(replies[i])]
+        if not todo:
+            break
+        if missing:
+            await conn.load_scripts()
+        if attempt < REPORT_ATTEMPTS - 1:
+            await asyncio.sleep(0.05 * 2**attempt)
+    else:
+        raise RedisUnavailable(f"{len(todo)} {what} calls could not be sent: {replies[todo[0]]}")
+    return replies
+
+
 async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Settings) -> list[str]:
     """Complete or fail several runs in one pipelined round trip; returns each one's code.
 
@@ -492,30 +556,11 @@ async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Set
                         outcome.error,
                         settings,
                         now,
-                        "final" if outcome.final else "worker",
+                        _fail_mode(outcome),
                     ),
                 )
             )
-    replies: list[Any] = [None] * len(calls)
-    todo = list(range(len(calls)))
-    for attempt in range(REPORT_ATTEMPTS):
-        for i, reply in zip(
-            todo, await guarded(_pipelined(conn, [calls[i] for i in todo])), strict=True
-        ):
-            replies[i] = reply
-        # Send again only the calls that did not run: Redis lost the scripts (a restart, a
-        # failover to a node without them), or their node could not be reached (on a
-        # cluster, one shard failing over); the others did run, and must not run twice.
-        missing = [i for i in todo if is_missing_script(replies[i])]
-        todo = [i for i in todo if is_missing_script(replies[i]) or is_unavailable(replies[i])]
-        if not todo:
-            break
-        if missing:
-            await conn.load_scripts()
-        if attempt < REPORT_ATTEMPTS - 1:
-            await asyncio.sleep(0.05 * 2**attempt)
-    else:
-        raise RedisUnavailable(f"{len(todo)} outcome calls could not be sent: {replies[todo[0]]}")
+    replies = await run_pipelined(conn, calls, what="outcome")
     # A script error concerns its own call only (the lease backstop recovers those tasks).
     done: dict[str | None, Iterator[str]] = {}
     for (queue, batch), reply in zip(successes.items(), replies, strict=False):
@@ -533,6 +578,12 @@ async def report_outcomes(conn: Conn, outcomes: Sequence[Outcome], settings: Set
             r = next(failed)
             codes.append(f"error: {r}" if isinstance(r, Exception) else str(r[0]))
     return codes
+
+
+def _fail_mode(outcome: Outcome) -> str:
+    if outcome.cancelled:
+        return "cancelled"
+    return "final" if outcome.final else "worker"
 
 
 async def complete(
@@ -596,25 +647,77 @@ async def promote_due(
 
 async def cancel(conn: Conn, task_id: str, settings: Settings, *, queue: str | None = None) -> Task:
     """pending | scheduled | retrying -> cancelled. Raises TaskNotFound or InvalidTransition.
-    Without `queue`, the task's queue is looked up."""
+    Without `queue`, the task's queue is looked up.
+
+    A processing task is not moved: its cancel is requested (SPEC section 10) and the task
+    comes back still processing, with `cancel_requested` set; its worker interrupts the
+    handler and ends it (fail with mode "cancelled"), unless the handler finishes first."""
     k = conn.queue(queue) if queue else await queues.locate(conn, task_id)
-    now = codec.now_ms()
-    keys = [k.task(task_id), k.task_events(task_id), k.counts, k.delayed, k.expiry, k.ready_skips]
-    args: list[ScriptArg] = [task_id, now, _purge_at(settings, now)]
-    reply = await guarded(conn.scripts["cancel"](keys, args))
+    reply = await guarded(conn.scripts["cancel"](*cancel_call(k, task_id, settings)))
     _raise_for(reply, task_id, "cancel")
     return await get_task(conn, task_id, queue=k.queue)
+
+
+async def progress(
+    conn: Conn,
+    task_id: str,
+    token: str,
+    percent: float,
+    message: str | None = None,
+    *,
+    queue: str | None = None,
+) -> str:
+    """Store a running handler's progress and publish `task.progress` (SPEC section 10), for
+    the claim `token` only. Returns 'ok', 'stale' (the claim is no longer current) or
+    'missing'. The caller validates (registry.check_progress) and coalesces the calls."""
+    k = conn.queue(queue)
+    text = codec.safe_text(message or "")
+    args: list[ScriptArg] = [task_id, token, f"{percent:g}", text, codec.now_ms()]
+    return str((await guarded(conn.scripts["progress"]([k.task(task_id)], args)))[0])
+
+
+def cancel_call(k: Keys, task_id: str, settings: Settings) -> tuple[list[str], list[ScriptArg]]:
+    """KEYS and ARGV of cancel.lua for one task of queue `k` (the single and bulk cancel)."""
+    now = codec.now_ms()
+    keys = [k.task(task_id), k.task_events(task_id), k.counts, k.delayed, k.expiry, k.ready_skips]
+    return keys, [task_id, now, _purge_at(settings, now)]
 
 
 async def retry_failed(conn: Conn, task_id: str, *, queue: str | None = None) -> Task:
     """failed | cancelled -> pending with a fresh retry budget (manual retry). Without
     `queue`, the task's queue is looked up."""
     k = conn.queue(queue) if queue else await queues.locate(conn, task_id)
-    keys = [k.task(task_id), k.task_events(task_id), k.counts, k.expiry]
-    args: list[ScriptArg] = [task_id, codec.now_ms()]
-    reply = await guarded(conn.scripts["retry_failed"](keys, args))
+    reply = await guarded(conn.scripts["retry_failed"](*retry_failed_call(k, task_id)))
     _raise_for(reply, task_id, "retry")
     return await get_task(conn, task_id, queue=k.queue)
+
+
+def retry_failed_call(k: Keys, task_id: str) -> tuple[list[str], list[ScriptArg]]:
+    """KEYS and ARGV of retry_failed.lua for one task of queue `k` (single and bulk retry)."""
+    keys = [k.task(task_id), k.task_events(task_id), k.counts, k.expiry]
+    return keys, [task_id, codec.now_ms()]
+
+
+def purge_call(k: Keys, task_id: str) -> tuple[list[str], list[ScriptArg]]:
+    """KEYS and ARGV of purge.lua: delete one final task of queue `k` now, as retention
+    would (a bulk purge)."""
+    keys = [
+        k.task(task_id),
+        k.task_events(task_id),
+        k.task_deliveries(task_id),
+        k.counts,
+        k.index_all,
+        k.expiry,
+    ]
+    return keys, [task_id]
+
+
+async def drain_cascade(conn: Conn, settings: Settings, *, queue: str | None = None) -> int:
+    """Cancel the waiting dependents that a bounded cascade of a queue left to do (SPEC
+    section 11; cascade.lua); returns how many ids are still to do (0: none)."""
+    k, now = conn.queue(queue), codec.now_ms()
+    args: list[ScriptArg] = [now, _purge_at(settings, now)]
+    return int(await guarded(conn.scripts["cascade"]([k.cascade], args)))
 
 
 async def purge_expired(conn: Conn, limit: int = 1000, *, queue: str | None = None) -> int:
@@ -633,3 +736,5 @@ def _raise_for(reply: list[str], task_id: str, action: str) -> None:
         raise InvalidTransition(task_id, reply[1], action)
     if reply[0] == "unique":
         raise UniqueConflict(reply[1])
+    if reply[0] == "dependency":
+        raise DependencyUnmet(task_id, reply[1], reply[2])

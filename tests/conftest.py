@@ -29,7 +29,8 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
 # Suites that also run on Redis Cluster (SPEC section 8): the transitions, the consumer, the
-# scheduler, the queue-routing and the bulk-action suites.
+# scheduler, the queue-routing, the bulk-action, the running-task control and the
+# recurring-schedule suites.
 CLUSTER_SUITES = (
     "tests/integration/scripts/test_transitions.py",
     "tests/integration/scripts/test_handoff.py",
@@ -39,6 +40,8 @@ CLUSTER_SUITES = (
     "tests/integration/services/test_named_queues.py",
     "tests/integration/services/test_handler_types.py",
     "tests/integration/services/test_bulk_actions.py",
+    "tests/integration/services/test_cancel_running.py",
+    "tests/integration/services/test_schedules.py",
 )
 
 

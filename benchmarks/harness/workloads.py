@@ -65,6 +65,10 @@ class Sizes:
     failover_trials: int = 4  # faults per repetition, manual and SIGKILL in turn
     failover_warmup: float = 2.0  # seconds of that load before the first fault
     failover_quiet: float = 1.0  # seconds between a recovered fault and the next
+    control_pairs: int = 400  # control: dependency pairs a -> b, one batch each, ~150/s
+    control_cancels: int = 40  # control: running tasks cancelled, one at a time
+    schedule_count: int = 1_000  # schedules: each firing every second, all on one instant
+    schedule_seconds: float = 10.0  # schedules: how long they fire after the warm-up
 
 
 def config_label(processes: int, concurrency: int) -> str:

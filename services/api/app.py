@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api import errors
 from services.api.deps import ConnDep, require_api_key
 from services.api.fast_create import FastCreate
-from services.api.routes import events, queues, stats, tasks
+from services.api.routes import bulk, events, queues, schedules, stats, tasks
 from services.api.schemas import ERROR_RESPONSES
 from shared import health, registry
 from shared.models import Stats
@@ -115,10 +115,16 @@ def create_app(settings: Settings) -> FastAPI:
             tasks.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
         )
         app.include_router(
+            bulk.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
+        )
+        app.include_router(
             events.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
         )
         app.include_router(
             queues.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
+        )
+        app.include_router(
+            schedules.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
         )
         app.include_router(_stats_router(), prefix=prefix, include_in_schema=in_schema)
     app.add_api_route(

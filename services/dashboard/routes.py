@@ -1,23 +1,26 @@
 """Dashboard JSON routes: session, snapshot, the live stream, task pages, details, queues and
 actions.
 
-Retry and Cancel go through `shared.transitions`, pause and resume through
-`shared.queue_control`: the same code as the REST API.
+Retry and Cancel go through `shared.transitions`, bulk actions through `shared.bulk`, pause
+and resume through `shared.queue_control`, schedules through `shared.schedules`: the same
+code as the REST API.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.dashboard import auth
 from services.dashboard.hub import RESYNC, Client, Hub, frame, queue_row
 from shared import (
+    bulk,
     codec,
     monitoring,
     queries,
@@ -25,6 +28,7 @@ from shared import (
     queue_views,
     queues,
     registry,
+    schedules,
     transitions,
 )
 from shared.auth import auth_enabled
@@ -182,9 +186,46 @@ async def retry(task_id: str, request: Request, _: auth.Operator) -> dict[str, A
 
 @router.post("/tasks/{task_id}/cancel")
 async def cancel(task_id: str, request: Request, _: auth.Operator) -> dict[str, Any]:
-    """A pending, scheduled or retrying task is cancelled."""
+    """A pending, scheduled or retrying task is cancelled; a running one is interrupted by
+    its worker (the row says `cancel_requested`)."""
     task = await transitions.cancel(_conn(request), task_id_or_404(task_id), _settings(request))
     return {"task": monitoring.row_from_task(task)}
+
+
+class BulkBody(BaseModel):
+    """The REST API's bulk body (SPEC section 10): ids, or a filter with limit and cursor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: bulk.BulkAction
+    ids: list[str] | None = Field(default=None, max_length=bulk.MAX_BULK)
+    filter: bulk.BulkFilter | None = None
+    limit: int | None = Field(default=None, ge=1, le=bulk.MAX_BULK)
+    cursor: str | None = Field(default=None, max_length=500)
+
+
+@router.post("/tasks/bulk")
+async def bulk_action(body: BulkBody, request: Request, _: auth.Operator) -> dict[str, Any]:
+    """Retry, cancel or purge the selected tasks, or those matching a filter."""
+    result = await bulk.run(
+        _conn(request),
+        body.action,
+        _settings(request),
+        ids=body.ids,
+        flt=body.filter,
+        limit=body.limit,
+        cursor=body.cursor,
+    )
+    return asdict(result)
+
+
+@router.get("/bulk/matching")
+async def bulk_matching(
+    request: Request, _: auth.Viewer, flt: Annotated[bulk.BulkFilter, Query()]
+) -> dict[str, Any]:
+    """How many tasks a filtered bulk action would take (what its confirmation names)."""
+    count, exact = await bulk.matching(_conn(request), flt)
+    return {"count": count, "exact": exact}
 
 
 @router.get("/types")
@@ -227,3 +268,31 @@ async def pause_queue(name: QueueName, request: Request, _: auth.Operator) -> di
 async def resume_queue(name: QueueName, request: Request, _: auth.Operator) -> dict[str, Any]:
     """Start the queue's tasks again."""
     return await _control(request, name, queue_control.resume)
+
+
+ScheduleName = Annotated[str, Path(pattern=schedules.SCHEDULE_NAME_PATTERN, max_length=128)]
+
+
+@router.get("/schedules")
+async def list_schedules(request: Request, _: auth.Viewer) -> dict[str, Any]:
+    """Every recurring schedule (SPEC section 12): rule, state, next run and last task."""
+    rows = await schedules.list_all(_conn(request))
+    return {"schedules": [row.model_dump(mode="json") for row in rows]}
+
+
+@router.post("/schedules/{name}/{action}")
+async def schedule_action(
+    name: ScheduleName, action: str, request: Request, _: auth.Operator
+) -> dict[str, Any]:
+    """Pause, resume or trigger a schedule (trigger answers with the task it created too)."""
+    conn = _conn(request)
+    task = None
+    if action == "pause":
+        await schedules.pause(conn, name)
+    elif action == "resume":
+        await schedules.resume(conn, name)
+    elif action == "trigger":
+        task = monitoring.row_from_task(await schedules.trigger(conn, name))
+    else:
+        raise HTTPException(404, f"no schedule action {action!r}")
+    return {"schedule": (await schedules.get(conn, name)).model_dump(mode="json"), "task": task}

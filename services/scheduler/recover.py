@@ -155,7 +155,7 @@ async def _take_back(
 
 
 def _log(task_id: str, reply: list[str]) -> int:
-    if reply[0] in ("recovered", "retrying", "failed"):
+    if reply[0] in ("recovered", "retrying", "failed", "cancelled"):
         logger.warning(
             "recovered task %s from a lost consumer -> %s",
             task_id,

@@ -27,6 +27,7 @@ local function queue_keys(key)
   Q.expiry, Q.outbox, Q.config = prefix .. 'expiry', prefix .. 'outbox', prefix .. 'config'
   Q.index_all, Q.skips = prefix .. 'index:all', prefix .. 'ready:skip'
   Q.parked_lists = prefix .. 'parked'
+  Q.cascade = prefix .. 'cascade'
   Q.events_channel = prefix .. 'events'
   return Q
 end
@@ -34,6 +35,7 @@ end
 function QueueKeys:task(id) return self.prefix .. 'task:' .. id end
 function QueueKeys:events(id) return self.prefix .. 'task:' .. id .. ':events' end
 function QueueKeys:deliveries(id) return self.prefix .. 'task:' .. id .. ':deliveries' end
+function QueueKeys:dependents(id) return self.prefix .. 'task:' .. id .. ':dependents' end
 function QueueKeys:index(status) return self.prefix .. 'index:' .. status end
 function QueueKeys:ready(lane, priority) return self.prefix .. 'ready:' .. lane .. ':' .. priority end
 function QueueKeys:parked(lane, priority, task_type)
@@ -48,6 +50,15 @@ function QueueKeys:delivery(id) return self.prefix .. 'delivery:' .. id end
 function QueueKeys:idempotency(key) return self.prefix .. 'idem:' .. key end
 function QueueKeys:unique(key) return self.prefix .. 'unique:' .. key end
 function QueueKeys:throughput(minute) return self.prefix .. 'tp:' .. minute end
+function QueueKeys:schedule_fence(name) return self.prefix .. 'schedule:' .. name end
+
+-- The keys of the recurring schedules (SPEC section 12), from any one of them (a schedule
+-- script's KEYS[1]): they share the hash tag '{_schedules}', no queue's (keys.SCHEDULES_*).
+local function schedule_keys(key)
+  local prefix = string.match(key, '^tq:{_schedules}:')
+  return {prefix = prefix, due = prefix .. 'due', all = prefix .. 'all',
+    schedule = function(name) return prefix .. 'schedule:' .. name end}
+end
 
 -- The server's clock in epoch ms. Liveness (lease deadlines, heartbeats) is stamped and
 -- judged with this one clock, never a caller's, so a host whose clock is off neither loses
@@ -204,6 +215,39 @@ local function release_unique(Q, id, key)
   if key and key ~= '' and redis.call('GET', Q:unique(key)) == id then
     redis.call('DEL', Q:unique(key))
   end
+end
+
+-- Whether retention must keep task `id` (it has dependents): one of them is not final, so it
+-- still waits for it or will read its result when it runs (ctx.dependency_results).
+local function still_awaited(Q, id)
+  for _, dep in ipairs(redis.call('SMEMBERS', Q:dependents(id))) do
+    local status = redis.call('HGET', Q:task(dep), 'status')
+    if status and not FINAL[status] then return true end
+  end
+  return false
+end
+
+-- Delete a final task and everything that is its: the record, its history lists, its index
+-- entries and expiry entry, and its unique_key if that still names it; the counters go down
+-- with it, so stats keep adding up. Retention (purge_expired.lua) and a bulk purge
+-- (purge.lua) both delete through here. Returns true and the status it had; false and the
+-- status (nil when there is no record) with nothing written when it is not final.
+-- A dependency that a task not final yet still needs is kept (SPEC section 11): false, its
+-- status and 'awaited'.
+local function purge_final(Q, id)
+  local key = Q:task(id)
+  local f = redis.call('HMGET', key, 'status', 'unique_key', 'has_dependents')
+  local status = f[1]
+  if not (status and FINAL[status]) then return false, status end
+  if f[3] == '1' and still_awaited(Q, id) then return false, status, 'awaited' end
+  release_unique(Q, id, f[2])  -- released when it ended; kept from ever dangling
+  redis.call('DEL', key, Q:events(id), Q:deliveries(id), Q:dependents(id))
+  redis.call('ZREM', Q.index_all, id)
+  redis.call('ZREM', Q:index(status), id)
+  redis.call('ZREM', Q.expiry, id)
+  redis.call('HINCRBY', Q.counts, status, -1)
+  redis.call('HINCRBY', Q.counts, 'total', -1)
+  return true, status
 end
 
 -- Publish an encoded event where EVENTS_MODE says: task_events (SPEC section 6), which a
@@ -412,6 +456,79 @@ local function add_delayed(Q, due_ms, id)
   redis.call('ZADD', Q.delayed, due_ms, id)
   if head[2] == nil or tonumber(due_ms) < tonumber(head[2]) then
     redis.call('PUBLISH', SCHEDULER_WAKE_CHANNEL, due_ms)
+  end
+end
+
+-- Workflows (SPEC section 11). A task created with depends_on waits in 'waiting' while its
+-- record's deps_left (its dependencies not completed yet) is above 0. A dependency carries
+-- the field has_dependents = '1' and the SET Q:dependents(id) of the tasks that name it, so
+-- a task without dependents pays nothing when it ends: complete, fail and cancel read the
+-- flag with the fields they read anyway, and only a flagged task looks at its SET.
+
+-- A waiting task whose last dependency completed: pending (handed over or ready), or
+-- scheduled when its scheduled_for has not come.
+local function release_waiting(Q, id, now)
+  local key = Q:task(id)
+  local run_at = tonumber(redis.call('HGET', key, 'run_at')) or 0
+  local to = 'pending'
+  if run_at > tonumber(now) then to = 'scheduled' end
+  move_status(Q, id, 'waiting', to)
+  redis.call('HSET', key, 'updated', now)
+  emit(Q, id, {event = 'task.released', task_id = id, status = to, at_ms = tonumber(now)})
+  if to == 'scheduled' then add_delayed(Q, run_at, id) else make_ready(Q, id, false, now) end
+end
+
+-- Task `id` completed: each waiting dependent has one dependency less to wait for, and one
+-- with none left is released. O(dependents). A dependent counted only the dependencies that
+-- were not completed when it was created (or retried), and a task completes once.
+local function release_dependents(Q, id, now)
+  for _, dep in ipairs(redis.call('SMEMBERS', Q:dependents(id))) do
+    local key = Q:task(dep)
+    if redis.call('HGET', key, 'status') == 'waiting'
+        and redis.call('HINCRBY', key, 'deps_left', -1) <= 0 then
+      release_waiting(Q, dep, now)
+    end
+  end
+end
+
+-- Tasks one cascade call cancels at most: a script holds Redis while it runs.
+local CASCADE_BUDGET = 1000
+
+-- Task `id` (nil: none new) ended failed or cancelled: its waiting dependents end cancelled
+-- with an error naming it, theirs in turn, and so on down the graph (breadth first). The ids
+-- whose dependents are still to be seen wait in the Q.cascade LIST: one call cancels at most
+-- CASCADE_BUDGET tasks, and the scheduler drains what is left with cascade.lua, so a graph
+-- of any size is cancelled whole. A head that is no longer failed or cancelled (retried by
+-- hand meanwhile) cancels nothing. Returns how many ids are left to do.
+local function cascade(Q, id, now, purge_at)
+  if id then redis.call('RPUSH', Q.cascade, id) end
+  local budget = CASCADE_BUDGET
+  while true do
+    local head = redis.call('LINDEX', Q.cascade, 0)
+    if not head then return 0 end
+    local status = redis.call('HGET', Q:task(head), 'status')
+    if status == 'failed' or status == 'cancelled' then
+      local why = 'dependency ' .. head .. ' failed'
+      if status == 'cancelled' then why = 'dependency ' .. head .. ' was cancelled' end
+      for _, dep in ipairs(redis.call('SMEMBERS', Q:dependents(head))) do
+        local key = Q:task(dep)
+        local f = redis.call('HMGET', key, 'status', 'has_dependents', 'unique_key')
+        if f[1] == 'waiting' then
+          -- Out of budget: the head stays first in the list, its cancelled dependents are
+          -- passed over next time.
+          if budget == 0 then return redis.call('LLEN', Q.cascade) end
+          budget = budget - 1
+          move_status(Q, dep, 'waiting', 'cancelled')
+          release_unique(Q, dep, f[3])
+          redis.call('HSET', key, 'updated', now, 'error', why)
+          redis.call('ZADD', Q.expiry, purge_at, dep)
+          emit(Q, dep, {event = 'task.cancelled', task_id = dep, status = 'cancelled',
+            error = why, at_ms = tonumber(now)})
+          if f[2] == '1' then redis.call('RPUSH', Q.cascade, dep) end
+        end
+      end
+    end
+    redis.call('LPOP', Q.cascade)
   end
 end
 

@@ -16,19 +16,21 @@
 -- claim (its lease was recovered and the task moved on, or claimed again): that result is
 -- then dropped;
 -- 'error: ...' for a record this script cannot move (nothing of it is written).
--- Side effects: when the queue has a max_concurrency it was at, a 'slot' message on the
--- queue control channel (announce_slots in _lib.lua).
+-- Side effects: a task with dependents (SPEC section 11) releases those it was the last
+-- dependency of (release_dependents in _lib.lua); when the queue has a max_concurrency it
+-- was at, a 'slot' message on the queue control channel (announce_slots in _lib.lua).
 local Q = queue_keys(KEYS[1])
 local now, purge_at = ARGV[1], ARGV[2]
 -- The sorted-set and held-set updates of the whole batch go in one variadic call each.
 local codes, done, by_created, purge, held = {}, {}, {}, {}, {}
+local awaited = {}  -- completed ids with dependents (has_dependents), released at the end
 
 for i = 1, (#ARGV - 2) / 3 do
   local a = 3 * i - 1
   local id, token, result = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local task_key = Q:task(id)
   local f = redis.call('HMGET', task_key, 'status', 'token', 'owner', 'created', 'webhook',
-    'attempt', 'unique_key')
+    'attempt', 'unique_key', 'has_dependents')
   local attempt = f[6]
   if not f[1] then
     codes[i] = 'missing'
@@ -51,6 +53,7 @@ for i = 1, (#ARGV - 2) / 3 do
     redis.call('HSET', task_key, 'status', 'completed', 'completed', now, 'updated', now,
       'result', result, 'error', '', 'owner', '')
     release_unique(Q, id, f[7])
+    if f[8] == '1' then awaited[#awaited + 1] = id end
     if f[5] and f[5] ~= '' then
       queue_webhook(Q, id, 'msg_' .. id .. '_' .. attempt, 'task.completed', now)
     end
@@ -71,4 +74,6 @@ if #done > 0 then
   announce_slots(Q, left + #done)
   count_throughput(KEYS[5], tonumber(now), 'c', #done)
 end
+-- After the batch's own bookkeeping, so hand-overs see the queue's processing count exact.
+for _, id in ipairs(awaited) do release_dependents(Q, id, now) end
 return codes

@@ -1,5 +1,7 @@
 -- fail: processing -> retrying (budget left) | failed (budget spent); or, for a task whose
--- consumer was lost, processing -> pending without spending budget (up to a limit).
+-- consumer was lost, processing -> pending without spending budget (up to a limit); or
+-- processing -> cancelled (SPEC section 10) for a run interrupted on request, and for a task
+-- whose cancel was requested (cancel.lua) that would otherwise run again.
 --
 -- KEYS[1] -> tq:{q}:task:<id>       HASH
 -- KEYS[2] -> tq:{q}:task:<id>:events LIST
@@ -15,7 +17,8 @@
 -- ARGV[4] -> error message
 -- ARGV[5] -> mode: 'worker' | 'final' (no retry: the record itself is broken) |
 --            'lease' (lease must have expired by the server's clock) |
---            'lost:<instance>' (owner must match)
+--            'lost:<instance>' (owner must match) |
+--            'cancelled' (the worker interrupted the run on request: no retry)
 -- ARGV[6] -> backoff base (ms)
 -- ARGV[7] -> backoff cap (ms)
 -- ARGV[8] -> jitter in [0, 1) (drawn by the caller, so the script stays deterministic)
@@ -23,7 +26,7 @@
 -- ARGV[10] -> delivery id of its completion webhook, if it has one and fails for good
 -- ARGV[11] -> free recoveries: how many lost attempts are requeued without spending budget
 --
--- Returns {'retrying', retry_at_ms} | {'failed'} | {'recovered'} | {'missing'} |
+-- Returns {'retrying', retry_at_ms} | {'failed'} | {'recovered'} | {'cancelled'} | {'missing'} |
 -- {'stale', status} | {'alive'} (lease mode: the lease was renewed meanwhile).
 -- Side effects: when the queue has a max_concurrency it was at, a 'slot' message on the
 -- queue control channel (announce_slots in _lib.lua).
@@ -32,7 +35,7 @@ local id, now, err, mode = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 if status ~= 'processing' then return {'stale', status} end
-local held = redis.call('HMGET', KEYS[1], 'attempt', 'token', 'owner')
+local held = redis.call('HMGET', KEYS[1], 'attempt', 'token', 'owner', 'cancel_requested')
 local attempt, owner = held[1], held[3]
 if ARGV[2] ~= '' and held[2] ~= ARGV[2] then return {'stale', status} end
 if mode == 'lease' then
@@ -49,11 +52,32 @@ redis.call('HDEL', KEYS[1], 'owner')
 redis.call('HSET', KEYS[1], 'updated', now, 'error', err)
 local event = {task_id = id, attempt = tonumber(attempt), error = err, at_ms = now}
 
+-- Cancelled on request (SPEC section 10): no retry, and no recovery for a lost worker's run.
+-- A final failure (mode 'final', or no budget left) keeps its outcome: it came first.
+local cancel_asked = held[4] == '1'
+local function end_cancelled()
+  move_status(Q, id, 'processing', 'cancelled')
+  release_unique(Q, id, redis.call('HGET', KEYS[1], 'unique_key'))
+  if mode ~= 'cancelled' then
+    redis.call('HSET', KEYS[1], 'error', 'cancelled on request; ' .. err)
+    event.error = 'cancelled on request; ' .. err
+  end
+  redis.call('HSET', KEYS[1], 'completed', now)
+  redis.call('ZADD', KEYS[6], ARGV[9], id)
+  event.event, event.status = 'task.cancelled', 'cancelled'
+  emit(Q, id, event)
+  if redis.call('HGET', KEYS[1], 'has_dependents') == '1' then cascade(Q, id, now, ARGV[9]) end
+  return {'cancelled'}
+end
+if mode == 'cancelled' then return end_cancelled() end
+
 -- A lost consumer is not the task's fault: requeue it at the front, a bounded number of times.
 if mode == 'lease' or string.sub(mode, 1, 5) == 'lost:' then
+  if cancel_asked then return end_cancelled() end
   local recoveries = redis.call('HINCRBY', KEYS[1], 'recoveries', 1)
   if recoveries <= tonumber(ARGV[11]) then
     move_status(Q, id, 'processing', 'pending')
+    redis.call('HDEL', KEYS[1], 'progress', 'progress_message')  -- the next run reports its own
     event.event, event.status = 'task.recovered', 'pending'
     emit(Q, id, event)
     make_ready(Q, id, true, now)
@@ -64,11 +88,13 @@ end
 local retries = tonumber(redis.call('HGET', KEYS[1], 'retry_count')) or 0
 local budget = tonumber(redis.call('HGET', KEYS[1], 'max_retries')) or 0
 if mode ~= 'final' and retries < budget then
+  if cancel_asked then return end_cancelled() end
   -- Exponential backoff with equal jitter: half fixed, half random.
   local delay = math.min(tonumber(ARGV[7]), tonumber(ARGV[6]) * (2 ^ retries))
   local retry_at = math.floor(now + delay / 2 + delay / 2 * tonumber(ARGV[8]))
   move_status(Q, id, 'processing', 'retrying')
   redis.call('HSET', KEYS[1], 'retry_count', retries + 1)
+  redis.call('HDEL', KEYS[1], 'progress', 'progress_message')  -- the next run reports its own
   add_delayed(Q, retry_at, id)
   event.event, event.status, event.retry_at_ms = 'task.retrying', 'retrying', retry_at
   emit(Q, id, event)
@@ -83,4 +109,6 @@ count_throughput(KEYS[8], now, 'f', 1)
 queue_webhook(Q, id, ARGV[10], 'task.failed', now)
 event.event, event.status = 'task.failed', 'failed'
 emit(Q, id, event)
+-- Its waiting dependents end cancelled, and theirs (SPEC section 11; cascade in _lib.lua).
+if redis.call('HGET', KEYS[1], 'has_dependents') == '1' then cascade(Q, id, now, ARGV[9]) end
 return {'failed'}

@@ -11,7 +11,16 @@ from shared.redis import Conn
 from shared.registry import TaskType, register
 from shared.settings import Settings
 
-STATUSES = ("scheduled", "pending", "processing", "completed", "retrying", "failed", "cancelled")
+STATUSES = (
+    "scheduled",
+    "pending",
+    "processing",
+    "completed",
+    "retrying",
+    "failed",
+    "cancelled",
+    "waiting",
+)
 
 
 def ensure_test_types() -> None:

@@ -38,12 +38,15 @@ CONTRACT = [
     ("Q:task(ID)", lambda k: k.task(TASK_ID)),
     ("Q:events(ID)", lambda k: k.task_events(TASK_ID)),
     ("Q:deliveries(ID)", lambda k: k.task_deliveries(TASK_ID)),
+    ("Q:dependents(ID)", lambda k: k.task_dependents(TASK_ID)),
+    ("Q.cascade", lambda k: k.cascade),
     ("Q:held(OWNER)", lambda k: k.held(OWNER)),
     ("Q:inbox(OWNER)", lambda k: k.inbox(OWNER)),
     ("Q:delivery('msg_1')", lambda k: k.delivery("msg_1")),
     ("Q:idempotency('k1:x')", lambda k: k.idempotency("k1:x")),
     ("Q:unique('sync user:42')", lambda k: k.unique("sync user:42")),
     ("Q:throughput(29933760)", lambda k: k.throughput(29933760)),
+    ("Q:schedule_fence('nightly.report-1')", lambda k: k.schedule_fence("nightly.report-1")),
     ("Q:wake('outbox')", lambda k: k.wake("outbox")),
     *(
         (f"Q:{name}('{lane}')", lambda k, name=name, lane=lane: getattr(k, name)(lane))
@@ -99,6 +102,19 @@ async def test_lua_builds_every_key_as_keys_py_does(conn: Conn, queue: str) -> N
         assert mismatched == [], f"anchored on {anchor}"
 
 
+async def test_lua_builds_the_schedule_keys_as_keys_py_does(conn: Conn) -> None:
+    """schedule_keys in _lib.lua, anchored on any schedule key, names what keys.py names;
+    and every schedule key shares one hash tag, which no queue can have."""
+    name = "nightly.report-1"
+    script = (SCRIPTS / "_lib.lua").read_text() + (
+        f"\nlocal S = schedule_keys(KEYS[1])\nreturn {{S.due, S.all, S.schedule('{name}')}}"
+    )
+    expected = [keys.SCHEDULES_DUE, keys.SCHEDULES_ALL, keys.schedule(name)]
+    for anchor in expected:
+        assert await conn.redis.eval(script, 1, anchor) == expected
+    assert all(key.startswith("tq:{_schedules}:") for key in expected)
+
+
 def test_every_queue_key_carries_the_queue_hash_tag() -> None:
     for queue in QUEUES:
         k = Keys(queue)
@@ -114,7 +130,9 @@ def test_scripts_name_keys_only_through_the_builder(name: str) -> None:
     code = "\n".join(line.split("--", 1)[0] for line in source.splitlines())
     assert "tq:" not in code
     assert re.findall(r"\.\.\s*'[a-z_]+:", code) == []
-    assert re.search(r"^-- KEYS\[1\] -> tq:\{q\}:", source, re.MULTILINE), name
+    # A schedule script's keys are the schedules' own (SPEC section 12), not a queue's.
+    tag = r"\{_schedules\}" if name.startswith("schedule_") else r"\{q\}"
+    assert re.search(rf"^-- KEYS\[1\] -> tq:{tag}:", source, re.MULTILINE), name
 
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)

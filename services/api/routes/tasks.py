@@ -33,6 +33,10 @@ def _idempotency(key: str | None, request: Request, settings: Settings) -> str |
     return client_idempotency_key(request.headers["authorization"].partition(" ")[2], key)
 
 
+CANCEL_REQUESTED = (
+    "a running task: its worker interrupts the handler and ends it cancelled, unless the "
+    "handler finishes first (`cancel_requested` is true; GET shows how it ended)"
+)
 REPLAYED = "replayed: what this Idempotency-Key created before (header Idempotent-Replayed: true)"
 
 
@@ -80,7 +84,8 @@ async def create_batch(
     if replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
-    return BatchCreated(tasks=tasks)
+    refs = {item.ref: task.id for item, task in zip(body.tasks, tasks, strict=True) if item.ref}
+    return BatchCreated(tasks=tasks, refs=refs)
 
 
 @router.get("/tasks", response_model=list[Task])
@@ -120,6 +125,16 @@ async def retry_task(task_id: str, conn: ConnDep) -> RetryAccepted:
     return RetryAccepted(task_id=task_id)
 
 
-@router.delete("/tasks/{task_id}", response_model=Task)
-async def cancel_task(task_id: str, conn: ConnDep, settings: SettingsDep) -> Task:
-    return await transitions.cancel(conn, task_id_or_404(task_id), settings)
+@router.delete(
+    "/tasks/{task_id}",
+    response_model=Task,
+    responses={202: {"model": Task, "description": CANCEL_REQUESTED}},
+)
+async def cancel_task(
+    task_id: str, response: Response, conn: ConnDep, settings: SettingsDep
+) -> Task:
+    """Cancel a task: 200 once cancelled; 202 for a running one (SPEC section 10)."""
+    task = await transitions.cancel(conn, task_id_or_404(task_id), settings)
+    if task.cancel_requested:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return task

@@ -222,7 +222,7 @@ async def test_lost_owner_recovery_checks_owner(conn: Conn, settings: Settings) 
     await assert_consistent(conn)
 
 
-async def test_cancel_pending_scheduled_and_refuse_processing(
+async def test_cancel_pending_scheduled_and_request_processing(
     conn: Conn, settings: Settings
 ) -> None:
     [pending] = await seed_tasks(conn, settings)
@@ -241,8 +241,13 @@ async def test_cancel_pending_scheduled_and_refuse_processing(
     assert [c.task.id for c in await claim(conn)] == [running.id]
     assert await conn.redis.llen(ready) == 0
     assert await conn.redis.hget(conn.keys.ready_skips, ready) == "0"
+    # A running task is not moved: its cancel is requested (SPEC section 10; its worker ends
+    # it, see tests/integration/services/test_cancel_running.py).
+    requested = await transitions.cancel(conn, running.id, settings)
+    assert requested.status == "processing" and requested.cancel_requested
+    cancelled = await queries.get_task(conn, pending.id)
     with pytest.raises(InvalidTransition):
-        await transitions.cancel(conn, running.id, settings)
+        await transitions.cancel(conn, cancelled.id, settings)
     with pytest.raises(TaskNotFound):
         await transitions.cancel(conn, "nope", settings)
     await assert_consistent(conn)
@@ -287,9 +292,8 @@ async def test_cancel_races_claim_one_wins(conn: Conn, settings: Settings) -> No
     tasks = await seed_tasks(conn, settings, count=200)
 
     async def cancel_one(task_id: str) -> bool:
-        try:
-            await transitions.cancel(conn, task_id, settings)
-            return True
+        try:  # a claimed task's cancel is only requested (SPEC section 10)
+            return (await transitions.cancel(conn, task_id, settings)).status == "cancelled"
         except InvalidTransition:
             return False
 

@@ -111,7 +111,14 @@ def test_cancel_and_retry_routes(client: TestClient) -> None:
 def test_details_stats_health_metrics(client: TestClient) -> None:
     task = create(client)
     details = client.get(f"/api/tasks/{task['id']}/details").json()
-    assert set(details) == {"task", "attempts", "events", "webhook_deliveries"}
+    assert set(details) == {
+        "task",
+        "attempts",
+        "events",
+        "webhook_deliveries",
+        "depends_on",  # SPEC section 11
+        "dependents",
+    }
     assert details["events"][0]["event"] == "task.created"
     stats = client.get("/api/stats").json()
     assert stats["total_tasks"] == 1 and stats["pending_count"] == 1

@@ -2,13 +2,13 @@
 
 import { ApiError, request } from "./api.js";
 import { $, h, setText } from "./dom.js";
-import { ago, duration, fullTime, isoToMs, num, stamp, title } from "./format.js";
+import { ago, duration, fullTime, isoToMs, num, shortId, stamp, title } from "./format.js";
 import { actionButton } from "./tasks.js";
 
 const REFRESH_MS = 800;
+const RELATED_SHOWN = 100; // dependencies or dependents listed at most (a fan-in can have 1,000)
 
 const EVENT_STATUS = {
-  "task.created": "pending",
   "task.claimed": "processing",
   "task.completed": "completed",
   "task.retrying": "retrying",
@@ -18,6 +18,8 @@ const EVENT_STATUS = {
   "task.requeued": "pending",
   "task.pending": "pending",
   "task.recovered": "retrying",
+  "task.cancel_requested": "processing",
+  "task.released": "pending",
 };
 
 const json = (value) => JSON.stringify(value, null, 2);
@@ -94,7 +96,7 @@ export class Drawer {
   render(data) {
     this.data = data;
     const t = data.task;
-    const row = { id: t.id, status: t.status };
+    const row = { id: t.id, status: t.status, cancel_requested: t.cancel_requested };
     setText(this.titleEl, t.type);
     this.status.dataset.status = t.status;
     setText(this.status, title(t.status));
@@ -108,8 +110,11 @@ export class Drawer {
     const sections = [
       h("div", { class: "idline" }, h("span", {}, t.id), copy),
       action ? h("div", { class: "drawer-actions" }, action) : null,
+      t.status === "processing" && t.progress != null ? this.progress(t) : null,
       this.summary(t, data.attempts.length),
       t.error ? this.section("Last error", h("pre", { class: "code error" }, t.error)) : null,
+      data.depends_on?.length ? this.section(`Depends on (${data.depends_on.length})`, this.related(data.depends_on)) : null,
+      data.dependents?.length ? this.section(`Dependents (${data.dependents.length})`, this.related(data.dependents)) : null,
       this.section("Payload", h("pre", { class: "code" }, json(t.payload))),
       t.result !== null && t.result !== undefined ? this.section("Result", h("pre", { class: "code" }, json(t.result))) : null,
       data.attempts.length ? this.section(`Attempts (${data.attempts.length})`, this.attempts(data.attempts)) : null,
@@ -138,6 +143,34 @@ export class Drawer {
       t.webhook ? ["Webhook", t.webhook] : null,
     ].filter(Boolean);
     return h("dl", { class: "kv" }, items.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  }
+
+  /** Dependencies or dependents (SPEC section 11), each a link that opens its own panel. */
+  related(list) {
+    const shown = list.slice(0, RELATED_SHOWN);
+    const more = list.length - shown.length;
+    return h(
+      "ul",
+      { class: "related" },
+      shown.map((r) =>
+        h("li", {},
+          h("a", { href: `#task=${r.id}`, title: r.id },
+            h("span", { class: "pill", dataset: { status: r.status || "cancelled" } }, title(r.status || "purged")),
+            h("span", { class: "related-id" }, shortId(r.id)),
+            r.type ? h("small", {}, r.type) : null)),
+      ),
+      more > 0 ? h("li", { class: "muted" }, `and ${num(more)} more`) : null,
+    );
+  }
+
+  /** A running task's progress bar (SPEC section 10), with its handler's message. */
+  progress(t) {
+    const label = `${Math.round(t.progress)}%${t.progress_message ? ` · ${t.progress_message}` : ""}`;
+    const fill = h("span", { class: "progress-fill" });
+    fill.style.width = `${t.progress}%`; // through the CSSOM: the page's CSP refuses style attributes
+    return h("div", { class: "drawer-progress" },
+      h("span", { class: "progress", role: "progressbar", "aria-valuenow": String(t.progress), "aria-valuemin": "0", "aria-valuemax": "100" }, fill),
+      h("small", {}, label));
   }
 
   when(iso) {

@@ -5,9 +5,9 @@ const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 
-export const STATUSES = ["pending", "scheduled", "processing", "retrying", "completed", "failed", "cancelled"];
+export const STATUSES = ["waiting", "pending", "scheduled", "processing", "retrying", "completed", "failed", "cancelled"];
 export const RETRYABLE = new Set(["failed", "cancelled"]);
-export const CANCELLABLE = new Set(["pending", "scheduled", "retrying"]);
+export const CANCELLABLE = new Set(["pending", "scheduled", "retrying", "waiting"]);
 
 export const num = (n) => integer.format(n ?? 0);
 export const rate = (n) => decimal.format(n ?? 0);

@@ -1,12 +1,14 @@
 // Boot: session (and key prompt), then one live stream feeding every panel; renders once per frame.
 
 import { ApiError, onUnauthorized, openStream, request } from "./api.js";
+import { BulkActions } from "./bulk.js";
 import { ThroughputChart } from "./chart.js";
 import { Drawer } from "./details.js";
 import { $, h, setText } from "./dom.js";
 import { num, rate } from "./format.js";
 import { Counters, Depth, Workers } from "./panels.js";
 import { Queues } from "./queues.js";
+import { Schedules } from "./schedules.js";
 import { initTheme } from "./theme.js";
 import { TaskTable } from "./tasks.js";
 
@@ -26,16 +28,21 @@ const depth = new Depth($("#depth"), $("#depth-total"), $("#depth-facts"), $("#s
 const drawer = new Drawer($("#drawer"), (task) => table.upsert(task));
 const workers = new Workers($("#workers"), $("#workers-sub"), (id) => drawer.open(id));
 const queues = new Queues({ body: $("#queue-rows"), subtitle: $("#queues-sub"), onPick: (name) => pickQueue(name) });
+const schedules = new Schedules({
+  body: $("#schedule-rows"), empty: $("#schedules-empty"), subtitle: $("#schedules-sub"), onOpen: (id) => drawer.open(id),
+});
 const table = new TaskTable({
   body: $("#task-rows"),
   empty: $("#tasks-empty"),
   more: $("#load-more"),
   subtitle: $("#tasks-sub"),
   onOpen: (id) => drawer.open(id),
+  selectPage: $("#select-page"),
 });
+const bulk = new BulkActions({ table, bar: $("#bulkbar"), dialog: $("#bulk-dialog") });
 table.onChange = schedule;
 queues.onChange = schedule;
-window.__dashboard = { metrics, chart, table, drawer, queues };
+window.__dashboard = { metrics, chart, table, drawer, queues, bulk, schedules };
 
 function schedule() {
   if (!frame) frame = requestAnimationFrame(render);
@@ -145,7 +152,10 @@ function start(role) {
   $("#login").hidden = true;
   $("#app").hidden = false;
   table.setRole(role);
+  bulk.setRole(role);
   queues.setRole(role);
+  schedules.setRole(role);
+  schedules.start();
   drawer.role = role;
   if (!started) {
     started = true;

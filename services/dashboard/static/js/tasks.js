@@ -17,7 +17,8 @@ const newestFirst = (a, b) => b.created - a.created || (b.id < a.id ? -1 : b.id 
 export async function act(action, id) {
   try {
     const reply = await request(`/api/tasks/${encodeURIComponent(id)}/${action}`, { method: "POST" });
-    toast(action === "retry" ? `Task ${shortId(id)} queued again` : `Task ${shortId(id)} cancelled`);
+    const stopping = reply.task?.status === "processing"; // a running task: its worker stops it
+    toast(action === "retry" ? `Task ${shortId(id)} queued again` : stopping ? `Stopping task ${shortId(id)}…` : `Task ${shortId(id)} cancelled`);
     return reply.task;
   } catch (error) {
     toast(error instanceof ApiError ? error.message : String(error), "error");
@@ -41,7 +42,11 @@ export function actionButton(row, role, onDone, small = true) {
       },
     }, "Retry");
   }
-  if (CANCELLABLE.has(row.status)) {
+  const running = row.status === "processing"; // SPEC section 10: its worker interrupts it
+  if (running && row.cancel_requested) {
+    return h("button", { type: "button", class: `btn btn-cancel${size}`, disabled: true, title: "Cancel requested: its worker is stopping it" }, "Stopping…");
+  }
+  if (CANCELLABLE.has(row.status) || running) {
     return h("button", {
       type: "button", class: `btn btn-cancel${size}`, disabled: readOnly, title: hint || "Cancel this task",
       dataset: { action: "cancel" },
@@ -63,7 +68,7 @@ export function actionButton(row, role, onDone, small = true) {
 }
 
 export class TaskTable {
-  constructor({ body, empty, more, subtitle, onOpen }) {
+  constructor({ body, empty, more, subtitle, onOpen, selectPage }) {
     Object.assign(this, { body, empty, more, subtitle, onOpen });
     this.role = "read";
     this.filters = { status: "", type: "", queue: "" };
@@ -79,6 +84,18 @@ export class TaskTable {
     this.lastLoad = 0;
     this.reloadTimer = null;
     this.dirty = true;
+    this.selected = new Set(); // ids ticked for a bulk action (bulk.js), kept to rows shown
+    this.onSelect = null;
+    this.selectPage = selectPage || null;
+    selectPage?.addEventListener("change", () => {
+      for (const id of this.order) {
+        if (selectPage.checked) this.selected.add(id);
+        else this.selected.delete(id);
+      }
+      for (const tr of this.elements.values()) tr.row = null;
+      this.dirty = true;
+      this.onChange?.();
+    });
     more.addEventListener("click", () => {
       this.limit = Math.min(MAX_LIMIT, this.limit + PAGE);
       this.reload();
@@ -88,6 +105,7 @@ export class TaskTable {
   setFilters(filters) {
     this.filters = { ...this.filters, ...filters };
     this.limit = PAGE;
+    this.selected.clear();
     this.rows.clear();
     this.order = [];
     this.loaded = false;
@@ -156,7 +174,7 @@ export class TaskTable {
         // An action's answer can arrive after the live update that followed it (a retried
         // task handed over, run and completed before the retry call returned): never step
         // a row back to an older state.
-        if (!isOlder(row, old) && (old.updated !== row.updated || old.status !== row.status)) {
+        if (!isOlder(row, old) && (old.updated !== row.updated || old.status !== row.status || old.progress !== row.progress)) {
           this.rows.set(row.id, row);
           changed = true;
         }
@@ -185,11 +203,17 @@ export class TaskTable {
     const cell = (cls) => h("td", { class: cls });
     const tr = h("tr", { dataset: { id: row.id }, tabindex: "0" });
     tr.c = {
+      select: cell("c-select"),
       status: cell("c-status"), type: cell("c-type"), queue: cell("c-queue"), id: cell("c-id id"), prio: cell("c-prio num"),
       attempts: cell("c-attempts num"), created: cell("c-created time"), updated: cell("c-updated time"),
       error: cell("c-error err"), actions: cell("actions"),
     };
-    tr.c.status.append(h("span", { class: "pill" }));
+    tr.c.select.append(h("input", {
+      type: "checkbox", class: "row-select", "aria-label": `Select task ${shortId(row.id)}`,
+      onclick: (event) => event.stopPropagation(),
+      onchange: (event) => this.select(row.id, event.target.checked),
+    }));
+    tr.c.status.append(h("span", { class: "pill" }), h("span", { class: "progress", hidden: true }, h("span", { class: "progress-fill" })));
     tr.c.queue.append(h("span", { class: "queue-tag" }));
     tr.c.prio.append(h("span", { class: "prio" }));
     tr.append(...Object.values(tr.c));
@@ -204,9 +228,19 @@ export class TaskTable {
     if (tr.row === row) return;
     const previous = tr.row;
     tr.row = row;
+    const box = tr.c.select.firstChild;
+    box.checked = this.selected.has(row.id);
+    box.disabled = this.role !== "admin";
+    tr.classList.toggle("selected", box.checked);
     const pill = tr.c.status.firstChild;
     pill.dataset.status = row.status;
     setText(pill, title(row.status));
+    const bar = tr.c.status.lastChild; // a running task's progress (SPEC section 10)
+    bar.hidden = row.status !== "processing" || row.progress == null;
+    if (!bar.hidden) {
+      bar.firstChild.style.width = `${row.progress}%`;
+      setAttr(bar, "title", `${Math.round(row.progress)}%${row.progress_message ? ` · ${row.progress_message}` : ""}`);
+    }
     setText(tr.c.type, row.type);
     setText(tr.c.queue.firstChild, row.queue);
     setAttr(tr.c.queue.firstChild, "title", `Queue ${row.queue}`);
@@ -261,11 +295,35 @@ export class TaskTable {
       this.fill(tr, row);
       if (this.body.children[index] !== tr) this.body.insertBefore(tr, this.body.children[index] || null);
     });
+    this.renderSelection();
     this.empty.hidden = this.order.length > 0 || !this.loaded;
     this.more.hidden = !(this.hasMore && this.limit < MAX_LIMIT);
     const { status, type, queue } = this.filters;
     const what = [status && title(status), queue && `queue ${queue}`, type && `type ${type}`].filter(Boolean).join(", ");
     setText(this.subtitle, `${what ? `${what} · ` : ""}newest first · ${this.order.length} shown`);
+  }
+
+  /** Tick or untick one row for a bulk action. */
+  select(id, on) {
+    if (on) this.selected.add(id);
+    else this.selected.delete(id);
+    const tr = this.elements.get(id);
+    if (tr) tr.row = null;
+    this.dirty = true;
+    this.onChange?.();
+  }
+
+  /** Keep the selection to rows shown; the header box says all, some or none of them. */
+  renderSelection() {
+    // (Not while other filters' rows are being read: the table is empty until they come.)
+    if (this.loaded) for (const id of this.selected) if (!this.rows.has(id)) this.selected.delete(id);
+    if (this.selectPage) {
+      const ticked = this.order.filter((id) => this.selected.has(id)).length;
+      this.selectPage.checked = ticked > 0 && ticked === this.order.length;
+      this.selectPage.indeterminate = ticked > 0 && ticked < this.order.length;
+      this.selectPage.disabled = this.role !== "admin" || this.order.length === 0;
+    }
+    this.onSelect?.();
   }
 
   setRole(role) {
