@@ -202,6 +202,13 @@ class Keys:
     def throughput(self, epoch_minute: int) -> str:
         return f"{self.prefix}tp:{epoch_minute}"  # HASH: "<second>:<c|f>" -> count, EX 1 h
 
+    @property
+    def metrics(self) -> str:
+        # HASH: the /metrics histograms and counters the outcome scripts keep (shared/metrics.py
+        # reads it): "run|<type>|<outcome>|<bucket>" -> runs, "run_sum|<type>|<outcome>" -> ms,
+        # the same for "wait", "retries|<type>", "recoveries|<type>", "deliveries|<outcome>"
+        return f"{self.prefix}metrics"
+
 
 def client_idempotency_key(api_key: str, key: str) -> str:
     """An Idempotency-Key as one API key's own (`Keys.idempotency` names its record): a short

@@ -28,6 +28,7 @@ local function queue_keys(key)
   Q.index_all, Q.skips = prefix .. 'index:all', prefix .. 'ready:skip'
   Q.parked_lists = prefix .. 'parked'
   Q.cascade = prefix .. 'cascade'
+  Q.metrics = prefix .. 'metrics'
   Q.events_channel = prefix .. 'events'
   return Q
 end
@@ -550,4 +551,40 @@ end
 local function count_throughput(key, now, outcome, n)
   redis.call('HINCRBY', key, string.format('%d:%s', math.floor(now / 1000), outcome), n)
   redis.call('EXPIRE', key, 3600)
+end
+
+-- Prometheus histograms and counters (SPEC section 13), kept by the scripts that end a run in
+-- the queue's Q.metrics HASH, so /metrics reads every worker's runs from one place, exact,
+-- whatever restarts. Bucket upper bounds in ms (shared/metrics.py names them in seconds).
+local METRIC_BOUNDS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+  300000}
+
+local function metric_bucket(ms)
+  for i, bound in ipairs(METRIC_BOUNDS_MS) do
+    if ms <= bound then return i end
+  end
+  return #METRIC_BOUNDS_MS + 1  -- +Inf
+end
+
+local function tally_add(tally, field, n)
+  tally[field] = (tally[field] or 0) + n
+end
+
+-- What one ended run adds to `tally` (field -> increment, written by flush_tally once per
+-- call): its run time (started -> now) and the wait before it (due -> started, where due is
+-- the latest of created, run_at and a re-run's due), by type and outcome.
+local function tally_run(tally, task_type, outcome, now, created, run_at, due, started)
+  local start = tonumber(started)
+  if not start then return end
+  local from = math.max(tonumber(created) or start, tonumber(run_at) or 0, tonumber(due) or 0)
+  local run_ms, wait_ms = math.max(tonumber(now) - start, 0), math.max(start - from, 0)
+  local labels = (task_type or '') .. '|' .. outcome
+  tally_add(tally, 'run|' .. labels .. '|' .. metric_bucket(run_ms), 1)
+  tally_add(tally, 'run_sum|' .. labels, run_ms)
+  tally_add(tally, 'wait|' .. labels .. '|' .. metric_bucket(wait_ms), 1)
+  tally_add(tally, 'wait_sum|' .. labels, wait_ms)
+end
+
+local function flush_tally(Q, tally)
+  for field, n in pairs(tally) do redis.call('HINCRBY', Q.metrics, field, n) end
 end

@@ -24,13 +24,14 @@ local now, purge_at = ARGV[1], ARGV[2]
 -- The sorted-set and held-set updates of the whole batch go in one variadic call each.
 local codes, done, by_created, purge, held = {}, {}, {}, {}, {}
 local awaited = {}  -- completed ids with dependents (has_dependents), released at the end
+local tally = {}  -- /metrics histograms of the batch (tally_run in _lib.lua)
 
 for i = 1, (#ARGV - 2) / 3 do
   local a = 3 * i - 1
   local id, token, result = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local task_key = Q:task(id)
   local f = redis.call('HMGET', task_key, 'status', 'token', 'owner', 'created', 'webhook',
-    'attempt', 'unique_key', 'has_dependents')
+    'attempt', 'unique_key', 'has_dependents', 'type', 'started', 'run_at', 'due')
   local attempt = f[6]
   if not f[1] then
     codes[i] = 'missing'
@@ -54,6 +55,7 @@ for i = 1, (#ARGV - 2) / 3 do
       'result', result, 'error', '', 'owner', '')
     release_unique(Q, id, f[7])
     if f[8] == '1' then awaited[#awaited + 1] = id end
+    tally_run(tally, f[9], 'completed', now, f[4], f[11], f[12], f[10])
     if f[5] and f[5] ~= '' then
       queue_webhook(Q, id, 'msg_' .. id .. '_' .. attempt, 'task.completed', now)
     end
@@ -73,6 +75,7 @@ if #done > 0 then
   redis.call('HINCRBY', KEYS[1], 'completed', #done)
   announce_slots(Q, left + #done)
   count_throughput(KEYS[5], tonumber(now), 'c', #done)
+  flush_tally(Q, tally)
 end
 -- After the batch's own bookkeeping, so hand-overs see the queue's processing count exact.
 for _, id in ipairs(awaited) do release_dependents(Q, id, now) end

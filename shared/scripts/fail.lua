@@ -35,7 +35,8 @@ local id, now, err, mode = ARGV[1], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
 if status ~= 'processing' then return {'stale', status} end
-local held = redis.call('HMGET', KEYS[1], 'attempt', 'token', 'owner', 'cancel_requested')
+local held = redis.call('HMGET', KEYS[1], 'attempt', 'token', 'owner', 'cancel_requested',
+  'type', 'created', 'run_at', 'due', 'started')
 local attempt, owner = held[1], held[3]
 if ARGV[2] ~= '' and held[2] ~= ARGV[2] then return {'stale', status} end
 if mode == 'lease' then
@@ -51,6 +52,15 @@ if owner then redis.call('SREM', Q:held(owner), id) end
 redis.call('HDEL', KEYS[1], 'owner')
 redis.call('HSET', KEYS[1], 'updated', now, 'error', err)
 local event = {task_id = id, attempt = tonumber(attempt), error = err, at_ms = now}
+-- A run that ended in its worker is timed for /metrics; a lost worker's is not (its end is
+-- unknown), it is counted as a recovery.
+local ran = mode == 'worker' or mode == 'final' or mode == 'cancelled'
+local function count_run(outcome)
+  if not ran then return end
+  local tally = {}
+  tally_run(tally, held[5], outcome, now, held[6], held[7], held[8], held[9])
+  flush_tally(Q, tally)
+end
 
 -- Cancelled on request (SPEC section 10): no retry, and no recovery for a lost worker's run.
 -- A final failure (mode 'final', or no budget left) keeps its outcome: it came first.
@@ -66,6 +76,7 @@ local function end_cancelled()
   redis.call('ZADD', KEYS[6], ARGV[9], id)
   event.event, event.status = 'task.cancelled', 'cancelled'
   emit(Q, id, event)
+  count_run('cancelled')
   if redis.call('HGET', KEYS[1], 'has_dependents') == '1' then cascade(Q, id, now, ARGV[9]) end
   return {'cancelled'}
 end
@@ -77,6 +88,8 @@ if mode == 'lease' or string.sub(mode, 1, 5) == 'lost:' then
   local recoveries = redis.call('HINCRBY', KEYS[1], 'recoveries', 1)
   if recoveries <= tonumber(ARGV[11]) then
     move_status(Q, id, 'processing', 'pending')
+    redis.call('HSET', KEYS[1], 'due', now)  -- the next run's wait counts from here
+    redis.call('HINCRBY', Q.metrics, 'recoveries|' .. (held[5] or ''), 1)
     redis.call('HDEL', KEYS[1], 'progress', 'progress_message')  -- the next run reports its own
     event.event, event.status = 'task.recovered', 'pending'
     emit(Q, id, event)
@@ -96,8 +109,11 @@ if mode ~= 'final' and retries < budget then
   redis.call('HSET', KEYS[1], 'retry_count', retries + 1)
   redis.call('HDEL', KEYS[1], 'progress', 'progress_message')  -- the next run reports its own
   add_delayed(Q, retry_at, id)
+  redis.call('HSET', KEYS[1], 'due', retry_at)  -- the next run's wait counts from here
   event.event, event.status, event.retry_at_ms = 'task.retrying', 'retrying', retry_at
   emit(Q, id, event)
+  count_run('retrying')
+  redis.call('HINCRBY', Q.metrics, 'retries|' .. (held[5] or ''), 1)
   return {'retrying', tostring(retry_at)}
 end
 
@@ -109,6 +125,7 @@ count_throughput(KEYS[8], now, 'f', 1)
 queue_webhook(Q, id, ARGV[10], 'task.failed', now)
 event.event, event.status = 'task.failed', 'failed'
 emit(Q, id, event)
+count_run('failed')
 -- Its waiting dependents end cancelled, and theirs (SPEC section 11; cascade in _lib.lua).
 if redis.call('HGET', KEYS[1], 'has_dependents') == '1' then cascade(Q, id, now, ARGV[9]) end
 return {'failed'}

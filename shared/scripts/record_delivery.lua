@@ -18,6 +18,14 @@
 -- The records are appended whatever the reply (the attempts did happen), but only while the
 -- task exists: history of a task that retention purged is dropped.
 local id, claim, action = ARGV[1], ARGV[2], ARGV[3]
+-- Every attempt counts for /metrics (taskqueue_webhook_deliveries_total), by its outcome.
+local Q = queue_keys(KEYS[1])
+for k = 7, #ARGV do
+  local outcome = cjson.decode(ARGV[k]).outcome
+  if type(outcome) == 'string' then
+    redis.call('HINCRBY', Q.metrics, 'deliveries|' .. outcome, 1)
+  end
+end
 if redis.call('EXISTS', KEYS[5]) == 1 then
   for k = 7, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[k]) end
   redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)

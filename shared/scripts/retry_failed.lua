@@ -37,7 +37,7 @@ if unique_key then
 end
 redis.call('ZREM', KEYS[4], id)
 move_status(Q, id, status, to)
-redis.call('HSET', KEYS[1], 'retry_count', 0, 'recoveries', 0, 'updated', now)
+redis.call('HSET', KEYS[1], 'retry_count', 0, 'recoveries', 0, 'updated', now, 'due', now)
 if left > 0 then redis.call('HSET', KEYS[1], 'deps_left', left) end
 -- A fresh run: no result, progress or cancel request of the last one (SPEC section 10).
 redis.call('HDEL', KEYS[1], 'completed', 'result', 'progress', 'progress_message',

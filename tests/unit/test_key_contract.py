@@ -40,6 +40,7 @@ CONTRACT = [
     ("Q:deliveries(ID)", lambda k: k.task_deliveries(TASK_ID)),
     ("Q:dependents(ID)", lambda k: k.task_dependents(TASK_ID)),
     ("Q.cascade", lambda k: k.cascade),
+    ("Q.metrics", lambda k: k.metrics),
     ("Q:held(OWNER)", lambda k: k.held(OWNER)),
     ("Q:inbox(OWNER)", lambda k: k.inbox(OWNER)),
     ("Q:delivery('msg_1')", lambda k: k.delivery("msg_1")),

@@ -6,11 +6,12 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
 
 from services.api.deps import ConnDep, QueueName, SettingsDep
 from services.api.schemas import ERROR_RESPONSES
 from shared import heartbeats, queries
+from shared import metrics as shared_metrics
 from shared.health import redis_warnings
 from shared.models import Stats
 from shared.redis import guarded
@@ -51,36 +52,9 @@ async def health(conn: ConnDep, settings: SettingsDep) -> JSONResponse:
     return JSONResponse(body)
 
 
-async def metrics(conn: ConnDep, settings: SettingsDep) -> PlainTextResponse:
-    """Prometheus text format: tasks by queue and status, queue depth, live instances."""
-    data = await queries.get_stats(conn, dead_after_seconds=settings.dead_after_seconds)
-    counts = await heartbeats.live_counts(conn, settings.dead_after_seconds)
-    lines = [
-        "# HELP taskqueue_tasks Tasks currently in each status, per queue.",
-        "# TYPE taskqueue_tasks gauge",
-    ]
-    for queue, one in data.queues.items():
-        for name, count in one.by_status().items():
-            lines.append(f'taskqueue_tasks{{queue="{queue}",status="{name}"}} {count}')
-    lines += [
-        "# HELP taskqueue_tasks_total Tasks kept (all statuses), per queue.",
-        "# TYPE taskqueue_tasks_total gauge",
-    ]
-    lines += [
-        f'taskqueue_tasks_total{{queue="{q}"}} {one.total_tasks}' for q, one in data.queues.items()
-    ]
-    lines += [
-        "# HELP taskqueue_queue_depth Ready tasks per queue and priority.",
-        "# TYPE taskqueue_queue_depth gauge",
-    ]
-    lines += [
-        f'taskqueue_queue_depth{{queue="{q}",priority="{p}"}} {n}'
-        for q, one in data.queues.items()
-        for p, n in one.queue_depth_by_priority.items()
-    ]
-    lines += [
-        "# HELP taskqueue_instances Live service instances by heartbeat.",
-        "# TYPE taskqueue_instances gauge",
-    ]
-    lines += [f'taskqueue_instances{{service="{s}"}} {n}' for s, n in counts.items()]
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
+    """Prometheus text format: exact gauges of tasks by queue and status, ready depth and live
+    instances; histograms of run time and queue wait by queue, type and outcome; counters of
+    retries, recoveries and webhook deliveries (shared/metrics.py)."""
+    snapshot = await shared_metrics.read(conn, settings.dead_after_seconds)
+    return Response(shared_metrics.render(snapshot), media_type=shared_metrics.CONTENT_TYPE)

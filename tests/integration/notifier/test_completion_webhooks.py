@@ -90,6 +90,12 @@ async def test_completion_webhook_retried_with_one_webhook_id(
     ]
     assert records[0].error == "HTTP 500"
     assert records[0].at < records[1].at < records[2].at
+    # Every attempt is counted for /metrics (taskqueue_webhook_deliveries_total).
+    tally = await conn.redis.hgetall(conn.queue(task.queue).metrics)
+    assert {k: v for k, v in tally.items() if k.startswith("deliveries|")} == {
+        "deliveries|retrying": "2",
+        "deliveries|delivered": "1",
+    }
 
 
 async def test_completion_webhook_that_never_answers_records_every_timeout(

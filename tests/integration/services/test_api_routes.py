@@ -127,7 +127,7 @@ def test_details_stats_health_metrics(client: TestClient) -> None:
     assert health.status_code == 200 and health.json()["redis"] == "ok"
     assert set(health.json()["services"]) == {"worker", "scheduler", "notifier", "dashboard"}
     metrics = client.get("/metrics").text
-    assert 'taskqueue_tasks{queue="default",status="pending"} 1' in metrics
+    assert 'taskqueue_tasks{queue="default",status="pending"} 1.0' in metrics
     assert client.get("/openapi.json").json()["paths"]["/api/tasks"]
 
 

@@ -190,7 +190,7 @@ def test_rest_routes_take_and_filter_by_queue(client: TestClient) -> None:
     assert stats["total_tasks"] == 4 and stats["queues"]["reports"]["pending_count"] == 3
     assert client.get("/api/stats?queue=mail").json()["total_tasks"] == 1
     metrics = client.get("/metrics").text
-    assert 'taskqueue_tasks{queue="reports",status="pending"} 3' in metrics
+    assert 'taskqueue_tasks{queue="reports",status="pending"} 3.0' in metrics
     assert client.delete(f"/api/tasks/{task_id}").json()["status"] == "cancelled"
 
 
