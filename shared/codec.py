@@ -29,6 +29,9 @@ F_TOKEN = "token"  # the current claim's fencing token (claim_token in _lib.lua)
 F_PROGRESS, F_PROGRESS_MESSAGE = "progress", "progress_message"
 F_CANCEL_REQUESTED = "cancel_requested"
 F_SCHEDULE = "schedule"  # SPEC section 12: the schedule that created the task; absent: none
+# SPEC section 13: the create's W3C traceparent (absent: none), kept for the worker's spans;
+# and when the task's current wait began, for a retry (absent: created or run_at).
+F_TRACEPARENT, F_DUE = "traceparent", "due"
 # The task's queue; records written before named queues have none and are in "default".
 F_QUEUE, DEFAULT_QUEUE = "queue", "default"
 T = TypeVar("T")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any, cast
 
-from shared import codec, heartbeats, liveness, queries, queues, registry, transitions
+from shared import codec, heartbeats, liveness, queries, queues, registry, tracing, transitions
 from shared.errors import RedisUnavailable
 from shared.events import Fanout
 from shared.keys import QUEUE_CONTROL_CHANNEL, Lane
@@ -679,7 +679,11 @@ class Consumer:
             )
         else:
             run = self.runs[item.key]
-            outcome = await self._outcome_of(item, run)
+            traced = tracing.tracer_for(self.service)  # None unless OTEL_* turned it on
+            if traced is None:
+                outcome = await self._outcome_of(item, run)
+            else:  # the `wait` and `run` spans (SPEC section 13)
+                outcome = await traced.run(item, self._outcome_of(item, run))
             run.finished = True
             if run.writer is not None:  # its last progress report goes before the outcome
                 await run.writer.finish(write=not outcome.cancelled)
@@ -747,6 +751,7 @@ class Consumer:
                 return self._cancelled(item)
             if claim in self.expired:
                 return self._timed_out(item, timeout)
+            tracing.record_exception(exc)  # on the `run` span, when tracing
             # Permanent: no retry can fix it, so the task fails now, budget or not.
             final = isinstance(exc, Permanent)
             error = describe(exc)

@@ -33,7 +33,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import codec, queries, queues, registry, transitions
+from shared import codec, queries, queues, registry, tracing, transitions
 from shared.errors import ValidationFailed
 from shared.events import task_events
 from shared.models import (
@@ -246,8 +246,12 @@ class Producer:
         queue: str | None = None,
         unique_key: str | None = None,
         depends_on: Sequence[str] | None = None,
+        traceparent: str | None = None,
     ) -> Task:
         """Create one task (as `POST /api/tasks`); returns it as stored, status included.
+
+        `traceparent` (W3C; default: the current OpenTelemetry span's, if any) is kept with
+        the task, so the worker's spans join that trace (SPEC section 13).
 
         `depends_on` names tasks of the same queue: the task waits until all completed
         (SPEC section 11); a whole graph at once is `enqueue_many` with refs.
@@ -273,20 +277,27 @@ class Producer:
                 "depends_on": None if depends_on is None else list(depends_on),
             }
         )
+        traceparent = traceparent or tracing.current_traceparent()
         if idempotency_key is not None:
             tasks, _ = await transitions.enqueue(
-                self.conn, [create], self.settings, idempotency_key=idempotency_key
+                self.conn,
+                [create],
+                self.settings,
+                idempotency_key=idempotency_key,
+                traceparent=traceparent,
             )
             return tasks[0]
-        return await self.submit(create)
+        return await self.submit(create, traceparent=traceparent)
 
-    async def submit(self, create: TaskCreate) -> Task:
-        """Create one task from a TaskCreate (as `enqueue`; the REST gateway's entry point).
+    async def submit(self, create: TaskCreate, *, traceparent: str | None = None) -> Task:
+        """Create one task from a TaskCreate (as `enqueue`; the REST gateway's entry point),
+        with the create's W3C `traceparent`, if any.
 
         With nothing in flight the task goes out alone, in one round trip. Calls made while
         another is in flight are queued and all go out together in the next script call.
         """
-        task = transitions.prepare(create, self.settings)  # a bad task fails alone, here
+        # A bad task fails alone, here.
+        task = transitions.prepare(create, self.settings, traceparent=traceparent)
         if self._sending:
             future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
             self._queued.append((task, future))
@@ -339,7 +350,11 @@ class Producer:
             self._send_queued()
 
     async def enqueue_many(
-        self, items: Iterable[CreateLike], *, idempotency_key: str | None = None
+        self,
+        items: Iterable[CreateLike],
+        *,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
     ) -> list[Task]:
         """Create many tasks in one atomic script call: all are created, or none is.
 
@@ -353,7 +368,11 @@ class Producer:
         if not creates:
             return []
         tasks, _ = await transitions.enqueue(
-            self.conn, creates, self.settings, idempotency_key=idempotency_key
+            self.conn,
+            creates,
+            self.settings,
+            idempotency_key=idempotency_key,
+            traceparent=traceparent or tracing.current_traceparent(),
         )
         return tasks
 

@@ -417,3 +417,10 @@ async def cancels_requested(
             pipe.hget(k.task(task_id), codec.F_CANCEL_REQUESTED)
         replies = await guarded(pipe.execute())
     return [task_id for task_id, flag in zip(task_ids, replies, strict=True) if flag == "1"]
+
+
+async def traceparent(conn: Conn, task_id: str, *, queue: str | None = None) -> str | None:
+    """The W3C traceparent a task was created with (SPEC section 13), or None; read only by
+    a notifier that traces, for a completion webhook's `notify` span."""
+    read = conn.redis.hget(conn.queue(queue).task(task_id), codec.F_TRACEPARENT)
+    return cast("str | None", await guarded(read))

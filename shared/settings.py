@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     log_format: Literal["plain", "json"] = "plain"
     log_level: str = "INFO"
     smtp_connections: int = Field(default=4, ge=1, le=64)  # SMTP sessions one notifier keeps
+    # SPEC section 13: the standard OpenTelemetry variables that turn tracing on (shared/
+    # tracing.py); an endpoint set means spans are exported over OTLP/HTTP, none means none.
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    otel_service_name: str = ""  # default: taskqueue-<service>
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: str = "otlp"  # "none" turns tracing off, as for the SDK
 
     @field_validator("redis_url", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from shared import codec, queues, registry, workflows
+from shared import codec, queues, registry, tracing, workflows
 from shared.errors import (
     DependencyNotFound,
     DependencyUnmet,
@@ -55,6 +55,8 @@ class Claimed:
     token: str
     owner: str
     poison: str | None = None  # the record did not decode: fail it with this error, do not run
+    traceparent: str | None = None  # the create's trace (SPEC section 13), when it had one
+    due: str | None = None  # when a retry was due (ms), for the `wait` span
 
     @property
     def key(self) -> tuple[str, str]:
@@ -85,17 +87,25 @@ class NewTask(NamedTuple):
     arg: str  # the same, as the script's JSON argument
 
 
-def prepare(create: TaskCreate, settings: Settings) -> NewTask:
-    """Validate one create body against its type; ValidationFailed (a 400) when it is not."""
-    return prepare_all([create], settings, batch=False)[0]
+def prepare(create: TaskCreate, settings: Settings, *, traceparent: str | None = None) -> NewTask:
+    """Validate one create body against its type; ValidationFailed (a 400) when it is not.
+    A valid W3C `traceparent` is kept with the task (a malformed one is ignored)."""
+    return prepare_all([create], settings, batch=False, traceparent=traceparent)[0]
 
 
 def prepare_all(
-    creates: Sequence[TaskCreate], settings: Settings, *, batch: bool = True
+    creates: Sequence[TaskCreate],
+    settings: Settings,
+    *,
+    batch: bool = True,
+    traceparent: str | None = None,
 ) -> list[NewTask]:
     """`prepare` for the creates of one call, their `depends_on` and refs resolved into ids
     (`workflows.link`, SPEC section 11)."""
     specs = [_spec(create, settings) for create in creates]
+    if traceparent and (traceparent := tracing.valid_traceparent(traceparent)):
+        for spec in specs:  # absent, not null: a create without one stays as short
+            spec["traceparent"] = traceparent
     if any(create.depends_on or create.ref for create in creates):
         workflows.link(creates, specs, batch=batch)
         for spec in specs:
@@ -207,9 +217,10 @@ async def enqueue(
     *,
     idempotency_key: str | None = None,
     now_ms: int | None = None,
+    traceparent: str | None = None,
 ) -> tuple[list[Task], bool]:
     """Create tasks atomically (all or nothing) in one round trip. Returns (tasks, replayed)."""
-    tasks = prepare_all(creates, settings)
+    tasks = prepare_all(creates, settings, traceparent=traceparent)
     return await enqueue_prepared(conn, tasks, idempotency_key=idempotency_key, now_ms=now_ms)
 
 
@@ -413,8 +424,10 @@ def _claimed(fields: dict[str, str], owner: str, queue: str | None = None) -> Cl
         fields.setdefault(codec.F_QUEUE, queue)  # written before named queues: in its key
     attempt = int(fields[codec.F_ATTEMPT])  # claim.lua just set it with HINCRBY
     token = fields.get(codec.F_TOKEN, "")
+    # The record's HGETALL holds these only when set: no read of their own.
+    trace, due = fields.get(codec.F_TRACEPARENT), fields.get(codec.F_DUE)
     try:
-        return Claimed(codec.decode_task_strict(fields), attempt, token, owner)
+        return Claimed(codec.decode_task_strict(fields), attempt, token, owner, None, trace, due)
     except codec.CorruptRecord as exc:
         task = codec.salvage_task(fields, str(exc))
         return Claimed(task, attempt, token, owner, poison=str(exc))

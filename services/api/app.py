@@ -11,12 +11,11 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import errors
 from services.api.deps import ConnDep, require_api_key
 from services.api.fast_create import FastCreate
 from services.api.routes import bulk, events, queues, schedules, stats, tasks
 from services.api.schemas import ERROR_RESPONSES
-from shared import health, registry
+from shared import health, http_errors, registry, tracing
 from shared.models import Stats
 from shared.producer import Producer
 from shared.redis import create_redis
@@ -73,7 +72,8 @@ class BodyLimit:
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
     async def _refuse(self, send: Send) -> None:
-        response = errors.error_response(413, f"request body is larger than {self.max_bytes} bytes")
+        message = f"request body is larger than {self.max_bytes} bytes"
+        response = http_errors.error_response(413, message)
         await response({"type": "http"}, _empty_receive, send)
 
 
@@ -95,7 +95,8 @@ def create_app(settings: Settings) -> FastAPI:
             await health.warn_about_redis(app.state.conn, "api")
         except Exception as exc:  # Redis may come later: routes answer 503 until it does
             logger.warning("scripts not loaded at start (%s); they load on first use", exc)
-        yield
+        with tracing.configured(settings, "api"):  # SPEC section 13: with OTEL_* set
+            yield
         await app.state.events.aclose()
         await app.state.producer.aclose()
         await app.state.conn.aclose()
@@ -108,7 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.open_streams = 0
-    errors.install(app)
+    http_errors.install(app)
     protected = [Depends(require_api_key)]
     for prefix, in_schema in (("/api", True), ("", False)):
         app.include_router(
@@ -146,7 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 def _document_errors_as_400(app: FastAPI) -> None:
     """Drop FastAPI's automatic 422 answers from the OpenAPI document: invalid requests get
-    400 with the one error shape (errors.py), which every route documents."""
+    400 with the one error shape (shared/http_errors.py), which every route documents."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -201,7 +202,7 @@ async def readyz(conn: ConnDep) -> JSONResponse:
     reason = await health.redis_ready(conn)
     if reason is None:
         return JSONResponse({"status": "ok", "redis": "ok"})
-    response = errors.error_response(503, f"redis unavailable: {reason}")
+    response = http_errors.error_response(503, f"redis unavailable: {reason}")
     response.headers["Retry-After"] = str(health.READY_RETRY_AFTER_SECONDS)
     return response
 

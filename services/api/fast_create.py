@@ -19,8 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import errors
 from services.api.deps import key_refusal
+from shared import http_errors, tracing
 from shared.errors import TaskQueueError
 from shared.models import Task, TaskCreate
 from shared.producer import Producer
@@ -44,26 +44,31 @@ class FastCreate:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in PATHS:
             return await self.app(scope, receive, send)
         message = await receive()
-        create = self._plain_create(scope, message)
-        if create is None:
+        plain = self._plain_create(scope, message)
+        if plain is None:
             return await self.app(scope, _replay(message, receive), send)
+        create, traceparent = plain
         producer: Producer = scope["app"].state.producer
         response: Response
         try:
-            task = await producer.submit(create)
-        except TaskQueueError as exc:  # the same answers as the FastAPI route (errors.py)
-            response = errors.domain_error(exc)
+            with tracing.create_span("api", traceparent, create.type) as trace:
+                task = await producer.submit(create, traceparent=trace)
+        except TaskQueueError as exc:  # the same answers as the FastAPI route
+            response = http_errors.domain_error(exc)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            response = errors.redis_down(exc)
+            response = http_errors.redis_down(exc)
         else:
             response = Response(_TASK_JSON.dump_json(task), 201, media_type="application/json")
         await response(scope, receive, send)
 
-    def _plain_create(self, scope: Scope, message: Message) -> TaskCreate | None:
-        """The body as a TaskCreate when this request takes the plain path, else None."""
+    def _plain_create(
+        self, scope: Scope, message: Message
+    ) -> tuple[TaskCreate, bytes | None] | None:
+        """The body as a TaskCreate, with the request's traceparent header (SPEC section 13),
+        when this request takes the plain path, else None."""
         if message["type"] != "http.request":
             return None
-        content_type = authorization = None
+        content_type = authorization = traceparent = None
         for name, value in scope["headers"]:  # the first of repeated headers, as Starlette
             if name == b"content-type" and content_type is None:
                 content_type = value
@@ -71,6 +76,8 @@ class FastCreate:
                 authorization = value
             elif name == b"idempotency-key":
                 return None
+            elif name == b"traceparent" and traceparent is None:
+                traceparent = value
         # FastAPI parses application/json (parameters allowed) and nothing else by default.
         if content_type is None or content_type.partition(b";")[0].strip().lower() != (
             b"application/json"
@@ -82,7 +89,9 @@ class FastCreate:
             # The stdlib parser, as FastAPI's: orjson reads big integers and some numbers
             # differently, and the stored payload must not depend on the route taken.
             data: Any = json.loads(message.get("body", b""))
-            return TaskCreate.model_validate(data) if isinstance(data, dict) else None
+            if isinstance(data, dict):
+                return TaskCreate.model_validate(data), traceparent
+            return None
         except Exception:  # not JSON, too deep, or invalid: the route gives its own answer
             return None
 

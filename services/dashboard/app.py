@@ -18,9 +18,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.dashboard import errors, routes
+from services.dashboard import routes
 from services.dashboard.hub import Hub
-from shared import health, monitoring, registry
+from shared import health, http_errors, monitoring, registry
 from shared.redis import create_redis
 from shared.request_guard import RequestGuard
 from shared.settings import Settings
@@ -75,7 +75,7 @@ def create_app(settings: Settings, *, tick_seconds: float | None = None) -> Fast
         openapi_url=None,
     )
     app.state.settings = settings
-    errors.install(app)
+    http_errors.install(app)
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_api_route("/", _index, methods=["GET"], include_in_schema=False)
@@ -144,7 +144,7 @@ async def _readyz(request: Request) -> JSONResponse:
     reason = await health.redis_ready(request.app.state.conn)
     if reason is None:
         return JSONResponse({"status": "ok", "redis": "ok"})
-    response = errors.error_response(503, f"redis unavailable: {reason}")
+    response = http_errors.error_response(503, f"redis unavailable: {reason}")
     response.headers["Retry-After"] = str(health.READY_RETRY_AFTER_SECONDS)
     return response
 

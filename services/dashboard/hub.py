@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from shared import codec, heartbeats, monitoring, queries, queue_views
+from shared import codec, heartbeats, monitoring, queries, queue_views, sse
 from shared.errors import RedisUnavailable
 from shared.events import task_events
 from shared.redis import Conn
@@ -42,8 +42,8 @@ RESYNC = b"resync"
 
 
 def frame(event: str, body: dict[str, Any]) -> bytes:
-    """One Server-Sent Events frame; compact JSON never contains a newline."""
-    return b"event: " + event.encode() + b"\ndata: " + codec.dumps(body).encode() + b"\n\n"
+    """One Server-Sent Events frame, encoded once for every page that gets it."""
+    return sse.event(event, codec.dumps(body))
 
 
 class Client:

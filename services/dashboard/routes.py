@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +29,7 @@ from shared import (
     queues,
     registry,
     schedules,
+    sse,
     transitions,
 )
 from shared.auth import auth_enabled
@@ -40,7 +41,6 @@ from shared.redis import Conn
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api")
-KEEPALIVE_SECONDS = 15.0
 MAX_STREAMS = 200
 QueueName = Annotated[str, Path(pattern=QUEUE_NAME_PATTERN, max_length=64)]
 
@@ -109,40 +109,42 @@ async def _full(hub: Hub) -> bytes | None:
 
 
 async def _stream(hub: Hub, client: Client) -> AsyncIterator[bytes]:
+    first = await _full(hub)
+    yield sse.RETRY + (first or frame("trouble", {"error": "redis unavailable"}))
+    behind = first is None  # the page has no full picture yet
+    while True:
+        try:
+            data = await asyncio.wait_for(client.queue.get(), sse.KEEPALIVE_SECONDS)
+        except TimeoutError:
+            yield sse.KEEPALIVE
+            continue
+        if data is None:
+            return
+        if data == RESYNC or (behind and data.startswith(b"event: update")):
+            full = await _full(hub)
+            behind = full is None
+            data = full or frame("trouble", {"error": "redis unavailable"})
+        yield data
+
+
+async def _page(request: Request, _: auth.Viewer) -> AsyncIterator[Client]:
+    """A page's place among the hub's clients, from before its stream starts (a full
+    dashboard answers 429) until after it ends."""
+    hub = _hub(request)
+    if len(hub.clients) >= MAX_STREAMS:
+        raise sse.TooManyStreams(MAX_STREAMS, "dashboard streams", "dashboard")
+    client = Client()
+    hub.clients.add(client)
     try:
-        first = await _full(hub)
-        yield b"retry: 2000\n\n" + (first or frame("trouble", {"error": "redis unavailable"}))
-        behind = first is None  # the page has no full picture yet
-        while True:
-            try:
-                data = await asyncio.wait_for(client.queue.get(), KEEPALIVE_SECONDS)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            if data is None:
-                return
-            if data == RESYNC or (behind and data.startswith(b"event: update")):
-                full = await _full(hub)
-                behind = full is None
-                data = full or frame("trouble", {"error": "redis unavailable"})
-            yield data
+        yield client
     finally:
         hub.clients.discard(client)
 
 
-@router.get("/stream")
-async def stream(request: Request, _: auth.Viewer) -> StreamingResponse:
+@router.get("/stream", response_class=StreamingResponse)
+async def stream(request: Request, client: Annotated[Client, Depends(_page)]) -> StreamingResponse:
     """Server-Sent Events: a `snapshot`, then an `update` every tick (never one per event)."""
-    hub = _hub(request)
-    if len(hub.clients) >= MAX_STREAMS:
-        raise RedisUnavailable(f"too many open dashboard streams (limit {MAX_STREAMS})")
-    client = Client()
-    hub.clients.add(client)
-    return StreamingResponse(
-        _stream(hub, client),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse.response(_stream(_hub(request), client))
 
 
 @router.get("/tasks")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from services.notifier import signing
 from services.notifier.webhooks import Poster, PostResult
-from shared import codec, deliveries, queries, queues
+from shared import codec, deliveries, queries, queues, tracing
 from shared.deliveries import DeliveryClaim
 from shared.models import WebhookDelivery
 from shared.redis import Conn
@@ -117,7 +117,7 @@ class Outbox:
             return
         raw = body.encode()
         headers = signing.webhook_headers(self.secrets, claim.delivery_id, raw)
-        result = await self.poster.post(claim.url, raw, headers)
+        result = await self._post(claim, raw, headers)
         if result.ok:
             outcome, retry_at = "delivered", None
         elif result.refused:
@@ -139,6 +139,18 @@ class Outbox:
             result.status_code or result.error,
             extra={"task_id": claim.task_id},
         )
+
+    async def _post(self, claim: DeliveryClaim, raw: bytes, headers: dict[str, str]) -> PostResult:
+        """POST one attempt; when the notifier traces, in a `notify` span of the task's trace
+        (SPEC section 13), whose traceparent the request carries too."""
+        if tracing.tracer_for("notifier") is None:
+            return await self.poster.post(claim.url, raw, headers)
+        parent = await queries.traceparent(self.conn, claim.task_id, queue=claim.queue)
+        with tracing.notify_span("notifier", "webhook", claim.task_id, claim.url, parent) as span:
+            tracing.inject(span, headers)
+            result = await self.poster.post(claim.url, raw, headers)
+            tracing.delivered(span, result.status_code, result.error)
+        return result
 
     async def _body(self, claim: DeliveryClaim) -> str | None:
         """The JSON body, built from the task as it ended; kept for retries by record_delivery."""

@@ -15,7 +15,7 @@ from services.notifier.outbox import Outbox
 from services.notifier.smtp import Mailer, SmtpMailer
 from services.notifier.tasks import NotifyHandlers
 from services.notifier.webhooks import HttpPoster, Poster
-from shared import health
+from shared import health, tracing
 from shared.consumer import Consumer
 from shared.keys import Lane
 from shared.queue_selection import QueueSelection
@@ -31,7 +31,8 @@ async def main(settings: Settings) -> None:
     stop = stop_event_on_signals()
     async with connect(settings) as conn:
         await health.warn_about_redis(conn, SERVICE)
-        await run_notifier(conn, settings, stop)
+        with tracing.configured(settings, SERVICE):  # SPEC section 13: with OTEL_* set
+            await run_notifier(conn, settings, stop)
 
 
 async def run_notifier(

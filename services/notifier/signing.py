@@ -1,12 +1,18 @@
-"""Standard Webhooks signatures (webhook-id, webhook-timestamp, webhook-signature headers)."""
+"""Standard Webhooks signatures (webhook-id, webhook-timestamp, webhook-signature headers).
+
+The signatures come from the `standardwebhooks` reference package. Secrets are decoded here,
+not by it: it pads and decodes leniently, so a mistyped secret would sign with a wrong key
+instead of failing at start.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import time
+from datetime import UTC, datetime
+
+from standardwebhooks.webhooks import Webhook
 
 from shared.settings import Settings
 
@@ -18,17 +24,20 @@ def parse_secrets(raw: str, *, name: str = "WEBHOOK_SECRET") -> list[bytes]:
     spaces or commas while a secret is rotated (each signs, so receivers accept either).
     Empty: unsigned.
 
-    Raises ValueError for a secret that is not base64, so a typo fails at start, not silently.
+    Raises ValueError for a secret that is not base64 (or is empty), so a typo fails at start,
+    not silently.
     """
     secrets = []
     for part in raw.replace(",", " ").split():
-        encoded = part.removeprefix(SECRET_PREFIX)
         try:
-            secrets.append(base64.b64decode(encoded, validate=True))
-        except (binascii.Error, ValueError) as exc:
+            key = base64.b64decode(part.removeprefix(SECRET_PREFIX), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not key:
             raise ValueError(
                 f"{name} must be 'whsec_' followed by base64 (Standard Webhooks format)"
-            ) from exc
+            )
+        secrets.append(key)
     return secrets
 
 
@@ -47,12 +56,10 @@ def secrets_from(settings: Settings) -> tuple[list[bytes], list[bytes]]:
 
 
 def signature(secrets: list[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
-    """The webhook-signature value: `v1,<base64 HMAC-SHA256>` per secret, space separated."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    return " ".join(
-        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-        for key in secrets
-    )
+    """The webhook-signature value: `v1,<base64 HMAC-SHA256>` per secret, space separated.
+    `body` is UTF-8 (it is always JSON text), so its text signs the same bytes."""
+    at, text = datetime.fromtimestamp(timestamp, UTC), body.decode()
+    return " ".join(Webhook(key).sign(msg_id, at, text) for key in secrets)
 
 
 def webhook_headers(

@@ -9,7 +9,7 @@ from typing import Any
 from services.notifier import signing
 from services.notifier.smtp import Mailer
 from services.notifier.webhooks import Poster
-from shared import codec
+from shared import codec, tracing
 from shared.models import Task
 from shared.registry import Handler, TaskContext
 from shared.settings import Settings
@@ -76,14 +76,18 @@ class NotifyHandlers:
 
     async def email(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
         message = build_message(payload, ctx.task, self.settings)
-        reply = await self.mailer.send(message)
+        with tracing.notify_span("notifier", "email", ctx.task.id):
+            reply = await self.mailer.send(message)
         return {"to": message["To"], "subject": message["Subject"], "smtp_reply": reply}
 
     async def webhook(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
         url, body, headers = webhook_request(payload, ctx.task)
         msg_id = f"msg_{ctx.task.id.replace('-', '')}"
         headers.update(signing.webhook_headers(self.task_secrets, msg_id, body))
-        result = await self.poster.post(url, body, headers)
+        with tracing.notify_span("notifier", "webhook", ctx.task.id, url) as span:
+            tracing.inject(span, headers)  # the receiver may join the trace
+            result = await self.poster.post(url, body, headers)
+            tracing.delivered(span, result.status_code, result.error)
         if not result.ok:
             raise WebhookTaskFailed(result.error or f"HTTP {result.status_code}")
         return {"status_code": result.status_code, "duration_ms": result.duration_ms}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from shared import health, registry
+from shared import health, registry, tracing
 from shared.consumer import Consumer
 from shared.keys import Lane
 from shared.queue_selection import QueueSelection
@@ -37,4 +37,5 @@ async def main(settings: Settings) -> None:
             lookup=handler_for,
             queues=QueueSelection.parse(settings.worker_queues),
         )
-        await consumer.run(stop)
+        with tracing.configured(settings, SERVICE):  # SPEC section 13: with OTEL_* set
+            await consumer.run(stop)

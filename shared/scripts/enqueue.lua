@@ -11,9 +11,11 @@
 -- ARGV[3] -> idempotency key in use: '1' or ''; 'tick': each task (its spec has schedule
 --            and tick) is a schedule's tick, created once however often it is sent
 -- ARGV[4..] -> one JSON spec per task: {id, queue, type, payload, priority, max_retries,
---              run_at, webhook, timeout, lane, unique_key, depends_on, purge_ms}; payload is
---              JSON text already; depends_on (ids of this queue's tasks, or of earlier tasks
---              of this call) and purge_ms (RESULT_TTL in ms) only for a task with dependencies
+--              run_at, webhook, timeout, lane, unique_key, depends_on, purge_ms,
+--              traceparent}; payload is JSON text already; depends_on (ids of this queue's
+--              tasks, or of earlier tasks of this call) and purge_ms (RESULT_TTL in ms) only
+--              for a task with dependencies; traceparent (W3C, checked by the caller) only
+--              when the create had one: the claim's HGETALL hands it to the worker
 --
 -- A task with dependencies (SPEC section 11) is 'waiting' while one is not completed yet,
 -- 'cancelled' at once (its error naming it) when one already failed or was cancelled, else
@@ -122,6 +124,9 @@ for _, spec in ipairs(specs) do
     table.insert(fields, 'timeout'); table.insert(fields, spec.timeout)
   end
   if spec.schedule then table.insert(fields, 'schedule'); table.insert(fields, spec.schedule) end
+  if spec.traceparent then
+    table.insert(fields, 'traceparent'); table.insert(fields, spec.traceparent)
+  end
   redis.call('HSET', key, unpack(fields))
   if spec.depends_on then
     for _, dep in ipairs(spec.depends_on) do

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 
 import pytest
@@ -77,3 +79,18 @@ def test_webhook_task_secret_sharing_a_key_with_webhook_secret_is_refused(task_s
 def test_malformed_webhook_task_secret_is_named() -> None:
     with pytest.raises(ValueError, match="WEBHOOK_TASK_SECRET"):
         signing.secrets_from(Settings(webhook_task_secret="whsec_not base64!", _env_file=None))
+
+
+def test_a_secret_that_decodes_to_nothing_is_refused() -> None:
+    """`whsec_` alone would sign with an empty key (the reference package refuses one too)."""
+    with pytest.raises(ValueError, match="whsec_"):
+        signing.parse_secrets("whsec_")
+
+
+def test_a_non_ascii_body_signs_its_utf8_bytes() -> None:
+    """The package signs text: a UTF-8 body's text gives the HMAC of its bytes, unchanged."""
+    [key] = signing.parse_secrets(SECRET)
+    body = '{"name":"Zoë ✓","n":1}'.encode()
+    mac = hmac.new(key, b"msg_u.1700000000." + body, hashlib.sha256).digest()
+    expected = "v1," + base64.b64encode(mac).decode()
+    assert signing.signature([key], "msg_u", 1700000000, body) == expected

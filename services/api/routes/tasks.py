@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from services.api.deps import ConnDep, QueueName, SettingsDep
 from services.api.schemas import ERROR_RESPONSES, BatchCreate, BatchCreated, RetryAccepted
-from shared import queries, transitions
+from shared import queries, tracing, transitions
 from shared.auth import auth_enabled
 from shared.errors import ValidationFailed
 from shared.keys import client_idempotency_key
@@ -19,6 +19,8 @@ from shared.settings import Settings
 
 router = APIRouter(tags=["tasks"], responses=ERROR_RESPONSES)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+# SPEC section 13: W3C Trace Context; a malformed one is ignored, never a 400.
+TraceParent = Annotated[str | None, Header(include_in_schema=False)]
 
 
 def _idempotency(key: str | None, request: Request, settings: Settings) -> str | None:
@@ -53,12 +55,16 @@ async def create_task(
     conn: ConnDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
+    traceparent: TraceParent = None,
 ) -> Task:
-    if idempotency_key is None:
-        producer: Producer = request.app.state.producer
-        return await producer.submit(body)
-    key = _idempotency(idempotency_key, request, settings)
-    tasks, replayed = await transitions.enqueue(conn, [body], settings, idempotency_key=key)
+    with tracing.create_span("api", traceparent, body.type) as trace:
+        if idempotency_key is None:
+            producer: Producer = request.app.state.producer
+            return await producer.submit(body, traceparent=trace)
+        key = _idempotency(idempotency_key, request, settings)
+        tasks, replayed = await transitions.enqueue(
+            conn, [body], settings, idempotency_key=key, traceparent=trace
+        )
     if replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
@@ -78,9 +84,14 @@ async def create_batch(
     conn: ConnDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
+    traceparent: TraceParent = None,
 ) -> BatchCreated:
     key = _idempotency(idempotency_key, request, settings)
-    tasks, replayed = await transitions.enqueue(conn, body.tasks, settings, idempotency_key=key)
+    kinds = ",".join(sorted({item.type for item in body.tasks}))
+    with tracing.create_span("api", traceparent, kinds, len(body.tasks)) as trace:
+        tasks, replayed = await transitions.enqueue(
+            conn, body.tasks, settings, idempotency_key=key, traceparent=trace
+        )
     if replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"

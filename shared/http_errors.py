@@ -1,4 +1,5 @@
-"""The one table from errors to HTTP answers: always `{"error": ..., "details": [...]}`."""
+"""The one table from errors to HTTP answers, for the api and the dashboard alike: always
+`{"error": ..., "details": [...]}` (SPEC section 3), never a 500 with a trace."""
 
 from __future__ import annotations
 
@@ -22,22 +23,12 @@ from shared.errors import (
     ValidationFailed,
 )
 from shared.queue_views import UnknownQueue
+from shared.sse import TooManyStreams
 
 logger = logging.getLogger(__name__)
 
-
-class TooManyStreams(TaskQueueError):
-    """The API instance already serves its limit of open event streams."""
-
-    retry_after_seconds = 5
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"too many open event streams (limit {limit} per API instance); "
-            "close one or retry later"
-        )
-
-
+# Subclasses answer as their base: DependencyNotFound and ScheduleNotFound as TaskNotFound,
+# DependencyUnmet as InvalidTransition, ReplicationTimeout as RedisUnavailable.
 STATUS_BY_ERROR: dict[type[TaskQueueError], int] = {
     ValidationFailed: 400,
     TaskNotFound: 404,
@@ -64,6 +55,7 @@ def domain_error(exc: TaskQueueError) -> JSONResponse:
 
 
 def redis_down(exc: Exception) -> JSONResponse:
+    """A 503 for a redis-py error that reached a route unwrapped."""
     response = error_response(503, f"redis unavailable: {exc}")
     response.headers["Retry-After"] = str(RedisUnavailable.retry_after_seconds)
     return response
@@ -86,6 +78,14 @@ def _summary(errors: list[dict[str, Any]]) -> str:
     return f"invalid request: {where}: {first['msg']}{more}"
 
 
+def invalid_request(exc: RequestValidationError) -> JSONResponse:
+    """A 400 naming the first invalid field (and how many more)."""
+    details = _clean(list(exc.errors()))
+    if any(d["type"] == "json_invalid" for d in details):
+        return error_response(400, "malformed JSON body", details)
+    return error_response(400, _summary(details), details)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the JSON error shape."""
 
@@ -95,10 +95,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = _clean(list(exc.errors()))
-        if any(d["type"] == "json_invalid" for d in details):
-            return error_response(400, "malformed JSON body", details)
-        return error_response(400, _summary(details), details)
+        return invalid_request(exc)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
