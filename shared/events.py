@@ -387,8 +387,7 @@ class ShardedFanout(Fanout):
             readers, self._readers = list(self._readers.values()), {}
             self._listed.clear()
             self.subscribed.clear()
-            for reader in readers:
-                await _stop(reader.task)
+            await _stop_all([reader.task for reader in readers])
 
 
 class _QueueReader:
@@ -481,6 +480,18 @@ async def _keep_subscribed(
         dispatch(None)
         await asyncio.sleep(pause)
         pause = min(pause * 2, MAX_RETRY_SECONDS)
+
+
+async def _stop_all(tasks: list[asyncio.Task[None]]) -> None:
+    """`_stop` every task, and wait for all of them even while the caller is cancelled again
+    (`_stop` on the caller repeats its cancel): a task left behind would subscribe for ever,
+    and one nobody references any more is destroyed mid-read by the garbage collector."""
+    stopping = asyncio.gather(*(_stop(task) for task in tasks))
+    while not stopping.done():
+        try:
+            await asyncio.shield(stopping)
+        except asyncio.CancelledError:
+            continue
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

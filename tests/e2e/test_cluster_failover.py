@@ -286,8 +286,12 @@ def _wait_stream_caught_up(reader: EventReader, load: Load) -> None:
     it a moment after the task reads as completed over HTTP)."""
 
     def caught_up() -> bool:
+        # A stream that opened after the last create owes nothing, and keeps the promise too.
+        connections = list(reader.connections)
+        if not connections or connections[-1].closed is not None:
+            return False  # between two streams: the client reopens after `retry:`
         owed, delivered = _owed(reader, load)
-        return bool(owed) and not owed - delivered
+        return not owed - delivered
 
     try:
         wait_until_sync(caught_up, timeout=10, message="every completion the stream owes")
