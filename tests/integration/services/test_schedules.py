@@ -12,11 +12,12 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from services.scheduler.schedules import schedule_loop
-from shared import codec, keys, queries, schedules
+from shared import codec, events, keys, queries, schedules
 from shared.keys import Keys
 from shared.redis import Conn, create_redis
 from shared.schedules import ScheduleBody
@@ -254,18 +255,24 @@ async def test_the_fired_event_names_the_schedule_and_its_tick(
 ) -> None:
     queue = queue_for(conn)
     [name] = await make(conn, settings, 1, queue)
-    pubsub = conn.redis.pubsub() if conn.topology != "cluster" else None
-    if pubsub is None:
-        pytest.skip("classic pub/sub is read through one node here; covered on one Redis")
-    await pubsub.subscribe(keys.EVENTS_CHANNEL)
-    await pubsub.get_message(timeout=1)  # the subscribe confirmation
-    result = await schedules.fire_due(conn, now_ms=T0 + 1000)
-    assert result.created == 1
-    events = []
-    while (message := await pubsub.get_message(timeout=1)) is not None:
-        if message["type"] == "message":
-            events.append(codec.loads(message["data"]))
-    await pubsub.aclose()
-    [fired] = [e for e in events if e["event"] == "schedule.fired"]
+    subscribed = asyncio.Event()
+    messages = events.subscribe(conn, keys.EVENTS_CHANNEL, subscribed=subscribed)
+
+    async def first_fired() -> dict[str, Any]:
+        async for raw in messages:
+            event: dict[str, Any] = codec.loads(raw)
+            if event.get("event") == "schedule.fired":
+                return event
+        raise AssertionError("the subscription ended")
+
+    reader = asyncio.create_task(first_fired())
+    try:
+        await asyncio.wait_for(subscribed.wait(), 5)
+        result = await schedules.fire_due(conn, now_ms=T0 + 1000)
+        assert result.created == 1
+        fired = await asyncio.wait_for(reader, 5)
+    finally:
+        reader.cancel()
+        await messages.aclose()
     assert fired["schedule"] == name and fired["tick_ms"] == T0 + 1000
     assert fired["task_id"] == (await schedules.get(conn, name)).last_task_id
