@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from shared.settings import Settings
+from shared.traceparent import valid_traceparent
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -34,27 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # W3C Trace Context: version-traceid-parentid-flags; a later version may append fields.
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
-MAX_HEADER_CHARS = 512  # longer is not a traceparent we keep (what we keep is 55 chars)
 _NO_SPAN: AbstractContextManager[Any] = nullcontext()
 EXPORT_ON_EXIT_SECONDS = 3.0
-
-
-def valid_traceparent(value: str | bytes | None) -> str | None:
-    """`value` as the 55-character version-00 traceparent to store, or None when it is absent
-    or malformed (a create is never refused for it; W3C says to ignore such a header)."""
-    if not value or len(value) > MAX_HEADER_CHARS:
-        return None
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
-    match = _TRACEPARENT.fullmatch(text.strip())
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if version == "ff" or (version == "00" and rest):
-        return None
-    if not int(trace_id, 16) or not int(span_id, 16):  # all zeros: invalid
-        return None
-    return f"00-{trace_id}-{span_id}-{flags}"
 
 
 class Tracing:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from shared import codec, queues, registry, tracing, workflows
+from shared import codec, queues, registry, workflows
 from shared.errors import (
     DependencyNotFound,
     DependencyUnmet,
@@ -31,6 +31,7 @@ from shared.models import MAX_PAYLOAD_BYTES, Task, TaskCreate, TaskStatus
 from shared.queries import get_task, get_tasks
 from shared.redis import Conn, guarded, is_missing_script, is_unavailable
 from shared.settings import Settings
+from shared.traceparent import valid_traceparent
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # Tasks one enqueue call creates at most: one atomic script holds Redis for its length
@@ -103,7 +104,7 @@ def prepare_all(
     """`prepare` for the creates of one call, their `depends_on` and refs resolved into ids
     (`workflows.link`, SPEC section 11)."""
     specs = [_spec(create, settings) for create in creates]
-    if traceparent and (traceparent := tracing.valid_traceparent(traceparent)):
+    if traceparent and (traceparent := valid_traceparent(traceparent)):
         for spec in specs:  # absent, not null: a create without one stays as short
             spec["traceparent"] = traceparent
     if any(create.depends_on or create.ref for create in creates):

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import logging
 
+from services.scheduler import wake
 from shared import codec, queues, transitions
 from shared.errors import RedisUnavailable
-from shared.events import subscribe
 from shared.redis import Conn
 
 logger = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ async def promote_loop(conn: Conn, stop: asyncio.Event, lead_seconds: float = 0.
     """Sleep until `lead_seconds` before the earliest due time; a wake-up message cuts the
     sleep short. The consumers wait out the lead, so tasks start at their due time."""
     woken = asyncio.Event()
-    listener = asyncio.create_task(_listen(conn, woken))
+    listener = asyncio.create_task(wake.listen(conn, woken, "promotion"))
     try:
         while not stop.is_set():
             woken.clear()
@@ -40,7 +40,7 @@ async def promote_loop(conn: Conn, stop: asyncio.Event, lead_seconds: float = 0.
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        _either(woken, stop), timeout=min(delay, IDLE_CHECK_SECONDS)
+                        wake.either(woken, stop), timeout=min(delay, IDLE_CHECK_SECONDS)
                     )
     finally:
         listener.cancel()
@@ -73,26 +73,3 @@ async def promote_all(conn: Conn, lead_seconds: float) -> tuple[int, int | None]
         retry_at = codec.now_ms() + UNREACHABLE_RETRY_MS
         earliest = retry_at if earliest is None else min(earliest, retry_at)
     return moved, earliest
-
-
-async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
-    waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waits:
-            waiter.cancel()
-
-
-async def _listen(conn: Conn, woken: asyncio.Event) -> None:
-    """Set `woken` whenever a script announces an earlier due time; resubscribe on errors."""
-    while True:
-        try:
-            async for _ in subscribe(conn, conn.keys.scheduler_wake):
-                woken.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.warning("wake-up subscription lost (%s); resubscribing", exc)
-            woken.set()
-            await asyncio.sleep(1)

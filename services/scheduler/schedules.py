@@ -11,9 +11,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from services.scheduler import wake
 from shared import codec, schedules
-from shared.events import subscribe
-from shared.keys import SCHEDULER_WAKE_CHANNEL
 from shared.redis import Conn
 from shared.settings import Settings
 
@@ -46,7 +45,7 @@ async def schedule_loop(
 
     await schedules.declare_periodic(conn, settings)
     woken = asyncio.Event()
-    listener = asyncio.create_task(_listen(conn, woken))
+    listener = asyncio.create_task(wake.listen(conn, woken, "schedule"))
     try:
         while not stop.is_set():
             woken.clear()
@@ -67,32 +66,9 @@ async def schedule_loop(
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        _either(woken, stop), timeout=min(delay, IDLE_CHECK_SECONDS)
+                        wake.either(woken, stop), timeout=min(delay, IDLE_CHECK_SECONDS)
                     )
     finally:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
-
-
-async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
-    waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waits:
-            waiter.cancel()
-
-
-async def _listen(conn: Conn, woken: asyncio.Event) -> None:
-    """Set `woken` whenever a schedule gets an earlier tick; resubscribe on errors."""
-    while True:
-        try:
-            async for _ in subscribe(conn, SCHEDULER_WAKE_CHANNEL):
-                woken.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.warning("schedule wake-up subscription lost (%s); resubscribing", exc)
-            woken.set()
-            await asyncio.sleep(1)
