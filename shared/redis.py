@@ -264,28 +264,52 @@ class Conn:
     async def load_scripts(self) -> None:
         """Load every script, so a broken one fails at boot, not at first use: the Functions
         library on Redis 7 and later (every primary of a cluster), else SCRIPT LOAD."""
+        if self.topology == "cluster":
+            await self._load_on_primaries()
+            return
         info = await guarded(self.redis.info("server"))
-        if self.topology == "cluster":  # {node: info}: every node runs the same release
-            info = next(iter(info.values())) if "redis_version" not in info else info
         major = int(str(info["redis_version"]).split(".")[0])
         if major < 7 and self.events_mode != "classic":
             raise RedisUnavailable(
                 f"EVENTS_MODE={self.events_mode} needs Redis 7 or later (sharded pub/sub)"
             )
         if major >= 7:
-            _, code = function_library(self.events_mode)
-            try:
-                await guarded(self.redis.function_load(code))
-            except ResponseError as exc:
-                if "already exists" not in str(exc):
-                    raise
+            await self._load_library()
             self.use_functions = True
             return
-        if self.topology == "cluster":
-            raise RedisUnavailable("Redis Cluster needs Redis 7 or later (Redis Functions)")
         for script in self.scripts.values():
             await guarded(self.redis.script_load(script.source))
         self.use_functions = False
+
+    async def _load_library(self, **route: Any) -> None:
+        _, code = function_library(self.events_mode)
+        try:
+            await guarded(self.redis.execute_command("FUNCTION LOAD", code, **route))
+        except ResponseError as exc:
+            if "already exists" not in str(exc):  # the name carries the code's digest
+                raise
+
+    async def _load_on_primaries(self) -> None:
+        """The Functions library on each cluster primary that answers. A shard that is down
+        does not stop a service from starting and serving the other queues: it gets the
+        library when it is back, as after any failover (a missing function is reloaded and
+        the call retried). RedisUnavailable only when no primary answers."""
+        await guarded(self.redis.initialize())  # the topology; idempotent once read
+        answered: list[int] = []
+        unreachable: list[RedisUnavailable] = []
+        for node in self.redis.get_primaries():
+            try:
+                info = await guarded(self.redis.info("server", target_nodes=node))
+                answered.append(int(str(info["redis_version"]).split(".")[0]))
+                if answered[-1] >= 7:
+                    await self._load_library(target_nodes=node)
+            except RedisUnavailable as exc:
+                unreachable.append(exc)
+        if not answered:
+            raise unreachable[0] if unreachable else RedisUnavailable("no cluster primary")
+        if min(answered) < 7:
+            raise RedisUnavailable("Redis Cluster needs Redis 7 or later (Redis Functions)")
+        self.use_functions = True
 
     async def aclose(self) -> None:
         await self.redis.aclose()

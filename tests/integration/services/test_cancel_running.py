@@ -183,8 +183,9 @@ async def test_the_image_task_stops_within_two_seconds_and_reports_progress(
             stored = await queries.get_task(conn, done.id)
             assert stored.progress == 100 and stored.progress_message == "done"
 
-            long = make_settings(redis_server.url, image_task_seconds=30.0)
-            [task] = await seed_tasks(conn, long, type="image", payload="b.png")
+        # Seeded once the first worker has stopped, or that one (1 s images) may finish it.
+        long = make_settings(redis_server.url, image_task_seconds=30.0)
+        [task] = await seed_tasks(conn, long, type="image", payload="b.png")
         async with running(conn, long, {"image": simulate_image}):
             await wait_until(status_is(conn, task.id, "processing"), message="it to run")
             assert await cancel_and_time(conn, long, task.id) < CANCEL_WITHIN_SECONDS
