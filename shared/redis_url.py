@@ -203,7 +203,7 @@ def client(target: RedisTarget, options: dict[str, Any]) -> aioredis.Redis | Red
     if target.topology == "sentinel":
         node_options = {**options, **auth, **tls}
         node_options.pop("max_connections", None)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed in redis 8.2
             list(target.hosts),
             # Sentinels commonly share the data nodes' password; without one they get none.
             sentinel_kwargs={
