@@ -42,6 +42,7 @@ HandlerLookup = Callable[[str], Handler | None]
 ClaimKey = tuple[str, str]  # (task id, claim token): one run of a task (Claimed.key)
 CLAIM_GATHER_SECONDS = 0.002  # longest a free slot waits for others before a claim
 INBOX_WAIT_SECONDS = 1.0  # an inbox silent this long re-syncs the offers (a safety net)
+MAX_REPORT_BATCH = 500  # outcomes reported in one call at most (by the flusher or with a claim)
 MAX_EARLY_SECONDS = 1.0  # the longest a consumer waits for a promoted task's due time
 SERVED_REFRESH_SECONDS = 1.0
 # The longest pause before a queue whose shard could not be reached is tried again (its
@@ -405,18 +406,55 @@ class Consumer:
         return taken
 
     async def _claim(self, queue: str, count: int, *, offer: bool) -> transitions.ClaimReply:
-        return await transitions.claim_or_offer(
-            self.conn,
-            self.lane,
-            max(count, 0),
-            worker=self.name,
-            owner=self.instance_id,
-            lease_seconds=self.settings.task_lease_seconds,
-            offer=offer,
-            queue=queue,
-            offers_held=self.offers.get(queue, 0),
-            types=self.types,
-        )
+        """One claim call; the successful runs of `queue` still waiting for the flusher go
+        with it (complete_claim.lua): a single-slot worker reports a task and takes the next
+        in one round trip. Should the call fail, they go back to the flusher."""
+        completed = self._unreported_successes(queue)
+        try:
+            reply = await transitions.claim_or_offer(
+                self.conn,
+                self.lane,
+                max(count, 0),
+                worker=self.name,
+                owner=self.instance_id,
+                lease_seconds=self.settings.task_lease_seconds,
+                offer=offer,
+                queue=queue,
+                offers_held=self.offers.get(queue, 0),
+                types=self.types,
+                completed=[outcome for _, outcome in completed],
+                settings=self.settings,
+            )
+        except BaseException:
+            for item in completed:  # the flusher reports them (and splits out a bad one)
+                self.outcomes.put_nowait(item)
+            raise
+        if completed:
+            self._forget(completed, reply.codes)
+        return reply
+
+    def _unreported_successes(self, queue: str) -> list[tuple[ClaimKey, Outcome]]:
+        """Take the successful outcomes of `queue` out of the flusher's queue (in order; the
+        rest stay there in theirs). None while that queue has outcomes waiting for its shard:
+        those are reported in order, by the late reporter."""
+        if self.outcomes.empty() or queue in self.late:
+            return []
+        taken: list[tuple[ClaimKey, Outcome]] = []
+        kept: list[tuple[ClaimKey, Outcome] | None] = []
+        while not self.outcomes.empty():
+            item = self.outcomes.get_nowait()
+            if (
+                item is not None
+                and item[1].ok
+                and item[1].queue == queue
+                and len(taken) < MAX_REPORT_BATCH
+            ):
+                taken.append(item)
+            else:
+                kept.append(item)
+        for rest in kept:
+            self.outcomes.put_nowait(rest)
+        return taken
 
     def _take(self, queue: str, reply: transitions.ClaimReply) -> int:
         """Start what a claim took and note the queue's offers and limits; how many started."""
@@ -787,7 +825,7 @@ class Consumer:
             last = first is None
             if first is not None:
                 batch.append(first)
-            while not last and not self.outcomes.empty() and len(batch) < 500:
+            while not last and not self.outcomes.empty() and len(batch) < MAX_REPORT_BATCH:
                 item = self.outcomes.get_nowait()
                 last = item is None
                 if item is not None:

@@ -38,6 +38,7 @@ SCRIPT_NAMES = (
     "enqueue",
     "claim",
     "complete",
+    "complete_claim",
     "fail",
     "requeue",
     "promote_due",

@@ -12,7 +12,7 @@ import os
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -325,6 +325,8 @@ class ClaimReply:
     # The queue's rate limit had no token (or its concurrency limit no room) for all that
     # was wanted: claim it again at this server time (ms); None when not limited.
     retry_at_ms: int | None = None
+    # With `completed` (claim_or_offer): each completion's code, as report_outcomes gives it.
+    codes: list[str] = field(default_factory=list)
 
 
 async def claim(
@@ -364,6 +366,8 @@ async def claim_or_offer(
     queue: str | None = None,
     offers_held: int | None = None,
     types: Iterable[str] | str | None = None,
+    completed: Sequence[Outcome] = (),
+    settings: Settings | None = None,
 ) -> ClaimReply:
     """`claim`, for a consumer that also takes hand-overs: the owner's offers still unused
     are withdrawn and claimed with `count`, and with `offer` the slots left unfilled are
@@ -376,7 +380,11 @@ async def claim_or_offer(
 
     `types` are the task types the caller runs (None: every type; or comma-separated text):
     it never takes another (claim.lua parks such a task where only consumers that run its
-    type look)."""
+    type look).
+
+    `completed`: successful runs of this queue to complete first, in the same script call
+    (complete_claim.lua), so a consumer reports and takes its next task in one round trip;
+    their codes come back in `codes`. Needs `settings` (the result TTL)."""
     k = conn.queue(queue)
     keys = [
         k.counts,
@@ -400,14 +408,21 @@ async def claim_or_offer(
         lane,
         "*" if types is None else types if isinstance(types, str) else ",".join(sorted(types)),
     ]
-    withdrawn, offered, waiting, blocked, *records = await guarded(
-        conn.scripts["claim"](keys, args)
-    )
+    codes: list[str] = []
+    if completed:
+        assert settings is not None, "completions need the settings (RESULT_TTL)"
+        done_keys, done_args = _complete_call(k, completed, settings, codec.now_ms())
+        keys += done_keys[2:]  # counts and leases are claim.lua's first two keys already
+        raw_codes, reply = await guarded(conn.scripts["complete_claim"](keys, [*args, *done_args]))
+        codes = [str(code) for code in raw_codes]
+    else:
+        reply = await guarded(conn.scripts["claim"](keys, args))
+    withdrawn, offered, waiting, blocked, *records = reply
     claimed = [_claimed(codec.pairs_to_dict(flat), owner, k.queue) for flat in records]
     paused, retry_at = blocked == "paused", None
     if blocked and not paused:
         retry_at = int(blocked)
-    return ClaimReply(claimed, int(withdrawn), int(offered), int(waiting), paused, retry_at)
+    return ClaimReply(claimed, int(withdrawn), int(offered), int(waiting), paused, retry_at, codes)
 
 
 def handed_over(message: str, owner: str, queue: str | None = None) -> Claimed | None:

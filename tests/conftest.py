@@ -33,6 +33,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 # recurring-schedule suites.
 CLUSTER_SUITES = (
     "tests/integration/scripts/test_transitions.py",
+    "tests/integration/scripts/test_complete_claim.py",
     "tests/integration/scripts/test_handoff.py",
     "tests/integration/scripts/test_dependencies.py",
     "tests/integration/services/test_consumer.py",

@@ -588,3 +588,173 @@ end
 local function flush_tally(Q, tally)
   for field, n in pairs(tally) do redis.call('HINCRBY', Q.metrics, field, n) end
 end
+
+-- complete.lua's work: processing -> completed for a batch of runs. K: {counts, leases,
+-- expiry, outbox, throughput} (complete.lua's KEYS); A[first] is now (ms), A[first + 1] the
+-- purge time, then (id, claim token, result JSON) per task. Returns one code per task.
+local function complete_runs(Q, K, A, first)
+  local now, purge_at = A[first], A[first + 1]
+  -- The sorted-set and held-set updates of the whole batch go in one variadic call each.
+  local codes, done, by_created, purge, held = {}, {}, {}, {}, {}
+  local awaited = {}  -- completed ids with dependents (has_dependents), released at the end
+  local tally = {}  -- /metrics histograms of the batch (tally_run in _lib.lua)
+
+  for i = 1, (#A - first - 1) / 3 do
+    local a = first + 3 * i - 1
+    local id, token, result = A[a], A[a + 1], A[a + 2]
+    local task_key = Q:task(id)
+    local f = redis.call('HMGET', task_key, 'status', 'token', 'owner', 'created', 'webhook',
+      'attempt', 'unique_key', 'has_dependents', 'type', 'started', 'run_at', 'due')
+    local attempt = f[6]
+    if not f[1] then
+      codes[i] = 'missing'
+    elseif f[1] ~= 'processing' or f[2] ~= token then
+      codes[i] = 'stale'
+    elseif not tonumber(f[4]) then
+      -- Checked before any write: an error half-way would leave the batch's counters behind.
+      codes[i] = 'error: corrupt record (created)'
+    else
+      done[#done + 1] = id
+      by_created[#by_created + 1] = f[4]
+      by_created[#by_created + 1] = id
+      purge[#purge + 1] = purge_at
+      purge[#purge + 1] = id
+      if f[3] then
+        held[f[3]] = held[f[3]] or {}
+        table.insert(held[f[3]], id)
+      end
+      -- An empty error and owner read as none (codec.py); cheaper than a second call to HDEL.
+      redis.call('HSET', task_key, 'status', 'completed', 'completed', now, 'updated', now,
+        'result', result, 'error', '', 'owner', '')
+      release_unique(Q, id, f[7])
+      if f[8] == '1' then awaited[#awaited + 1] = id end
+      tally_run(tally, f[9], 'completed', now, f[4], f[11], f[12], f[10])
+      if f[5] and f[5] ~= '' then
+        queue_webhook(Q, id, 'msg_' .. id .. '_' .. attempt, 'task.completed', now)
+      end
+      emit(Q, id, {event = 'task.completed', task_id = id, status = 'completed',
+        attempt = tonumber(attempt), at_ms = tonumber(now)})
+      codes[i] = 'ok'
+    end
+  end
+
+  if #done > 0 then
+    call_chunked('ZREM', Q:index('processing'), done)
+    call_chunked('ZADD', Q:index('completed'), by_created)
+    call_chunked('ZREM', K[2], done)
+    call_chunked('ZADD', K[3], purge)
+    for owner, ids in pairs(held) do call_chunked('SREM', Q:held(owner), ids) end
+    local left = redis.call('HINCRBY', K[1], 'processing', -#done)
+    redis.call('HINCRBY', K[1], 'completed', #done)
+    announce_slots(Q, left + #done)
+    count_throughput(K[5], tonumber(now), 'c', #done)
+    flush_tally(Q, tally)
+  end
+  -- After the batch's own bookkeeping, so hand-overs see the queue's processing count exact.
+  for _, id in ipairs(awaited) do release_dependents(Q, id, now) end
+  return codes
+end
+
+-- claim.lua's work (see its header for K, the KEYS, and A, the ARGV): pending -> processing
+-- for up to A[2] tasks of lane A[7], the slots left unfilled offered. complete_claim.lua runs
+-- it after a batch of completions, in the same call.
+local function claim_tasks(Q, K, A)
+  local now, lease_ms, wanted = server_ms(), tonumber(A[1]), tonumber(A[2])
+  local worker, owner, lane, types = A[3], A[4], A[7], A[8]
+  local runs = type_set(types)
+  local lease_until = tonumber(now) + lease_ms
+  local withdrawn = redis.call('LREM', K[4], 0, owner)
+  -- Without A[6], A[2] leaves out the caller's offers and the withdrawn ones are added.
+  -- With it (a consumer of several queues offers the same slots in each), A[2] counts every
+  -- slot not running, and the offers used since the caller last looked (A[6] - withdrawn)
+  -- come off: their tasks are on the way to its inbox.
+  if A[6] == '' then
+    wanted = wanted + withdrawn
+  else
+    wanted = math.max(wanted - math.max(tonumber(A[6]) - withdrawn, 0), 0)
+  end
+  local reply, ids_taken, by_created, leased = {withdrawn, 0, redis.call('LLEN', K[6]), ''},
+    {}, {}, {}
+  local n = 0
+  local c = controls(Q)
+  if c.paused then
+    reply[4] = 'paused'
+    return reply
+  end
+  local by_rate, by_cap = start_room(Q, c)
+  local limit = math.min(wanted, by_rate, by_cap)
+
+  -- Take ids from one list (a ready list, or with `parked` the parked list of that name) until
+  -- `limit` are claimed or it runs dry. A list is popped again while dropped or parked ids took
+  -- places in the last pop, so a lower priority never runs ahead of a task that sat behind them.
+  local function take(list, priority, parked)
+    local ids = n < limit and redis.call('LPOP', list, limit - n)
+    while ids do
+      for _, id in ipairs(ids) do
+        local f = redis.call('HMGET', Q:task(id), 'status', 'created', 'attempt', 'run_at', 'type')
+        if f[1] ~= 'pending' then
+          -- Cancelled where it waited (and maybe purged since): dropped, not run, and no longer
+          -- counted as skipped.
+          if tonumber(redis.call('HGET', K[12], list) or 0) > 0 then
+            redis.call('HINCRBY', K[12], list, -1)
+          end
+        elseif f[5] and f[5] ~= '' and not runs_type(runs, f[5]) then
+          -- (A record without a type is corrupt: claimed, so its consumer fails it clearly.)
+          redis.call('RPUSH', Q:parked(lane, priority, f[5]), id)
+          redis.call('HINCRBY', K[14], lane .. ':' .. priority .. ':' .. f[5], 1)
+          redis.call('HSET', Q:task(id), 'parked', '1')
+        else
+          n = n + 1
+          if parked then redis.call('HDEL', Q:task(id), 'parked') end
+          local record, created = claim_record(Q, id, now, worker, owner, f[2], f[3], f[4])
+          reply[n + 4] = record
+          ids_taken[n] = id
+          by_created[2 * n - 1], by_created[2 * n] = created, id
+          leased[2 * n - 1], leased[2 * n] = lease_until, id
+        end
+      end
+      if parked and redis.call('HINCRBY', K[14], parked, -#ids) <= 0 then
+        redis.call('HDEL', K[14], parked)
+      end
+      ids = n < limit and redis.call('LPOP', list, limit - n)
+    end
+  end
+
+  -- Parked lists of this lane holding types this consumer runs, by priority (usually none).
+  local parked_at = {}
+  local directory = redis.call('HGETALL', K[14])
+  for i = 1, #directory, 2 do
+    local member = directory[i]
+    local l, p, t = string.match(member, '^([^:]+):(%d):(.*)$')
+    if l == lane and runs_type(runs, t) then
+      parked_at[p] = parked_at[p] or {}
+      table.insert(parked_at[p], {Q:parked(l, p, t), member})
+    end
+  end
+
+  for k = 7, 11 do
+    local priority = tostring(12 - k)
+    for _, entry in ipairs(parked_at[priority] or {}) do take(entry[1], priority, entry[2]) end
+    take(K[k], priority, nil)
+  end
+
+  if n > 0 then
+    note_claims(Q, owner, ids_taken, by_created, leased)
+    book_starts(Q, c, n)
+  end
+  if n < wanted and (by_rate <= n or by_cap <= n) then
+    -- A limit has no room left for the rest: come back when it may have some. Checked even
+    -- when nothing is ready, since no task could start before then anyway.
+    local at = 0
+    if by_cap <= n then at = now + lease_ms end
+    if by_rate <= n then at = math.max(at, next_start_ms(c)) end
+    reply[4] = string.format('%.0f', at)
+  elseif A[5] == '1' and n < wanted then
+    local slots = {}
+    for i = 1, wanted - n do slots[i] = owner end
+    call_chunked('RPUSH', K[4], slots)
+    redis.call('HSET', K[5], owner, lease_ms .. '|' .. types .. '|' .. worker)
+    reply[2] = wanted - n
+  end
+  return reply
+end

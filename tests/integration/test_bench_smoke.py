@@ -35,6 +35,7 @@ def test_bench_smoke_runs_every_workload_and_writes_the_report(tmp_path: Path) -
         "memory_queued", "memory_finished", "rest_single", "rest_batch", "recovery_p99",
         "drain_queues", "drain_queues_ratio", "rate_limited", "dependency_release_p50",
         "dependency_release_p99", "cancel_running_p50", "cancel_running_p99",
+        "worker_cpu_3x1", "redis_cpu_3x1", "worker_cpu_high", "redis_cpu_high",
     }  # fmt: skip
     assert expected <= set(rows), sorted(rows)
     for name in expected:

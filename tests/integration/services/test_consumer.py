@@ -18,6 +18,7 @@ from shared.queue_selection import QueueSelection
 from shared.redis import Conn
 from shared.registry import Handler, TaskContext
 from shared.settings import Settings
+from tests.support.commandstats import script_calls
 from tests.support.seed import assert_consistent, ensure_test_types, seed_tasks
 from tests.support.waiting import wait_until
 
@@ -217,6 +218,26 @@ async def test_thousands_of_tasks_with_random_outcomes_keep_counts_exact(
     await scheduler
     recorded = await assert_consistent(conn)
     assert recorded["total"] == 2200 and recorded["cancelled"] == 100
+
+
+async def test_a_busy_single_slot_worker_makes_one_script_call_per_task(
+    conn: Conn, settings: Settings
+) -> None:
+    """Each finished run is reported in the call that claims the next (complete_claim.lua),
+    so the seed's pool of one-slot workers pays one round trip per task, not two."""
+    tasks = await seed_tasks(conn, settings, count=300)
+    calls = await script_calls(conn)
+    async with running(conn, settings, {"noop": lambda p, c: 1}, concurrency=1):
+
+        async def drained() -> bool:
+            return int(await conn.redis.hget(conn.keys.counts, "completed") or 0) == len(tasks)
+
+        await wait_until(drained, timeout=60, message="all tasks completed")
+        spent = await script_calls(conn) - calls
+    # One per task, and a few around them: the first claim, the offer when the queue is
+    # empty, heartbeats; reporting apart would have cost another 300.
+    assert len(tasks) <= spent <= len(tasks) + 30
+    await assert_consistent(conn)
 
 
 async def _offered(conn: Conn, owner: str, slots: int) -> bool:

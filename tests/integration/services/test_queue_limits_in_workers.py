@@ -15,6 +15,7 @@ from shared.redis import Conn
 from shared.registry import TaskContext
 from shared.settings import Settings
 from tests.integration.services.test_consumer import running, status_is
+from tests.support.commandstats import script_calls
 from tests.support.seed import assert_consistent, create, ensure_test_types
 from tests.support.waiting import wait_until
 
@@ -42,20 +43,15 @@ async def test_a_paused_queue_waits_while_others_run_and_starts_at_once_on_resum
         assert all(t.id not in started for t in mail)
         mail_stats = await queries.get_stats(conn, dead_after_seconds=5, queue="mail")
         assert mail_stats.pending_count == 3
-        claims_before = await _claim_calls(conn)
+        claims_before = await script_calls(conn)
         await asyncio.sleep(0.3)  # paused and idle: the consumer must not poll meanwhile
-        assert await _claim_calls(conn) - claims_before <= 1
+        assert await script_calls(conn) - claims_before <= 1
         resumed = time.monotonic()
         await queue_control.resume(conn, "mail")
         for task in mail:
             await wait_until(status_is(conn, task.id, "completed"), message="mail after resume")
     assert max(started[t.id] for t in mail) - resumed < 0.1
     await assert_consistent(conn, queue="mail")
-
-
-async def _claim_calls(conn: Conn) -> int:
-    stats = await conn.redis.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 async def test_a_concurrency_limit_holds_across_three_workers(
