@@ -99,31 +99,31 @@ def git_commit(root: Path = ROOT) -> str:
     return done.stdout.strip() + (" + uncommitted changes" if dirty else "")
 
 
+def _named(out: workloads.Outcome, shape: str) -> workloads.Outcome:
+    """A drain's samples named after its shape: drain_high, worker_cpu_high, ..."""
+    for s in out.samples:
+        if s.metric in ("drain", "worker_cpu", "redis_cpu"):
+            s.metric = f"{s.metric}_{shape}"
+    return out
+
+
 def run_one(
     workload: str, system: System, server: Any, sizes: Sizes, rep: int = 1
 ) -> workloads.Outcome:
     high_p, high_c = system.high
     if workload == "drain_high":
         out = workloads.drain(system, server, high_p, high_c, sizes, preload_bulk=False)
-        for s in out.samples:
-            if s.metric == "drain":
-                s.metric = "drain_high"
-        return out
+        return _named(out, "high")
     if workload == "drain_3x1":
         out = workloads.drain(system, server, 3, 1, sizes, preload_bulk=True)
         out.samples = [s for s in out.samples if s.metric != "enqueue"]
-        for s in out.samples:
-            if s.metric == "drain":
-                s.metric = "drain_3x1"
-        return out
+        return _named(out, "3x1")
     if workload == "drain_queues":
         out = workloads.drain(
             system, server, high_p, high_c, sizes, preload_bulk=False, worker_queues=QUEUE_WEIGHTS
         )
-        for s in out.samples:
-            if s.metric == "drain":
-                s.metric = "drain_queues"
-        return out
+        out.samples = [s for s in out.samples if s.metric not in ("worker_cpu", "redis_cpu")]
+        return _named(out, "queues")
     if workload == "rate_limited":
         return workloads.rate_limited(system, server, sizes)
     if workload == "live":
@@ -297,8 +297,11 @@ def render(source: Path, chart: bool = True) -> int:
 
 def _failed_metrics(failures: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
     produced = {
-        "drain_high": ["drain_high", "enqueue", "memory_queued", "memory_finished"],
-        "drain_3x1": ["drain_3x1", "enqueue_bulk"],
+        "drain_high": [
+            "drain_high", "enqueue", "memory_queued", "memory_finished", "worker_cpu_high",
+            "redis_cpu_high",
+        ],
+        "drain_3x1": ["drain_3x1", "enqueue_bulk", "worker_cpu_3x1", "redis_cpu_3x1"],
         "live": ["latency_p99", "latency_p50", "lateness_p99"],
         "drain_queues": ["drain_queues", "drain_queues_ratio"],
         "drain_shards": [

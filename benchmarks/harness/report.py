@@ -32,6 +32,11 @@ METRICS = [
     Metric("lateness_p99", "scheduled lateness p99", False, "<= 10 ms"),
     Metric("enqueue", "enqueue, one producer, one at a time", True, ">= best peer"),
     Metric("enqueue_bulk", "enqueue, one producer, bulk", True, ""),
+    # Issue 17: where the CPU of a drain goes, per task (worker processes, then Redis).
+    Metric("worker_cpu_3x1", "worker CPU per task, drain 3 x 1", False, "<= best peer"),
+    Metric("redis_cpu_3x1", "Redis CPU per task, drain 3 x 1", False, "<= best peer"),
+    Metric("worker_cpu_high", "worker CPU per task, drain 2 x high", False, "<= best peer"),
+    Metric("redis_cpu_high", "Redis CPU per task, drain 2 x high", False, "<= best peer"),
     Metric("memory_queued", "Redis bytes per queued task", False, "<= 1024 B"),
     Metric("memory_finished", "Redis bytes per finished task", False, "<= 2048 B"),
     Metric("rest_trivial", "REST trivial route (GET /docs)", True, "", peers=False),
@@ -143,7 +148,13 @@ def _target_met(
 
     if key == "drain_high":
         return None if ratio is None else ratio >= 2.0
-    if key in ("latency_p99",):
+    if key in (
+        "latency_p99",
+        "worker_cpu_3x1",
+        "redis_cpu_3x1",
+        "worker_cpu_high",
+        "redis_cpu_high",
+    ):
         return None if ratio is None else ratio <= 1.0
     if key == "enqueue":
         return None if ratio is None else ratio >= 1.0
