@@ -34,6 +34,7 @@ from shared.redis import Conn, guarded
 from shared.registry import Handler, Permanent, TaskContext
 from shared.running import Run
 from shared.runtime import end_within, instance_id, wait_or_stop
+from shared.script_connection import ScriptConnection
 from shared.settings import Settings
 from shared.transitions import Claimed, Outcome
 
@@ -234,6 +235,9 @@ class Consumer:
         self.claim_batch = max(1, concurrency // 16)
         self.started = time.time()
         self.processed = 0
+        # Claims (with the reports they carry) go out on a connection of their own: one call
+        # at a time from the claim loop, without redis-py's per-call cost (standalone only).
+        self.direct = ScriptConnection.for_conn(conn)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain within SHUTDOWN_GRACE and hand back the rest."""
@@ -285,6 +289,9 @@ class Consumer:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(SHUTDOWN_CALL_SECONDS):
                     await heartbeats.leave(self.conn, self.service, self.instance_id)
+            if self.direct is not None:
+                with contextlib.suppress(Exception):
+                    await self.direct.aclose()
             logger.info("%s stopped after %d tasks", self.name, self.processed)
 
     def _runnable_types(self) -> Collection[str]:
@@ -424,6 +431,7 @@ class Consumer:
                 types=self.types,
                 completed=[outcome for _, outcome in completed],
                 settings=self.settings,
+                via=self.direct,
             )
         except BaseException:
             for item in completed:  # the flusher reports them (and splits out a bad one)

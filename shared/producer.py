@@ -29,9 +29,6 @@ from types import TracebackType
 from typing import Any, Self
 
 from pydantic import ValidationError
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import codec, queries, queues, registry, tracing, transitions
 from shared.errors import ValidationFailed
@@ -43,9 +40,10 @@ from shared.models import (
     Task,
     TaskCreate,
 )
-from shared.redis import Conn, ScriptRunner, create_redis, is_missing_script
+from shared.redis import Conn, create_redis
+from shared.script_connection import ScriptConnection
 from shared.settings import Settings, get_settings
-from shared.transitions import NewTask, ScriptArg
+from shared.transitions import NewTask
 
 logger = logging.getLogger(__name__)
 _FINAL = frozenset(str(status) for status in FINAL_STATUSES)
@@ -68,102 +66,6 @@ def _to_create(item: CreateLike) -> TaskCreate:
         raise ValidationFailed(f"invalid task: {message}", details) from None
 
 
-def _bulk(item: ScriptArg) -> bytes:
-    """One argument as a RESP bulk string; numbers as redis-py writes them (their repr)."""
-    data = (item if isinstance(item, str) else repr(item)).encode()
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-class _ScriptLane:
-    """Runs one registered script on a connection of its own, with the least client work.
-
-    redis-py's command path costs about as much Python per call as the enqueue script costs
-    Redis: pool checkout, retry and metrics wrappers, generic argument packing and, with a
-    socket timeout set, an `asyncio.wait_for` task around every write. A producer enqueuing
-    one task at a time pays all of it per task. Here a call is one packed EVALSHA written and
-    one reply read, under one deadline (the client's socket timeout). Connecting (TLS, AUTH,
-    SELECT), health checks and the retry policy are still redis-py's, built from the client's
-    own pool settings. Calls must not overlap: the producer sends one script call at a time.
-    """
-
-    def __init__(self, conn: Conn, script: str) -> None:
-        self._conn, self._script = conn, conn.scripts[script]
-        pool = conn.redis.connection_pool
-        self._connection: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
-        # Its timeout per read and per write becomes one deadline per call: redis-py would
-        # wrap each write in asyncio.wait_for, a Task per call on Python 3.11.
-        self._timeout: float | None = self._connection.socket_timeout
-        self._connection.socket_timeout = None
-        self._packed: dict[str, bytes] = {}  # see _pack
-
-    async def __call__(self, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
-        try:
-            return await self._run(keys, args)
-        except ResponseError as exc:
-            if not is_missing_script(exc):
-                raise
-            # Redis restarted, failed over to a node without the scripts, or they were
-            # flushed; the script did not run. Load them and run it again.
-            await self._conn.load_scripts()
-            return await self._run(keys, args)
-
-    async def _run(self, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
-        packed = self._pack(*self._script.command(keys, args))
-        conn = self._conn
-        if self._script.replicated and conn.wait_replicas:
-            # WAIT on this same connection, written with the script (REDIS_WAIT_REPLICAS).
-            packed += self._pack("WAIT", conn.wait_replicas, conn.wait_timeout_ms)
-            reply, acknowledged = await self._connection.retry.call_with_retry(
-                lambda: self._round_trip(packed, 2), self._failed
-            )
-            conn.check_replicas(int(acknowledged))
-            return reply
-        [reply] = await self._connection.retry.call_with_retry(
-            lambda: self._round_trip(packed, 1), self._failed
-        )
-        return reply
-
-    async def _round_trip(self, packed: bytes, replies: int) -> list[Any]:
-        read: list[Any] = []
-        error: ResponseError | None = None
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._connection.send_packed_command(packed)
-                for _ in range(replies):
-                    # Every reply is read, also after an error one, so none is left behind
-                    # for the next call to take as its own.
-                    try:
-                        read.append(await self._connection.read_response())
-                    except ResponseError as exc:
-                        error = error or exc
-        except TimeoutError:
-            raise RedisTimeoutError("Timeout waiting for a script reply from Redis") from None
-        if error is not None:
-            raise error
-        return read
-
-    def _pack(self, *items: ScriptArg) -> bytes:
-        """One command in the Redis protocol (RESP), as redis-py's `pack_command` writes it,
-        at a third of its cost: no encoder dispatch per argument, and the short strings that
-        come back on every call (command, SHA, key names, prefixes) are encoded once."""
-        out = [b"*%d\r\n" % len(items)]
-        for item in items:
-            # Only strings are remembered: 1, 1.0 and True would share one dict entry.
-            part = self._packed.get(item) if isinstance(item, str) else None
-            if part is None:
-                part = _bulk(item)
-                if isinstance(item, str) and len(item) <= 64 and len(self._packed) < 256:
-                    self._packed[item] = part
-            out.append(part)
-        return b"".join(out)
-
-    async def _failed(self, error: Exception) -> None:
-        await self._connection.disconnect()
-
-    async def aclose(self) -> None:
-        await self._connection.disconnect()
-
-
 class Producer:
     """Creates and watches tasks through Redis. Use `async with`, or `start()` / `aclose()`."""
 
@@ -175,10 +77,9 @@ class Producer:
         # Single creates and coalesced batches go out on a connection of their own (only one
         # is in flight at a time); everything else uses `conn`.
         # (On Sentinel and Cluster the client's own path: it follows failovers and slots.)
-        self._lane: _ScriptLane | ScriptRunner = (
-            _ScriptLane(conn, "enqueue")
-            if conn.topology == "standalone"
-            else conn.scripts["enqueue"]
+        self._direct = ScriptConnection.for_conn(conn)
+        self._lane: transitions.ScriptRunner = (
+            conn.scripts["enqueue"] if self._direct is None else self._direct.runner("enqueue")
         )
         self._sending = False
         self._senders: set[asyncio.Task[None]] = set()
@@ -205,8 +106,8 @@ class Producer:
     async def aclose(self) -> None:
         while self._senders:
             await asyncio.gather(*self._senders, return_exceptions=True)
-        if isinstance(self._lane, _ScriptLane):
-            await self._lane.aclose()
+        if self._direct is not None:
+            await self._direct.aclose()
         if self._listening:
             self._events.close(self._on_event)
             await self._events.aclose()

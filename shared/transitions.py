@@ -11,7 +11,7 @@ import functools
 import os
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -30,6 +30,7 @@ from shared.keys import Keys
 from shared.models import MAX_PAYLOAD_BYTES, Task, TaskCreate, TaskStatus
 from shared.queries import get_task, get_tasks
 from shared.redis import Conn, guarded, is_missing_script, is_unavailable
+from shared.script_connection import ScriptArg, ScriptCall, ScriptConnection
 from shared.settings import Settings
 from shared.traceparent import valid_traceparent
 
@@ -37,9 +38,8 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # Tasks one enqueue call creates at most: one atomic script holds Redis for its length
 # (about 10 ms per 1,000 tasks), so larger batches are the caller's to split.
 MAX_ENQUEUE_BATCH = 10_000
-ScriptArg = str | int | float
-# Runs one script with (KEYS, ARGV): a registered script, or the producer's own connection.
-ScriptRunner = Callable[[Sequence[str], Sequence[ScriptArg]], Awaitable[Any]]
+# Runs one script with (KEYS, ARGV): a registered script, or a ScriptConnection's runner.
+ScriptRunner = ScriptCall
 FREE_RECOVERIES = 3  # lost-consumer requeues that do not spend the retry budget
 # Due tasks moved per promote_due call: small batches make the first due tasks visible to
 # workers at once (a script is atomic) while the scheduler goes on with the rest.
@@ -368,6 +368,7 @@ async def claim_or_offer(
     types: Iterable[str] | str | None = None,
     completed: Sequence[Outcome] = (),
     settings: Settings | None = None,
+    via: ScriptConnection | None = None,
 ) -> ClaimReply:
     """`claim`, for a consumer that also takes hand-overs: the owner's offers still unused
     are withdrawn and claimed with `count`, and with `offer` the slots left unfilled are
@@ -384,7 +385,9 @@ async def claim_or_offer(
 
     `completed`: successful runs of this queue to complete first, in the same script call
     (complete_claim.lua), so a consumer reports and takes its next task in one round trip;
-    their codes come back in `codes`. Needs `settings` (the result TTL)."""
+    their codes come back in `codes`. Needs `settings` (the result TTL).
+
+    `via`: the caller's own ScriptConnection (a consumer claims one call at a time)."""
     k = conn.queue(queue)
     keys = [
         k.counts,
@@ -413,10 +416,11 @@ async def claim_or_offer(
         assert settings is not None, "completions need the settings (RESULT_TTL)"
         done_keys, done_args = _complete_call(k, completed, settings, codec.now_ms())
         keys += done_keys[2:]  # counts and leases are claim.lua's first two keys already
-        raw_codes, reply = await guarded(conn.scripts["complete_claim"](keys, [*args, *done_args]))
+        script = via.runner("complete_claim") if via else conn.scripts["complete_claim"]
+        raw_codes, reply = await guarded(script(keys, [*args, *done_args]))
         codes = [str(code) for code in raw_codes]
     else:
-        reply = await guarded(conn.scripts["claim"](keys, args))
+        reply = await guarded((via.runner("claim") if via else conn.scripts["claim"])(keys, args))
     withdrawn, offered, waiting, blocked, *records = reply
     claimed = [_claimed(codec.pairs_to_dict(flat), owner, k.queue) for flat in records]
     paused, retry_at = blocked == "paused", None

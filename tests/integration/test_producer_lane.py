@@ -1,5 +1,5 @@
-"""The producer's own connection for single creates (shared/producer.py, `_ScriptLane`):
-it recovers from what a pooled redis-py client recovers from, and keeps its deadline."""
+"""The producer's own connection for single creates (shared/script_connection.py): it
+recovers from what a pooled redis-py client recovers from, and keeps its deadline."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ async def producer(conn: Conn, settings: Settings) -> AsyncIterator[Producer]:
 
 
 async def test_the_lane_keeps_the_clients_timeout(producer: Producer) -> None:
-    assert producer._lane._timeout == 5  # redis-py's default socket timeout
-    assert producer._lane._connection.socket_timeout is None  # replaced by that deadline
+    assert producer._direct._timeout == 5  # redis-py's default socket timeout
+    assert producer._direct._connection.socket_timeout is None  # replaced by that deadline
 
 
 async def test_a_killed_connection_is_replaced(producer: Producer, conn: Conn) -> None:

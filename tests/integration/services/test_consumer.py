@@ -18,6 +18,7 @@ from shared.queue_selection import QueueSelection
 from shared.redis import Conn
 from shared.registry import Handler, TaskContext
 from shared.settings import Settings
+from tests.integration.scripts.test_transitions import forget_scripts
 from tests.support.commandstats import script_calls
 from tests.support.seed import assert_consistent, ensure_test_types, seed_tasks
 from tests.support.waiting import wait_until
@@ -237,6 +238,32 @@ async def test_a_busy_single_slot_worker_makes_one_script_call_per_task(
     # One per task, and a few around them: the first claim, the offer when the queue is
     # empty, heartbeats; reporting apart would have cost another 300.
     assert len(tasks) <= spent <= len(tasks) + 30
+    await assert_consistent(conn)
+
+
+async def test_a_single_slot_worker_rides_lost_scripts_and_dropped_connections(
+    conn: Conn, settings: Settings
+) -> None:
+    """Its claims go out on a connection of its own (ScriptConnection, on a standalone
+    Redis): a script flush and a killed connection in the middle of a drain cost a reload
+    and a reconnect, never a task."""
+    tasks = await seed_tasks(conn, settings, count=40)
+    ran: list[str] = []
+
+    async def disrupt(payload: Any, ctx: TaskContext) -> None:
+        ran.append(ctx.task.id)
+        if len(ran) == 10:
+            await forget_scripts(conn)
+        elif len(ran) == 20:
+            await conn.redis.client_kill_filter(_type="normal", skipme=True)
+
+    async with running(conn, settings, {"noop": disrupt}, concurrency=1):
+
+        async def drained() -> bool:
+            return int(await conn.redis.hget(conn.keys.counts, "completed") or 0) == len(tasks)
+
+        await wait_until(drained, timeout=60, message="all tasks completed")
+    assert sorted(set(ran)) == sorted(t.id for t in tasks)
     await assert_consistent(conn)
 
 
