@@ -12,6 +12,7 @@ import pytest
 
 from shared import logging as log_setup
 from shared.settings import Settings
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -72,14 +73,16 @@ def test_step_lines_respect_the_level_and_batch_inside_a_loop(captured: io.Strin
     assert captured.getvalue() == ""
     logging.getLogger().setLevel(logging.INFO)
 
-    async def burst() -> str:
+    async def burst() -> list[str]:
         for n in range(3):
             log_setup.log_step(logger, f"line {n}", "t")
-        queued = captured.getvalue()  # nothing written yet: one write per loop iteration
+        queued = [captured.getvalue()]  # nothing written yet: lines go out together
         await asyncio.sleep(0)
+        queued.append(captured.getvalue())  # not even after an iteration of the loop
+        await wait_until(captured.getvalue, 5, interval=0.001, message="the batch written")
         return queued
 
-    assert asyncio.run(burst()) == ""
+    assert asyncio.run(burst()) == ["", ""]
     assert [line.rsplit(" ", 2)[1:] for line in captured.getvalue().splitlines()] == [
         ["line", "0"], ["line", "1"], ["line", "2"]
     ]  # fmt: skip
@@ -92,3 +95,16 @@ def test_without_our_handler_step_lines_go_through_logging(
         log_setup.log_step(logging.getLogger("shared.consumer"), "seen by caplog", "t-1")
     [record] = caplog.records
     assert record.getMessage() == "seen by caplog" and record.task_id == "t-1"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("captured", ["plain"], indirect=True)
+def test_a_long_burst_is_written_without_waiting_for_the_timer(captured: io.StringIO) -> None:
+    logger = logging.getLogger("shared.consumer")
+    logging.getLogger().setLevel(logging.INFO)
+
+    async def burst() -> int:
+        for n in range(log_setup.LOG_FLUSH_LINES):
+            log_setup.log_step(logger, f"line {n}", "t")
+        return len(captured.getvalue().splitlines())  # before any iteration of the loop
+
+    assert asyncio.run(burst()) == log_setup.LOG_FLUSH_LINES
