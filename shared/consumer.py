@@ -643,6 +643,9 @@ class Consumer:
                     return
                 more = self.offers.get(queue, 0) + self.waiting.get(queue, 0)
                 if more > 0:  # a burst: the rest in one round trip
+                    # The task just started runs first, up to its own first await: its start
+                    # would otherwise wait for this LPOP's write (enqueue->start latency).
+                    await asyncio.sleep(0)
                     burst = await guarded(redis.lpop(inbox, more))
                     for message in cast("list[str]", burst or []):
                         if not await self._receive(message, queue, stop, names):
