@@ -593,7 +593,11 @@ end
 -- expiry, outbox, throughput} (complete.lua's KEYS); A[first] is now (ms), A[first + 1] the
 -- purge time, then (id, claim token, result JSON) per task. Returns one code per task.
 local function complete_runs(Q, K, A, first)
-  local now, purge_at = A[first], A[first + 1]
+  -- The times it writes (completed, and a released dependent's start) are the server's, as a
+  -- claim's are: with the caller's clock, a dependency completed by a call that ran later but
+  -- read its clock earlier could start its dependent before another dependency's completion.
+  -- At least the caller's time, which names the throughput histogram's minute in KEYS.
+  local now, purge_at = math.max(tonumber(A[first]), server_ms()), A[first + 1]
   -- The sorted-set and held-set updates of the whole batch go in one variadic call each.
   local codes, done, by_created, purge, held = {}, {}, {}, {}, {}
   local awaited = {}  -- completed ids with dependents (has_dependents), released at the end
@@ -647,7 +651,7 @@ local function complete_runs(Q, K, A, first)
     local left = redis.call('HINCRBY', K[1], 'processing', -#done)
     redis.call('HINCRBY', K[1], 'completed', #done)
     announce_slots(Q, left + #done)
-    count_throughput(K[5], tonumber(now), 'c', #done)
+    count_throughput(K[5], tonumber(A[first]), 'c', #done)
     flush_tally(Q, tally)
   end
   -- After the batch's own bookkeeping, so hand-overs see the queue's processing count exact.

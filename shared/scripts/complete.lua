@@ -7,7 +7,8 @@
 -- KEYS[3] -> tq:{q}:expiry          ZSET  final ids by purge time ms
 -- KEYS[4] -> tq:{q}:outbox          ZSET  completion webhooks by due ms
 -- KEYS[5] -> tq:{q}:tp:<minute>     HASH  throughput histogram (the minute of ARGV[1])
--- ARGV[1] -> now (ms)
+-- ARGV[1] -> now (ms), the caller's: it names KEYS[5]'s minute; the times written are the
+--            server's (at least this)
 -- ARGV[2] -> purge time (ms)
 -- ARGV[3i .. 3i + 2] -> task i (i >= 1): id, claim token (fencing), result as JSON text
 --
