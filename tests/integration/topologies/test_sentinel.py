@@ -4,6 +4,7 @@ REDIS_URL=redis+sentinel://..., REDIS_WAIT_REPLICAS, and a worker riding a failo
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -113,6 +114,60 @@ async def test_wait_replicas_acknowledges_only_what_a_replica_holds(
         await assert_consistent(conn)
     finally:
         await conn.aclose()
+
+
+async def test_a_replayed_or_repeated_create_waits_for_the_replica_too(
+    sentinel_setup: SentinelSetup, sentinel_settings: Settings
+) -> None:
+    """A create answered from its Idempotency-Key (or found already written, after a resend)
+    writes nothing new, yet it vouches for the first create. With the replica connected but
+    stalled, that first create reached no replica: a replay through another API process,
+    whose connections' own writes the replica does hold, is a 503 too, not a 200. (Redis sets
+    a connection's WAIT offset to the primary's after every command, so the script call that
+    found the key makes WAIT cover the first create.)"""
+    ensure_test_types()
+    settings = sentinel_settings.model_copy(
+        update={"redis_wait_replicas": 1, "redis_wait_timeout_ms": 300}
+    )
+    replica = sentinel_setup.replica.process
+    task = create()
+    writer, resender = create_redis(settings), create_redis(settings)
+    with TestClient(create_app(settings)) as first_api, TestClient(create_app(settings)) as api:
+        # Both processes and the resender have written, and the replica holds it all.
+        for client in (first_api, api):
+            assert client.post("/api/tasks", json={"type": "noop", "payload": 0}).status_code == 201
+        await transitions.enqueue(resender, [create()], settings)
+        replica.send_signal(signal.SIGSTOP)  # still connected, acknowledging nothing more
+        try:
+            first = first_api.post(
+                "/api/tasks",
+                json={"type": "noop", "payload": 1},
+                headers={"Idempotency-Key": "stalled-1"},
+            )
+            assert first.status_code == 503
+            replayed = api.post(
+                "/api/tasks",
+                json={"type": "noop", "payload": 1},
+                headers={"Idempotency-Key": "stalled-1"},
+            )
+            assert replayed.status_code == 503, replayed.text
+            assert "0 of 1 replicas" in replayed.json()["error"]
+            # The same create sent again on another connection (a resend after a reset):
+            # its id already exists.
+            with pytest.raises(ReplicationTimeout):
+                await transitions.enqueue(writer, [task], settings)
+            with pytest.raises(ReplicationTimeout):
+                await transitions.enqueue(resender, [task], settings)
+        finally:
+            replica.send_signal(signal.SIGCONT)
+            await writer.aclose()
+            await resender.aclose()
+        replayed = api.post(
+            "/api/tasks",
+            json={"type": "noop", "payload": 1},
+            headers={"Idempotency-Key": "stalled-1"},
+        )
+        assert replayed.status_code == 200 and replayed.json()["payload"] == 1
 
 
 async def test_a_worker_and_a_producer_ride_a_failover_without_a_restart(
