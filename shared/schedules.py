@@ -37,7 +37,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared import codec, keys, queues, registry, transitions
 from shared.errors import ScheduleNotFound, ValidationFailed
@@ -481,11 +488,32 @@ def _tick_task(fields: dict[str, str], new_id: str, reply: Any, position: int) -
 
 async def declare_periodic(conn: Conn, settings: Settings) -> list[str]:
     """Upsert every `@periodic` schedule of the loaded modules; returns the names written
-    (an unchanged definition keeps its next tick and its pause)."""
+    (an unchanged definition keeps its next tick and its pause).
+
+    A declaration the REST API would refuse (a bad cron, an unknown time zone, an invalid
+    task) is logged as an error and skipped: one typo in a plugin must not stop the
+    scheduler, whose other duties (promotion, recovery, retention) every queue needs."""
     written = []
     for declared in registry.periodic_schedules():
-        body = ScheduleBody.model_validate(declared.body)
-        _, created = await put(conn, declared.name, body, settings, declare=True)
+        try:
+            body = ScheduleBody.model_validate(declared.body)
+            _, created = await put(conn, declared.name, body, settings, declare=True)
+        except (ValidationError, ValidationFailed) as exc:
+            logger.error(
+                "@periodic(%r) is not valid and was not declared: %s",
+                declared.name,
+                _first_problem(exc),
+            )
+            continue
         written.append(declared.name)
         logger.info("periodic schedule %s %s", declared.name, "created" if created else "kept")
     return written
+
+
+def _first_problem(exc: ValidationError | ValidationFailed) -> str:
+    """What is wrong, in one line: pydantic's first error, or the API's own message."""
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        return f"{where}: {error['msg']}" if where else str(error["msg"])
+    return str(exc)

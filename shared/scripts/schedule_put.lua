@@ -13,7 +13,10 @@
 --            scheduler's start: an unchanged definition keeps its next tick and pause state)
 --
 -- Returns 'created', 'replaced', or 'unchanged' (mode 'declare', same definition: nothing
--- written). A replaced schedule keeps last_run/last_task/created.
+-- written). A replaced schedule keeps last_run/last_task/created, and an active one whose
+-- timing (cron, interval, time zone) is unchanged keeps its next tick: a deploy or a
+-- reconciler that PUTs the same schedule every hour must not restart a daily interval's
+-- countdown, which would then never fire.
 -- Side effects: HSET the schedule; ZADD or ZREM due (paused); ZADD all; PUBLISH the next
 -- tick on the scheduler wake-up channel, so a sleeping scheduler wakes for an earlier one.
 local S = schedule_keys(KEYS[1])
@@ -25,14 +28,29 @@ local paused = ARGV[5]
 if existed and ARGV[7] == 'declare' then
   paused = redis.call('HGET', KEYS[1], 'paused') or ''  -- a pause made over REST stays
 end
+
+-- Whether two definitions (JSON) tick alike: same cron, interval and time zone.
+local function same_timing(old_def, new_def)
+  local ok, old = pcall(cjson.decode, old_def or '')
+  if not ok or type(old) ~= 'table' then return false end
+  local new = cjson.decode(new_def)
+  return old.cron == new.cron and old.interval_seconds == new.interval_seconds
+    and old.timezone == new.timezone
+end
+
+local next_tick = ARGV[4]
+if existed and paused ~= '1' then
+  local old = redis.call('HMGET', KEYS[1], 'def', 'next', 'paused')
+  if old[2] and old[3] ~= '1' and same_timing(old[1], ARGV[2]) then next_tick = old[2] end
+end
 if not existed then redis.call('HSET', KEYS[1], 'created', ARGV[6]) end
-redis.call('HSET', KEYS[1], 'name', ARGV[1], 'def', ARGV[2], 'spec', ARGV[3], 'next', ARGV[4],
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'def', ARGV[2], 'spec', ARGV[3], 'next', next_tick,
   'paused', paused, 'updated', ARGV[6])
 if paused == '1' then
   redis.call('ZREM', S.due, ARGV[1])
 else
-  redis.call('ZADD', S.due, ARGV[4], ARGV[1])
-  redis.call('PUBLISH', SCHEDULER_WAKE_CHANNEL, ARGV[4])
+  redis.call('ZADD', S.due, next_tick, ARGV[1])
+  redis.call('PUBLISH', SCHEDULER_WAKE_CHANNEL, next_tick)
 end
 redis.call('ZADD', S.all, 0, ARGV[1])
 if existed then return 'replaced' end

@@ -225,6 +225,62 @@ async def test_a_replaced_schedule_fires_on_its_new_rule(conn: Conn, settings: S
     assert (await schedules.fire_due(conn, now_ms=T0 + 60_500)).created == 1
 
 
+async def test_putting_the_same_timing_again_keeps_the_next_tick(
+    conn: Conn, settings: Settings
+) -> None:
+    """A deploy that PUTs an unchanged daily interval every hour must not restart its
+    countdown (it would never fire); a new task body alone keeps the tick too."""
+    queue = queue_for(conn)
+    [name] = await make(conn, settings, 1, queue, interval_seconds=86_400)
+    due = codec.from_ms(T0 + 86_400_000)
+    assert (await schedules.get(conn, name)).next_run_at == due
+    for hours in (1, 2):
+        again, created = await schedules.put(
+            conn, name, body(queue, interval_seconds=86_400), settings,
+            now_ms=T0 + hours * 3_600_000,
+        )  # fmt: skip
+        assert not created and again.next_run_at == due
+    other_task = ScheduleBody.model_validate(
+        {"interval_seconds": 86_400, "task": {"type": "noop", "payload": 2, "queue": queue}}
+    )
+    kept, _ = await schedules.put(conn, name, other_task, settings, now_ms=T0 + 3 * 3_600_000)
+    assert kept.next_run_at == due and kept.task["payload"] == 2
+    # A new timing starts from the time of the PUT.
+    changed, _ = await schedules.put(
+        conn, name, body(queue, interval_seconds=60), settings, now_ms=T0 + 3_600_000
+    )
+    assert changed.next_run_at == codec.from_ms(T0 + 3_660_000)
+
+
+async def test_a_bad_periodic_declaration_is_logged_and_skipped(
+    conn: Conn, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One typo in a plugin's @periodic must not stop the scheduler: it is named in an
+    error log, nothing is written for it, and the valid declarations are upserted."""
+    from shared import registry
+    from shared.errors import ScheduleNotFound
+
+    ensure_test_types()
+    queue = queue_for(conn)
+    registry.periodic("it.bad-hour", cron="0 25 * * *", queue=queue)(lambda p, c: None)
+    registry.periodic("it.bad-zone", interval_seconds=5, timezone="Mars/Olympus")(lambda p, c: None)
+    registry.periodic("it.good", interval_seconds=60, queue=queue)(lambda p, c: None)
+    try:
+        with caplog.at_level("ERROR", logger="shared.schedules"):
+            assert await schedules.declare_periodic(conn, settings) == ["it.good"]
+        logged = " ".join(record.getMessage() for record in caplog.records)
+        assert "@periodic('it.bad-hour') is not valid" in logged
+        assert "@periodic('it.bad-zone') is not valid" in logged and "Mars/Olympus" in logged
+        for bad in ("it.bad-hour", "it.bad-zone"):
+            with pytest.raises(ScheduleNotFound):
+                await schedules.get(conn, bad)
+        assert (await schedules.get(conn, "it.good")).interval_seconds == 60
+    finally:
+        for name in ("it.bad-hour", "it.bad-zone", "it.good"):
+            registry._periodic.pop(name, None)
+            registry._registry.pop(name, None)
+
+
 async def test_periodic_declarations_are_upserted_and_keep_their_state(
     conn: Conn, settings: Settings
 ) -> None:
