@@ -70,6 +70,15 @@ class RedisUnavailable(TaskQueueError):
         super().__init__(f"redis unavailable: {reason}")
 
 
+class StoppedWhileWaiting(Exception):
+    """A service was asked to stop before Redis answered at its start: it exits cleanly."""
+
+
+class UnsupportedRedis(RedisUnavailable):
+    """The Redis server cannot run this project (too old, or a feature a setting needs is
+    missing): waiting will not help, so a service starting on it stops with this message."""
+
+
 class ReplicationTimeout(RedisUnavailable):
     """A create reached the primary, but fewer than REDIS_WAIT_REPLICAS replicas confirmed it
     within REDIS_WAIT_TIMEOUT_MS: a failover now could lose it, so it is not acknowledged.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -28,8 +30,13 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import codec, redis_url
-from shared.errors import RedisUnavailable, ReplicationTimeout
+from shared import codec, liveness, redis_url
+from shared.errors import (
+    RedisUnavailable,
+    ReplicationTimeout,
+    StoppedWhileWaiting,
+    UnsupportedRedis,
+)
 from shared.keys import Keys
 from shared.redis_url import Topology
 from shared.settings import Settings
@@ -58,6 +65,11 @@ SCRIPT_NAMES = (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+MIN_REDIS_VERSION = (6, 2)
+# A service starting before Redis answers tries again after these delays, doubling.
+START_RETRY_FIRST_SECONDS = 0.5
+START_RETRY_MAX_SECONDS = 5.0
 CLOCK_SYNC_SECONDS = 10.0  # how long a reading of the server's clock offset is trusted
 SCRIPTS = resources.files("shared") / "scripts"
 # Prepended to each script in a Functions library: a library keeps its state between calls,
@@ -269,9 +281,16 @@ class Conn:
             await self._load_on_primaries()
             return
         info = await guarded(self.redis.info("server"))
-        major = int(str(info["redis_version"]).split(".")[0])
+        version = str(info["redis_version"])
+        major, minor = (int(part) for part in version.split(".")[:2])
+        if (major, minor) < MIN_REDIS_VERSION:
+            # The scripts pop several ids at once (LPOP with a count, Redis 6.2): on an older
+            # server every claim would fail. A distribution's redis-server on PATH may be one.
+            raise UnsupportedRedis(
+                f"Redis {version} is too old: this project needs Redis 6.2 or later"
+            )
         if major < 7 and self.events_mode != "classic":
-            raise RedisUnavailable(
+            raise UnsupportedRedis(
                 f"EVENTS_MODE={self.events_mode} needs Redis 7 or later (sharded pub/sub)"
             )
         if major >= 7:
@@ -344,14 +363,43 @@ def create_redis(settings: Settings, **overrides: Any) -> Conn:
 
 
 @asynccontextmanager
-async def connect(settings: Settings) -> AsyncIterator[Conn]:
-    """A Conn with its scripts loaded, closed on exit."""
+async def connect(
+    settings: Settings, *, stop: asyncio.Event | None = None, service: str | None = None
+) -> AsyncIterator[Conn]:
+    """A Conn with its scripts loaded, closed on exit.
+
+    With `stop` (a service starting), a Redis that does not answer yet is waited for: the
+    service starts once it does, instead of exiting into a restart loop (a pod scheduled
+    during an outage, compose starting everything at once). Its liveness file is renewed
+    meanwhile, since the process is healthy; StoppedWhileWaiting when `stop` is set first.
+    A server that cannot run the project (UnsupportedRedis) fails at once."""
     conn = create_redis(settings)
     try:
-        await conn.load_scripts()
+        if stop is None:
+            await conn.load_scripts()
+        else:
+            await _load_when_reachable(conn, stop, service or "service")
         yield conn
     finally:
         await conn.aclose()
+
+
+async def _load_when_reachable(conn: Conn, stop: asyncio.Event, service: str) -> None:
+    delay = START_RETRY_FIRST_SECONDS
+    while True:
+        liveness.touch(service)
+        try:
+            await conn.load_scripts()
+            return
+        except UnsupportedRedis:
+            raise
+        except RedisUnavailable as exc:
+            logger.warning("%s: waiting for Redis (%s); trying again in %.1fs", service, exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            raise StoppedWhileWaiting(f"{service} stopped before Redis answered")
+        delay = min(delay * 2, START_RETRY_MAX_SECONDS)
 
 
 # Replies that mean the server (or the cluster) cannot serve now, not that the request is

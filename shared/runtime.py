@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
+from shared.errors import StoppedWhileWaiting
+
 logger = logging.getLogger(__name__)
 
 
@@ -115,6 +117,8 @@ async def _ending_strays(main: Coroutine[Any, Any, None]) -> None:
     a process is logged and exits without it, instead of hanging until it is killed."""
     try:
         await main
+    except StoppedWhileWaiting as exc:
+        logger.info("%s", exc)
     finally:
         me = asyncio.current_task()
         strays = [task for task in asyncio.all_tasks() if task is not me]

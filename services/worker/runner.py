@@ -25,7 +25,7 @@ async def main(settings: Settings) -> None:
     registry.load_task_modules(settings)
     stop = stop_event_on_signals()
     name = settings.instance_name or f"Worker {socket.gethostname()}"
-    async with connect(settings) as conn:
+    async with connect(settings, stop=stop, service=SERVICE) as conn:
         await health.warn_about_redis(conn, SERVICE)
         consumer = Consumer(
             conn,
