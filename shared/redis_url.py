@@ -25,6 +25,14 @@ SCHEMES: dict[str, tuple[Topology, bool]] = {
     "rediss+cluster": ("cluster", True),
 }
 DEFAULT_PORTS = {"standalone": 6379, "sentinel": 26379, "cluster": 6379}
+# Query options of a Sentinel or Cluster URL (a standalone URL is redis-py's own, which reads
+# its query itself). The sentinels' credentials default to the data nodes'; an empty
+# `sentinel_password=` means the sentinels take none (they often have no requirepass while
+# the data nodes do). The ssl_* options set TLS up for rediss+ URLs, as redis-py reads them
+# on a rediss:// URL.
+SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
+CERT_REQS = ("none", "optional", "required")
 
 
 class _Cluster(RedisCluster):
@@ -141,13 +149,15 @@ def parse(url: str) -> RedisTarget:
     if topology == "standalone":
         return RedisTarget("standalone", text, tls=tls)
     # urlsplit reads one host:port; several are split here.
-    rest = text.split("://", 1)[1]
-    netloc, _, path_and_query = rest.partition("/")
-    path, _, query_text = path_and_query.partition("?")
+    rest, _, query_text = text.split("://", 1)[1].partition("?")
+    netloc, _, path = rest.partition("/")
     userinfo, _, hostlist = netloc.rpartition("@")
     username, password = _credentials(userinfo)
     hosts = tuple(_host_port(part, DEFAULT_PORTS[topology]) for part in hostlist.split(","))
-    query = {name: values[-1] for name, values in parse_qs(query_text).items()}
+    query = {
+        name: values[-1] for name, values in parse_qs(query_text, keep_blank_values=True).items()
+    }
+    _check_options(topology, tls, query)
     segments = [unquote(part) for part in path.split("/") if part]
     if topology == "sentinel":
         if not segments:
@@ -160,6 +170,31 @@ def parse(url: str) -> RedisTarget:
     if segments and segments[0] not in ("", "0"):
         raise BadRedisUrl("Redis Cluster has only database 0: drop the path from REDIS_URL")
     return RedisTarget("cluster", text, tls, hosts, "", 0, username, password, query)
+
+
+def _check_options(topology: Topology, tls: bool, query: dict[str, str]) -> None:
+    known = (SENTINEL_OPTIONS if topology == "sentinel" else ()) + (TLS_OPTIONS if tls else ())
+    for name, value in query.items():
+        if name not in known:
+            allowed = ", ".join(known) or "none"
+            raise BadRedisUrl(
+                f"REDIS_URL option {name!r} is not known for this scheme (known: {allowed})"
+            )
+        if name == "ssl_cert_reqs" and value not in CERT_REQS:
+            raise BadRedisUrl(f"REDIS_URL ssl_cert_reqs must be one of {', '.join(CERT_REQS)}")
+        if name == "ssl_check_hostname" and value not in ("true", "false"):
+            raise BadRedisUrl("REDIS_URL ssl_check_hostname must be true or false")
+
+
+def _tls_options(target: RedisTarget) -> dict[str, Any]:
+    if not target.tls:
+        return {}
+    options: dict[str, Any] = {"ssl": True}
+    for name in TLS_OPTIONS:
+        if name in target.query:
+            value = target.query[name]
+            options[name] = value == "true" if name == "ssl_check_hostname" else value
+    return options
 
 
 def _credentials(userinfo: str) -> tuple[str | None, str | None]:
@@ -199,15 +234,20 @@ def client(target: RedisTarget, options: dict[str, Any]) -> aioredis.Redis | Red
     if target.topology == "standalone":
         return aioredis.Redis.from_url(target.url, **options)
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
-    tls: dict[str, Any] = {"ssl": True} if target.tls else {}
+    tls = _tls_options(target)
     if target.topology == "sentinel":
         node_options = {**options, **auth, **tls}
         node_options.pop("max_connections", None)
+        # Sentinels commonly share the data nodes' password (without one they get none);
+        # sentinel_username / sentinel_password in the URL say otherwise.
+        sentinel_auth = {
+            "username": target.query.get("sentinel_username", target.username) or None,
+            "password": target.query.get("sentinel_password", target.password) or None,
+        }
         sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed in redis 8.2
             list(target.hosts),
-            # Sentinels commonly share the data nodes' password; without one they get none.
             sentinel_kwargs={
-                **auth,
+                **sentinel_auth,
                 **tls,
                 "socket_connect_timeout": options.get("socket_connect_timeout"),
                 "socket_timeout": options.get("socket_timeout") or 3,

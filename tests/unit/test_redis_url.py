@@ -58,11 +58,50 @@ def test_cluster_url_names_seed_nodes() -> None:
         ("redis+cluster://n1:7000/2", "database 0"),
         ("redis+cluster://n1:seven", "port"),
         ("redis+cluster://n1:7000,,n2:7001", "empty host"),
+        ("redis+sentinel://s1/m?sentinel_pasword=x", "'sentinel_pasword' is not known"),
+        ("redis+cluster://n1?sentinel_password=x", "not known for this scheme"),
+        ("redis+sentinel://s1/m?ssl_ca_certs=/ca.pem", "known: sentinel_username"),
+        ("rediss+cluster://n1?ssl_cert_reqs=maybe", "ssl_cert_reqs must be one of"),
+        ("rediss+cluster://n1?ssl_check_hostname=yes", "true or false"),
     ],
 )
 def test_bad_urls_say_what_is_wrong(url: str, says: str) -> None:
     with pytest.raises(BadRedisUrl, match=says):
         parse(url)
+
+
+def test_sentinels_take_the_data_nodes_credentials_unless_the_url_says_otherwise() -> None:
+    shared = client(parse("redis+sentinel://u:pw@127.0.0.1:26379/m"), {})
+    assert shared.connection_pool.sentinel_manager.sentinel_kwargs["password"] == "pw"
+    assert shared.connection_pool.connection_kwargs["password"] == "pw"
+    # Sentinels without requirepass, data nodes with it: an empty sentinel_password.
+    open_sentinels = client(parse("redis+sentinel://:pw@127.0.0.1:26379/m?sentinel_password="), {})
+    manager = open_sentinels.connection_pool.sentinel_manager
+    assert manager.sentinel_kwargs["password"] is None
+    assert open_sentinels.connection_pool.connection_kwargs["password"] == "pw"
+    own = client(
+        parse("redis+sentinel://:pw@127.0.0.1/m?sentinel_username=s&sentinel_password=spw"), {}
+    )
+    kwargs = own.connection_pool.sentinel_manager.sentinel_kwargs
+    assert (kwargs["username"], kwargs["password"]) == ("s", "spw")
+
+
+def test_tls_options_of_a_rediss_url_reach_every_connection(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    query = f"ssl_ca_certs={ca}&ssl_cert_reqs=required&ssl_check_hostname=false"
+    sentinel = client(parse(f"rediss+sentinel://127.0.0.1/m?{query}"), {})
+    assert "SSL" in sentinel.connection_pool.connection_class.__name__
+    assert sentinel.connection_pool.sentinel_manager.sentinel_kwargs["ssl"] is True
+    for kwargs in (
+        sentinel.connection_pool.connection_kwargs,
+        sentinel.connection_pool.sentinel_manager.sentinel_kwargs,
+    ):
+        assert kwargs["ssl_ca_certs"] == str(ca)
+        assert kwargs["ssl_cert_reqs"] == "required" and kwargs["ssl_check_hostname"] is False
+    cluster = client(parse(f"rediss+cluster://127.0.0.1:7000?{query}"), {})
+    assert isinstance(cluster, RedisCluster)
+    node_kwargs = cluster.nodes_manager.connection_kwargs
+    assert node_kwargs["ssl_ca_certs"] == str(ca) and node_kwargs["ssl_cert_reqs"] == "required"
 
 
 def test_cluster_client_is_redis_py_cluster_seeded_from_every_node() -> None:
