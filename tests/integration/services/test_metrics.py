@@ -129,6 +129,7 @@ async def test_a_lost_workers_run_is_a_recovery_not_a_timed_run(
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "taskqueue-dashboard.json"
 METRIC_NAME = re.compile(r"\btaskqueue_[a-z_]+\b")
+DEDUP = "max without (instance, pod) ("
 
 
 def _queries(node: Any) -> Iterator[str]:
@@ -173,3 +174,8 @@ async def test_every_grafana_query_names_a_metric_we_export(conn: Conn, settings
     assert named <= exported, sorted(named - exported)
     for panel in dashboard["panels"]:
         assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for target in panel["targets"]:
+            # Every API instance serves the same global series: each one is taken once per
+            # series before anything adds them up, or N scraped replicas count N times.
+            expr = target["expr"]
+            assert expr.count(DEDUP) == len(METRIC_NAME.findall(expr)), expr
