@@ -22,6 +22,11 @@ LOCATED_CACHE = 10_000  # task id -> queue answers remembered per process (a tas
 _located: OrderedDict[str, str] = OrderedDict()
 
 
+def registered_here(conn: Conn, queue: str) -> bool:
+    """Whether this process registered `queue` (the registry then holds it)."""
+    return queue in conn._registered
+
+
 async def register(conn: Conn, queue: str) -> None:
     """Make `queue` known to every service: one SADD per queue and process every
     REGISTER_AGAIN_SECONDS (so a registry lost to a flush is written again), else nothing."""

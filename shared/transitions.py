@@ -246,8 +246,10 @@ async def enqueue_prepared(
         )
     queue = _one_queue(tasks)
     _unique_keys_once(tasks)
-    await queues.register(conn, queue)
     k = conn.queue(queue)
+    if not queues.registered_here(conn, queue):
+        await _dependencies_exist(conn, k, tasks, queue)
+    await queues.register(conn, queue)
     now = now_ms or codec.now_ms()
     keys, fixed = _enqueue_layout(k)
     if idempotency_key:
@@ -282,6 +284,29 @@ async def enqueue_prepared(
             for task in tasks
         ], False
     return [_created(task.spec, now, at) for task in tasks], False
+
+
+async def _dependencies_exist(conn: Conn, k: Keys, tasks: Sequence[NewTask], queue: str) -> None:
+    """DependencyNotFound, before the queue is registered, when a dependency outside the
+    batch is not a task of this queue: a refused create must not leave a queue name behind
+    (GET /api/queues, workers of `*`). Asked only while this process has not registered the
+    queue; enqueue.lua checks again, atomically, and a dependency that exists means the
+    queue has tasks already, so registering it is right."""
+    batch = {task.spec["id"] for task in tasks}
+    outside = list(
+        dict.fromkeys(
+            dep for task in tasks for dep in task.spec.get("depends_on") or () if dep not in batch
+        )
+    )
+    if not outside:
+        return
+    async with conn.redis.pipeline(transaction=False) as pipe:
+        for dep in outside:
+            pipe.exists(k.task(dep))
+        found = await guarded(pipe.execute())
+    for dep, exists in zip(outside, found, strict=True):
+        if not exists:
+            raise DependencyNotFound(dep, queue)
 
 
 def _unique_keys_once(tasks: Sequence[NewTask]) -> None:

@@ -15,7 +15,7 @@ from services.api.app import create_app
 from shared import queries
 from shared.errors import DependencyNotFound, ValidationFailed
 from shared.producer import Producer
-from shared.redis import Conn
+from shared.redis import Conn, create_redis
 from shared.registry import TaskContext
 from shared.settings import Settings
 from tests.integration.services.test_consumer import running, status_is
@@ -153,6 +153,34 @@ async def test_the_producer_checks_dependencies_as_the_api_does(
     assert getattr(results[6], "status", None) == "waiting"
     tasks = await producer.enqueue_many([noop(ref="a"), noop(depends_on=["a", mine.id])])
     assert tasks[1].depends_on == [tasks[0].id, mine.id] and tasks[1].status == "waiting"
+
+
+async def test_a_refused_create_leaves_no_new_queue_behind(
+    client: TestClient, conn: Conn, settings: Settings
+) -> None:
+    """A create naming a new queue whose dependency is not a task of it is a 404 on every
+    path, and the new queue's name is not registered (it would show in GET /api/queues and
+    be polled by workers of `*` for ever)."""
+    [other] = await seed_tasks(conn, settings, queue="other")
+    before = await snapshot(conn)
+    for n, path in enumerate(("/api/tasks", "/api/tasks/batch")):
+        queue = f"brand-new-{n}"
+        item = noop(queue=queue, depends_on=[other.id])
+        answer = client.post(path, json={"tasks": [item]} if path.endswith("batch") else item)
+        assert answer.status_code == 404, answer.text
+        assert other.id in answer.json()["error"]
+        assert queue not in client.get("/api/queues").text
+    fresh = create_redis(settings)  # as a new process: no queue registered by it yet
+    try:
+        await fresh.load_scripts()
+        async with Producer(fresh, settings) as producer:
+            with pytest.raises(DependencyNotFound):
+                await producer.enqueue("noop", {"n": 1}, queue="brand-new-2", depends_on=[other.id])
+            with pytest.raises(DependencyNotFound):
+                await producer.enqueue_many([noop(queue="brand-new-3", depends_on=[UNKNOWN])])
+    finally:
+        await fresh.aclose()
+    assert await snapshot(conn) == before
 
 
 async def test_a_fan_in_of_1000_runs_its_join_after_all_of_them(
