@@ -40,13 +40,15 @@ if ARGV[3] == '1' then
 end
 -- The specs to create, by ARGV index: all of them, less (with 'tick') the ticks a second
 -- scheduler, or one retrying after a crash, sends again: their fence answers for them.
-local todo, fenced = {}, {}
+-- decoded: specs already decoded here (a tick's, to compare with its fence), by ARGV index.
+local todo, fenced, decoded = {}, {}, {}
 for i = 4, #ARGV do
   if ARGV[3] == 'tick' then
     local seen = redis.call('GET', KEYS[i])
     if seen then
       local tick, id = string.match(seen, '^(%d+):(.*)$')
-      local wanted = tonumber(cjson.decode(ARGV[i]).tick)
+      decoded[i] = cjson.decode(ARGV[i])
+      local wanted = tonumber(decoded[i].tick)
       if tonumber(tick) == wanted then fenced[i] = '=' .. id end
       if tonumber(tick) > wanted then fenced[i] = 'stale' end
     end
@@ -63,7 +65,7 @@ end
 local specs = {}
 local made = {}  -- id -> the status this call gives it (for later tasks' depends_on)
 for _, i in ipairs(todo) do
-  local spec = cjson.decode(ARGV[i])
+  local spec = decoded[i] or cjson.decode(ARGV[i])
   spec.at = i
   if redis.call('EXISTS', Q:task(spec.id)) == 1 then return {'duplicate', spec.id} end
   if spec.unique_key then
