@@ -9,9 +9,11 @@ import logging
 import sys
 from typing import cast
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from shared import codec, liveness
+from shared.errors import RedisUnavailable
 from shared.redis import Conn, create_redis, guarded
 from shared.settings import get_settings
 
@@ -67,15 +69,41 @@ def check_live(service: str) -> int:
 
 
 async def redis_ready(conn: Conn, timeout: float = READY_TIMEOUT_SECONDS) -> str | None:
-    """None when Redis answers PING within `timeout` seconds, else why it did not."""
+    """None when Redis answers PING within `timeout` seconds, else why it did not. On a
+    cluster, ready when any primary answers: a shard that is down stops only its own queues,
+    so it must not take every API pod out of its Service (a PING left to the client goes to
+    one default node, which may be the shard that is down)."""
     try:
         async with asyncio.timeout(timeout):
-            await guarded(conn.redis.ping())
+            if conn.topology == "cluster":
+                await _any_primary_answers(conn)
+            else:
+                await guarded(conn.redis.ping())
     except TimeoutError:
         return f"Redis did not answer within {timeout:g} s"
     except Exception as exc:
         return str(exc) or type(exc).__name__
     return None
+
+
+async def _any_primary_answers(conn: Conn) -> None:
+    """PING every primary at once; return at the first answer, raise when none answers."""
+    redis = cast("RedisCluster", conn.redis)
+    await guarded(redis.initialize())
+    pings = {asyncio.ensure_future(redis.ping(target_nodes=node)) for node in redis.get_primaries()}
+    failures: list[BaseException] = []
+    try:
+        while pings:
+            done, pings = await asyncio.wait(pings, return_when=asyncio.FIRST_COMPLETED)
+            for ping in done:
+                failure = ping.exception()
+                if failure is None:
+                    return
+                failures.append(failure)
+    finally:
+        for ping in pings:
+            ping.cancel()
+    raise RedisUnavailable(f"no Redis Cluster primary answered: {failures[0] if failures else '-'}")
 
 
 async def eviction_policy(conn: Conn) -> tuple[str, str] | None:

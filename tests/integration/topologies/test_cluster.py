@@ -4,12 +4,13 @@ a manual CLUSTER FAILOVER, a primary SIGKILLed, and a shard down for good (SPEC 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from shared import codec, queries, transitions
+from shared import codec, health, queries, transitions
 from shared.errors import RedisUnavailable, ReplicationTimeout
 from shared.events import ShardedFanout
 from shared.keys import QUEUES
@@ -181,12 +182,43 @@ async def test_a_shard_fully_down_refuses_its_queue_and_serves_the_others(
                 await api.load_scripts()
                 ids = await enqueue_retrying(api, cluster_settings, others, 10)
                 await wait_until(lambda: all_completed(api, ids), timeout=30, message="others")
+                # Readiness stays up (a PING left to the client would go to its default
+                # node: made the dead shard's here).
+                dead = api.redis.get_node(host="127.0.0.1", port=primary.port)
+                assert dead is not None
+                api.redis.set_default_node(dead)
+                assert api.redis.get_default_node() is dead
+                assert await health.redis_ready(api) is None
             finally:
                 await api.aclose()
     finally:
         await asyncio.to_thread(_revive, cluster, primary, replica)
     for queue in others:
         await assert_consistent(cluster_conn, queue=queue)
+
+
+async def test_readiness_stays_up_while_one_primary_hangs(
+    cluster: Cluster, cluster_settings: Settings
+) -> None:
+    """A primary that accepts connections but never answers (a stopped process, a network
+    black hole) is the client's default node: readiness asks every primary and is ready at
+    the first answer, instead of timing out on that one node and taking every API pod out
+    of its Service while the other shards serve."""
+    api = create_redis(cluster_settings)
+    hung = cluster.primaries()[0]
+    try:
+        await api.load_scripts()
+        node = api.redis.get_node(host="127.0.0.1", port=hung.port)
+        assert node is not None
+        api.redis.set_default_node(node)
+        hung.process.send_signal(signal.SIGSTOP)
+        try:
+            assert await health.redis_ready(api, timeout=1.0) is None
+        finally:
+            hung.process.send_signal(signal.SIGCONT)
+    finally:
+        await api.aclose()
+    await asyncio.to_thread(cluster.wait_ok)
 
 
 async def test_an_outcome_waiting_for_a_shard_that_is_down_holds_back_no_other_queue(
