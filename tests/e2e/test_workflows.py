@@ -77,3 +77,24 @@ def test_a_cancelled_root_cancels_the_graph_below_it(stack: Stack) -> None:
         )
         assert refused.status_code == status and refused.json()["error"]
     assert stack.api.get("/api/stats").json()["total_tasks"] == before
+
+
+def test_a_fan_in_of_1000_over_rest_runs_its_join_after_all_of_them(stack: Stack) -> None:
+    """Issue 14's fan-in through the stack: 1,000 tasks in one batch, then a join naming all
+    1,000 (MAX_DEPENDENCIES) in a second create; it waits, starts after the last of them has
+    completed, and sees every result."""
+    leaves = stack.api.post(
+        "/api/tasks/batch",
+        json={"tasks": [{"type": "sum", "payload": [n]} for n in range(1000)]},
+    )
+    assert leaves.status_code == 201, leaves.text
+    ids = [task["id"] for task in leaves.json()["tasks"]]
+    join = stack.create(type="sum_after", payload=[0], depends_on=ids)
+    assert join["status"] in ("waiting", "pending")  # pending: all 1,000 already ran
+    done = stack.wait_status(join["id"], "completed", timeout=120)
+    assert done["result"] == sum(range(1000))
+    last = max(_at(stack.task(task_id), "completed_at") for task_id in ids)
+    assert _at(done, "started_at") >= last
+    details = stack.api.get(f"/api/tasks/{join['id']}/details").json()
+    assert len(details["depends_on"]) == 1000
+    assert {d["status"] for d in details["depends_on"]} == {"completed"}
