@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from typing import Any
 
 from shared.errors import ValidationFailed
@@ -29,6 +30,22 @@ async def add_numbers(payload: list[float], ctx: TaskContext) -> float:
 @task("checksum", description="sha256 of a string (a plain function: it runs in a thread)")
 def checksum(payload: str, ctx: TaskContext) -> str:
     return hashlib.sha256(str(payload).encode()).hexdigest()
+
+
+@task(
+    "count_up",
+    description="a plain function counting to payload['to'] (default 100), 10 ms a step, "
+    "reporting progress; a cancel stops it at the next step (ctx.raise_if_cancelled)",
+)
+def count_up(payload: dict[str, int], ctx: TaskContext) -> int:
+    # A plain function runs in a thread, where nothing can interrupt it: it looks at the
+    # cancel flag between steps instead.
+    to = int(payload.get("to", 100))
+    for step in range(to):
+        ctx.raise_if_cancelled()
+        ctx.progress(100 * step / to, f"{step} of {to}")
+        time.sleep(0.01)
+    return to
 
 
 @task("sleep", description="wait payload['seconds'] (for demos and tests)")

@@ -53,6 +53,28 @@ def test_a_running_image_task_is_cancelled_over_rest(stack: Stack) -> None:
     assert stats["total_tasks"] == counted + stats.get("waiting_count", 0)
 
 
+@pytest.mark.parametrize(
+    ("task_type", "payload"),
+    [("sleep", {"seconds": 30}), ("count_up", {"to": 3000})],
+    ids=["async handler", "plain handler in a thread"],
+)
+def test_running_async_and_thread_handlers_are_cancelled_over_rest(
+    stack: Stack, task_type: str, payload: dict[str, int]
+) -> None:
+    """An async handler is interrupted where it awaits; a plain one (in a thread) stops at its
+    next ctx.raise_if_cancelled(). Either ends `cancelled` within SPEC 10's 2 s, no retry."""
+    task = stack.create(type=task_type, payload=payload, max_retries=3)
+    stack.wait_status(task["id"], "processing")
+    asked = time.monotonic()
+    reply = stack.api.delete(f"/api/tasks/{task['id']}")
+    assert reply.status_code == 202, reply.text
+    final = stack.wait_status(task["id"], "cancelled", timeout=5)
+    assert time.monotonic() - asked < 2.0
+    assert final["retry_count"] == 0 and final["result"] is None
+    after = stack.create(type="sum", payload=[1, 2])  # its slot is free again
+    assert stack.wait_status(after["id"], "completed")["result"] == 3
+
+
 def test_progress_events_reach_the_sse_stream(stack: Stack) -> None:
     api = stack.api
     seen: list[dict[str, object]] = []
