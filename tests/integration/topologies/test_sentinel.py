@@ -65,6 +65,13 @@ async def test_a_sentinel_url_reaches_the_primary_sentinel_names(
         await wait_until(status_is(sentinel_conn, task.id, "completed"), message="completed")
 
 
+def keyed_create(api: TestClient, payload: object, key: str) -> Any:
+    """POST /api/tasks of a noop with an Idempotency-Key: the response."""
+    return api.post(
+        "/api/tasks", json={"type": "noop", "payload": payload}, headers={"Idempotency-Key": key}
+    )
+
+
 async def test_wait_replicas_acknowledges_only_what_a_replica_holds(
     sentinel_setup: SentinelSetup, sentinel_settings: Settings
 ) -> None:
@@ -82,11 +89,7 @@ async def test_wait_replicas_acknowledges_only_what_a_replica_holds(
         sentinel_setup.replica.process.kill()
         replica.process.wait()
         try:
-            refused = api.post(
-                "/api/tasks",
-                json={"type": "noop", "payload": 2},
-                headers={"Idempotency-Key": "order-2"},
-            )
+            refused = keyed_create(api, 2, "order-2")
             assert refused.status_code == 503
             assert refused.headers["Retry-After"] == "1"
             assert "0 of 1 replicas" in refused.json()["error"]
@@ -98,11 +101,7 @@ async def test_wait_replicas_acknowledges_only_what_a_replica_holds(
                     await producer.enqueue("noop", 4)
         finally:
             sentinel_setup.restart(replica)
-        again = api.post(
-            "/api/tasks",
-            json={"type": "noop", "payload": 2},
-            headers={"Idempotency-Key": "order-2"},
-        )
+        again = keyed_create(api, 2, "order-2")
         assert again.status_code in (200, 201)
         assert again.json()["payload"] == 2
     # One task per create that reached the primary, nothing half-written.
@@ -139,17 +138,9 @@ async def test_a_replayed_or_repeated_create_waits_for_the_replica_too(
         await transitions.enqueue(resender, [create()], settings)
         replica.send_signal(signal.SIGSTOP)  # still connected, acknowledging nothing more
         try:
-            first = first_api.post(
-                "/api/tasks",
-                json={"type": "noop", "payload": 1},
-                headers={"Idempotency-Key": "stalled-1"},
-            )
+            first = keyed_create(first_api, 1, "stalled-1")
             assert first.status_code == 503
-            replayed = api.post(
-                "/api/tasks",
-                json={"type": "noop", "payload": 1},
-                headers={"Idempotency-Key": "stalled-1"},
-            )
+            replayed = keyed_create(api, 1, "stalled-1")
             assert replayed.status_code == 503, replayed.text
             assert "0 of 1 replicas" in replayed.json()["error"]
             # The same create sent again on another connection (a resend after a reset):
@@ -162,11 +153,7 @@ async def test_a_replayed_or_repeated_create_waits_for_the_replica_too(
             replica.send_signal(signal.SIGCONT)
             await writer.aclose()
             await resender.aclose()
-        replayed = api.post(
-            "/api/tasks",
-            json={"type": "noop", "payload": 1},
-            headers={"Idempotency-Key": "stalled-1"},
-        )
+        replayed = keyed_create(api, 1, "stalled-1")
         assert replayed.status_code == 200 and replayed.json()["payload"] == 1
 
 
