@@ -21,7 +21,7 @@ import time
 from contextlib import ExitStack
 
 from services.notifier.runner import run_notifier
-from shared import queries, registry, transitions
+from shared import plugins, queries, transitions
 from shared.models import TaskCreate
 from shared.redis import create_redis
 from shared.settings import Settings
@@ -54,7 +54,7 @@ async def bench(redis_url: str, emails: int, connections: int, concurrency: int)
         smtp_connections=connections,
         notifier_concurrency=concurrency,
     )
-    registry.load_task_modules(settings)
+    plugins.load_task_modules(settings)
     conn = create_redis(settings)
     await conn.redis.flushdb()
     await conn.load_scripts()

@@ -30,7 +30,7 @@ from typing import Any, Self
 
 from pydantic import ValidationError
 
-from shared import codec, queries, queues, registry, tracing, transitions
+from shared import codec, plugins, queries, queues, tracing, transitions
 from shared.errors import ValidationFailed
 from shared.events import task_events
 from shared.models import (
@@ -99,7 +99,7 @@ class Producer:
 
     async def start(self) -> Self:
         """Load the task types (built-ins and TASK_MODULES) and the scripts."""
-        registry.load_task_modules(self.settings)
+        plugins.load_task_modules(self.settings)
         await self.conn.load_scripts()
         return self
 

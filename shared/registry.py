@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from collections.abc import Awaitable, Callable, Generator
@@ -199,13 +198,6 @@ def validate_payload(name: str, payload: Any, settings: Settings) -> TaskType:
     if task_type.validate is not None:
         task_type.validate(payload, settings)
     return task_type
-
-
-def load_task_modules(settings: Settings) -> None:
-    """Import the built-in types and every module named in TASK_MODULES."""
-    importlib.import_module("shared.builtin_tasks")
-    for module in settings.task_module_list:
-        importlib.import_module(module)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from services.api.deps import ConnDep, require_api_key
 from services.api.fast_create import FastCreate
 from services.api.routes import bulk, events, queues, schedules, stats, tasks
 from services.api.schemas import ERROR_RESPONSES
-from shared import health, http_errors, registry, tracing
+from shared import health, http_errors, plugins, tracing
 from shared.models import Stats
 from shared.producer import Producer
 from shared.redis import create_redis
@@ -82,7 +82,7 @@ async def _empty_receive() -> Message:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    registry.load_task_modules(settings)
+    plugins.load_task_modules(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

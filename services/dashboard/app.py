@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.dashboard import routes
 from services.dashboard.hub import Hub
-from shared import health, http_errors, monitoring, registry
+from shared import health, http_errors, monitoring, plugins
 from shared.redis import create_redis
 from shared.request_guard import RequestGuard
 from shared.settings import Settings
@@ -43,7 +43,7 @@ SECURITY_HEADERS = {
 
 
 def create_app(settings: Settings, *, tick_seconds: float | None = None) -> FastAPI:
-    registry.load_task_modules(settings)
+    plugins.load_task_modules(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -14,7 +14,7 @@ from services.scheduler.promote import promote_loop
 from services.scheduler.recover import Recoverer
 from services.scheduler.retention import retention_once
 from services.scheduler.schedules import schedule_loop
-from shared import health, heartbeats, liveness, registry
+from shared import health, heartbeats, liveness, plugins
 from shared.redis import Conn, connect
 from shared.runtime import every, instance_id, stop_event_on_signals
 from shared.settings import Settings
@@ -27,7 +27,7 @@ CASCADE_EVERY_SECONDS = 1.0  # how soon a cascade too large for one script call 
 
 async def main(settings: Settings) -> None:
     stop = stop_event_on_signals()
-    registry.load_task_modules(settings)  # their @periodic schedules are declared at start
+    plugins.load_task_modules(settings)  # their @periodic schedules are declared at start
     async with connect(settings, stop=stop, service=SERVICE) as conn:
         await health.warn_about_redis(conn, SERVICE)
         await run_scheduler(conn, settings, stop)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from shared import health, registry, tracing
+from shared import health, plugins, registry, tracing
 from shared.consumer import Consumer
 from shared.keys import Lane
 from shared.queue_selection import QueueSelection
@@ -22,7 +22,7 @@ def handler_for(task_type: str) -> Handler | None:
 
 
 async def main(settings: Settings) -> None:
-    registry.load_task_modules(settings)
+    plugins.load_task_modules(settings)
     stop = stop_event_on_signals()
     name = settings.instance_name or f"Worker {socket.gethostname()}"
     async with connect(settings, stop=stop, service=SERVICE) as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared import queries, registry, transitions
+from shared import plugins, queries, transitions
 from shared.models import FINAL_STATUSES, Task, TaskCreate
 from shared.redis import Conn
 from shared.settings import Settings
@@ -15,7 +15,7 @@ StartNotifier = Callable[..., Awaitable[None]]  # the start_notifier fixture (se
 
 
 async def create(conn: Conn, settings: Settings, **fields: Any) -> Task:
-    registry.load_task_modules(settings)
+    plugins.load_task_modules(settings)
     tasks, _ = await transitions.enqueue(conn, [TaskCreate(**fields)], settings)
     return tasks[0]
 

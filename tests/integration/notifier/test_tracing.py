@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared import registry, tracing, transitions
+from shared import plugins, tracing, transitions
 from shared.models import TaskCreate, TaskStatus
 from shared.redis import Conn
 from shared.settings import Settings
@@ -34,7 +34,7 @@ def traced(settings: Settings, receiver: OtlpReceiver) -> Iterator[Settings]:
 async def test_a_webhook_task_and_a_completion_webhook_are_notify_spans_of_their_trace(
     conn: Conn, traced: Settings, receiver: OtlpReceiver, start_notifier: StartNotifier
 ) -> None:
-    registry.load_task_modules(traced)
+    plugins.load_task_modules(traced)
     hook = f"{receiver.url}/hook"
     creates = [
         TaskCreate(type="webhook", payload=f"{receiver.url}/task", max_retries=0),
@@ -79,7 +79,7 @@ async def test_a_webhook_task_and_a_completion_webhook_are_notify_spans_of_their
 async def test_a_notifier_that_does_not_trace_sends_no_traceparent(
     conn: Conn, settings: Settings, receiver: OtlpReceiver, start_notifier: StartNotifier
 ) -> None:
-    registry.load_task_modules(settings)
+    plugins.load_task_modules(settings)
     [task], _ = await transitions.enqueue(
         conn,
         [TaskCreate(type="webhook", payload=f"{receiver.url}/task")],
