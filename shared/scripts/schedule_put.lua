@@ -21,27 +21,29 @@
 -- tick on the scheduler wake-up channel, so a sleeping scheduler wakes for an earlier one.
 local S = schedule_keys(KEYS[1])
 local existed = redis.call('EXISTS', KEYS[1]) == 1
-if existed and ARGV[7] == 'declare' and redis.call('HGET', KEYS[1], 'def') == ARGV[2] then
+-- The schedule as it is, read once: {def, next, paused}.
+local old = existed and redis.call('HMGET', KEYS[1], 'def', 'next', 'paused') or {}
+if existed and ARGV[7] == 'declare' and old[1] == ARGV[2] then
   return 'unchanged'
 end
 local paused = ARGV[5]
 if existed and ARGV[7] == 'declare' then
-  paused = redis.call('HGET', KEYS[1], 'paused') or ''  -- a pause made over REST stays
+  paused = old[3] or ''  -- a pause made over REST stays
 end
 
 -- Whether two definitions (JSON) tick alike: same cron, interval and time zone.
 local function same_timing(old_def, new_def)
-  local ok, old = pcall(cjson.decode, old_def or '')
-  if not ok or type(old) ~= 'table' then return false end
+  local ok, decoded = pcall(cjson.decode, old_def or '')
+  if not ok or type(decoded) ~= 'table' then return false end
   local new = cjson.decode(new_def)
-  return old.cron == new.cron and old.interval_seconds == new.interval_seconds
-    and old.timezone == new.timezone
+  return decoded.cron == new.cron and decoded.interval_seconds == new.interval_seconds
+    and decoded.timezone == new.timezone
 end
 
+-- An active schedule whose timing is unchanged keeps its next tick.
 local next_tick = ARGV[4]
-if existed and paused ~= '1' then
-  local old = redis.call('HMGET', KEYS[1], 'def', 'next', 'paused')
-  if old[2] and old[3] ~= '1' and same_timing(old[1], ARGV[2]) then next_tick = old[2] end
+if existed and paused ~= '1' and old[2] and old[3] ~= '1' and same_timing(old[1], ARGV[2]) then
+  next_tick = old[2]
 end
 if not existed then redis.call('HSET', KEYS[1], 'created', ARGV[6]) end
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'def', ARGV[2], 'spec', ARGV[3], 'next', next_tick,
