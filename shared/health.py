@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from dataclasses import dataclass
 from typing import cast
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
 from shared import codec, liveness
@@ -106,18 +107,66 @@ async def _any_primary_answers(conn: Conn) -> None:
     raise RedisUnavailable(f"no Redis Cluster primary answered: {failures[0] if failures else '-'}")
 
 
-async def eviction_policy(conn: Conn) -> tuple[str, str] | None:
-    """The server's (maxmemory-policy, maxmemory), or None when unknown: managed Redis and
-    restricted ACL users often refuse CONFIG GET, which is no fault of theirs.
+@dataclass(frozen=True)
+class EvictionPolicy:
+    """One server's eviction settings; `node` names a cluster primary (host:port), else ''."""
 
-    Raises RedisUnavailable when Redis does not answer at all.
+    policy: str
+    maxmemory: str
+    node: str = ""
+
+
+async def eviction_policy(conn: Conn) -> list[EvictionPolicy] | None:
+    """The server's maxmemory-policy and maxmemory (on a cluster, every primary's that
+    answers: each shard is configured on its own, and any one that evicts loses its queues'
+    tasks), or None when unknown: managed Redis and restricted ACL users often refuse
+    CONFIG GET, which is no fault of theirs.
+
+    Raises RedisUnavailable when Redis (on a cluster, every primary) does not answer at all.
     """
+    if conn.topology == "cluster":
+        return await _cluster_policies(cast("RedisCluster", conn.redis))
     try:
         config = cast("dict[str, str]", await guarded(conn.redis.config_get("maxmemory*")))
     except ResponseError:  # NOPERM, or CONFIG renamed away
         return None
+    found = _policy_of(config, "")
+    return [found] if found else None
+
+
+async def _cluster_policies(redis: RedisCluster) -> list[EvictionPolicy] | None:
+    await guarded(redis.initialize())
+    primaries = redis.get_primaries()
+
+    async def ask(node: ClusterNode) -> dict[str, str]:
+        # A hung primary must not hold the answer for the shards that serve.
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            return cast("dict[str, str]", await redis.config_get("maxmemory*", target_nodes=node))
+
+    answers = await asyncio.gather(
+        *(guarded(ask(node)) for node in primaries), return_exceptions=True
+    )
+    found: list[EvictionPolicy] = []
+    for node, answer in zip(primaries, answers, strict=True):
+        if isinstance(answer, RedisUnavailable | ResponseError | TimeoutError):
+            continue  # a shard that is down is readiness's concern; a refusal is unknown
+        if isinstance(answer, BaseException):
+            raise answer
+        policy = _policy_of(answer, f"{node.host}:{node.port}")
+        if policy:
+            found.append(policy)
+    if (
+        not found
+        and answers
+        and all(isinstance(a, RedisUnavailable | TimeoutError) for a in answers)
+    ):
+        raise RedisUnavailable(f"no Redis Cluster primary answered CONFIG GET: {answers[0]!r}")
+    return found or None
+
+
+def _policy_of(config: dict[str, str], node: str) -> EvictionPolicy | None:
     policy = config.get("maxmemory-policy")
-    return (policy, config.get("maxmemory", "?")) if policy else None
+    return EvictionPolicy(policy, config.get("maxmemory", "?"), node) if policy else None
 
 
 async def redis_warnings(conn: Conn) -> list[str]:
@@ -125,15 +174,14 @@ async def redis_warnings(conn: Conn) -> list[str]:
     return _warnings(await eviction_policy(conn))
 
 
-def _warnings(found: tuple[str, str] | None) -> list[str]:
-    if found is None or found[0] == SAFE_POLICY:
-        return []
-    policy, maxmemory = found
+def _warnings(found: list[EvictionPolicy] | None) -> list[str]:
     # Task records carry no TTL, but volatile-* policies still evict idempotency keys.
     return [
-        f"Redis maxmemory-policy is {policy} (maxmemory {maxmemory}): at its memory limit "
-        f"Redis deletes keys, silently losing tasks and idempotency keys; set "
-        f"maxmemory-policy {SAFE_POLICY}"
+        f"Redis{' node ' + each.node if each.node else ''} maxmemory-policy is {each.policy} "
+        f"(maxmemory {each.maxmemory}): at its memory limit Redis deletes keys, silently "
+        f"losing tasks and idempotency keys; set maxmemory-policy {SAFE_POLICY}"
+        for each in found or []
+        if each.policy != SAFE_POLICY
     ]
 
 

@@ -34,7 +34,10 @@ async def health(conn: ConnDep, settings: SettingsDep) -> JSONResponse:
     stays up but may lose tasks), or 503 `degraded` when Redis does not answer."""
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-            await guarded(conn.redis.ping())
+            if conn.topology != "cluster":
+                # (On a cluster PING goes to one default node, maybe a shard that is down while
+                # the rest serve; live_counts asks the shard of the global keys.)
+                await guarded(conn.redis.ping())
             counts = await heartbeats.live_counts(conn, settings.dead_after_seconds)
             warnings = await redis_warnings(conn)
     except Exception as exc:

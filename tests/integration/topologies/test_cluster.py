@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from services.api.app import create_app
 from shared import codec, health, queries, transitions
 from shared.errors import RedisUnavailable, ReplicationTimeout
 from shared.events import ShardedFanout
@@ -359,3 +361,47 @@ async def test_sharded_events_follow_each_queue_through_a_failover(cluster: Clus
 
 def _created(seen: list[str | None]) -> set[str]:
     return {codec.decode_event(raw).task_id for raw in seen if raw and '"task.created"' in raw}
+
+
+async def test_health_names_the_primary_that_evicts_and_ignores_the_default_node(
+    cluster: Cluster, cluster_settings: Settings
+) -> None:
+    """Each shard has its own maxmemory-policy: one primary set to evict loses its queues'
+    tasks, so /api/health names that node (not only whichever node the client asks first).
+    And a hung default node does not make health answer 503 while the shard of the global
+    keys serves."""
+    risky = cluster.primaries()[-1]
+    api = create_redis(cluster_settings)
+    try:
+        await api.load_scripts()
+        assert await health.redis_warnings(api) == []
+        first = cluster.primaries()[0]
+        node = api.redis.get_node(host="127.0.0.1", port=first.port)
+        assert node is not None
+        api.redis.set_default_node(node)  # the warning must not depend on this node
+        risky.command("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+        try:
+            [warning] = await health.redis_warnings(api)
+            assert f"127.0.0.1:{risky.port}" in warning and "allkeys-lru" in warning
+        finally:
+            risky.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    finally:
+        await api.aclose()
+
+    with TestClient(create_app(cluster_settings), base_url="http://127.0.0.1") as client:
+        global_slot = cluster.key_slot(QUEUES)  # the heartbeats' shard
+        hung = next(
+            n for n in cluster.primaries() if n is not cluster.primary_for_slot(global_slot)
+        )
+        conn = client.app.state.conn  # type: ignore[attr-defined]
+        default = conn.redis.get_node(host="127.0.0.1", port=hung.port)
+        assert default is not None
+        conn.redis.set_default_node(default)
+        hung.process.send_signal(signal.SIGSTOP)
+        try:
+            answer = client.get("/api/health")
+        finally:
+            hung.process.send_signal(signal.SIGCONT)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["redis"] == "ok"
+    await asyncio.to_thread(cluster.wait_ok)
