@@ -3,7 +3,8 @@
 Both clients share everything but the sending: each method builds a `_Call` (the request and
 how to decode its answer) once, `_decode` turns an answer into a typed result or one of the
 exceptions below, `_Attempts` decides whether and when a 503 (or a connection that never
-opened) is tried again, and `_WaitState` reads the event stream for `wait()`. A create
+opened) is tried again, `_Settle` tells a refused resend from an action the lost first
+attempt already took, and `_WaitState` reads the event stream for `wait()`. A create
 carries an `Idempotency-Key` (a fresh uuid unless given), kept across its attempts, so a
 retried create never makes two tasks.
 
@@ -40,12 +41,14 @@ from pydantic_core import to_jsonable_python
 
 from shared.models import (
     FINAL_STATUSES,
+    RETRYABLE_STATUSES,
     QueueStats,
     Stats,
     Task,
     TaskCreate,
     TaskDetails,
     TaskEvent,
+    TaskStatus,
 )
 
 if TYPE_CHECKING:
@@ -323,6 +326,44 @@ class _Call(Generic[T]):
     resend_safe: bool = True
     # Error statuses that are results, not exceptions (health's 503).
     accept: frozenset[int] = frozenset()
+    # How a resend's refusal settles when an earlier attempt may have acted (see _Settle).
+    settle: _Settle[T] | None = None
+
+
+@dataclass(frozen=True)
+class _Settle(Generic[T]):
+    """How a call settles when an earlier attempt may have acted but its answer was lost (a
+    dropped connection, or a 503 sent after the write) and a resend is refused with `status`,
+    the refusal that action, once applied, causes itself. `read` (if any) fetches the state
+    now; `result` turns the refusal and what was read into the call's result, or raises."""
+
+    status: int
+    result: Callable[[ApiError, Any], T]
+    read: _Call[Any] | None = None
+
+    def applies(self, refusal: ApiError, ambiguous: bool) -> bool:
+        return ambiguous and refusal.status == self.status
+
+
+def _cancelled(refusal: ApiError, task: Task) -> Task:
+    """cancel: a 409 on a task that is cancelled means the earlier attempt cancelled it."""
+    if task.status != TaskStatus.CANCELLED:
+        raise refusal
+    return task
+
+
+def _retried(refusal: ApiError, task: Task) -> RetryAccepted:
+    """retry: a 409 on a task no longer failed or cancelled means the earlier attempt moved
+    it on (it may since have run)."""
+    if task.status in RETRYABLE_STATUSES:
+        raise refusal
+    return RetryAccepted(task_id=task.id)
+
+
+def _maybe_deleted(refusal: ApiError, _: None) -> Schedule:
+    """delete_schedule: gone, as asked, but the schedule the lost answer held is lost too."""
+    message = f"{refusal.message} (an earlier attempt, whose answer was lost, may have deleted it)"
+    raise NotFound(refusal.status, message, refusal.details) from refusal
 
 
 def _decode(call: _Call[T], response: httpx.Response) -> T:
@@ -427,11 +468,14 @@ class _Calls:
 
     @staticmethod
     def retry(task_id: str) -> _Call[RetryAccepted]:
-        return _Call("POST", f"/api/tasks/{_seg(task_id)}/retry", _model(RetryAccepted))
+        path = f"/api/tasks/{_seg(task_id)}/retry"
+        settle = _Settle(409, _retried, _Calls.get(task_id))
+        return _Call("POST", path, _model(RetryAccepted), settle=settle)
 
     @staticmethod
     def cancel(task_id: str) -> _Call[Task]:
-        return _Call("DELETE", f"/api/tasks/{_seg(task_id)}", _model(Task))
+        settle = _Settle(409, _cancelled, _Calls.get(task_id))
+        return _Call("DELETE", f"/api/tasks/{_seg(task_id)}", _model(Task), settle=settle)
 
     @staticmethod
     def bulk(
@@ -497,7 +541,8 @@ class _Calls:
 
     @staticmethod
     def delete_schedule(name: str) -> _Call[Schedule]:
-        return _Call("DELETE", f"/api/schedules/{_seg(name)}", _model(Schedule))
+        settle = _Settle(404, _maybe_deleted)
+        return _Call("DELETE", f"/api/schedules/{_seg(name)}", _model(Schedule), settle=settle)
 
     @staticmethod
     def trigger_schedule(name: str) -> _Call[Task]:
@@ -548,13 +593,17 @@ class _Attempts:
         return wait
 
 
+def _never_sent(exc: httpx.TransportError) -> bool:
+    """The connection did not open: the server cannot have seen the request."""
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+
+
 def _after_transport_error(
     exc: httpx.TransportError, call: _Call[Any], base_url: str
 ) -> tuple[Unavailable, bool]:
     """The error to raise, and whether the request may be sent again: always when it never
     left (the connection did not open), else when it is resend-safe and did not time out."""
-    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-    safe = never_sent or (call.resend_safe and not isinstance(exc, httpx.TimeoutException))
+    safe = _never_sent(exc) or (call.resend_safe and not isinstance(exc, httpx.TimeoutException))
     return _transport_error(exc, base_url), safe
 
 
@@ -730,6 +779,7 @@ class Client:
 
     def _send(self, call: _Call[T]) -> T:
         attempts = self._s.attempts()
+        ambiguous = False  # an earlier attempt may have reached the server and acted
         while True:
             try:
                 response = self._http.request(
@@ -737,11 +787,18 @@ class Client:
                 )
             except httpx.TransportError as exc:
                 error, safe = _after_transport_error(exc, call, self._s.base_url)
+                ambiguous = ambiguous or not _never_sent(exc)
             else:
                 try:
                     return _decode(call, response)
                 except Unavailable as exc:
                     error, safe = exc, call.resend_safe
+                    ambiguous = ambiguous or exc.status == 503
+                except ApiError as refusal:
+                    if call.settle is None or not call.settle.applies(refusal, ambiguous):
+                        raise
+                    read = None if call.settle.read is None else self._send(call.settle.read)
+                    return call.settle.result(refusal, read)
             delay = attempts.delay(error, safe)
             if delay is None:
                 raise error
@@ -799,11 +856,17 @@ class Client:
             cursor = page.next_cursor
 
     def retry(self, task_id: str) -> RetryAccepted:
-        """A failed or cancelled task runs again with a fresh retry budget."""
+        """A failed or cancelled task runs again with a fresh retry budget.
+
+        When an attempt's answer was lost and the resend is refused (409) because the task
+        is no longer failed or cancelled, that earlier attempt retried it: accepted."""
         return self._send(_Calls.retry(task_id))
 
     def cancel(self, task_id: str) -> Task:
-        """Cancel it; a running one comes back `processing` with `cancel_requested`."""
+        """Cancel it; a running one comes back `processing` with `cancel_requested`.
+
+        When an attempt's answer was lost and the resend is refused (409) on a task that is
+        cancelled, that earlier attempt cancelled it: the task is returned."""
         return self._send(_Calls.cancel(task_id))
 
     def bulk(
@@ -946,7 +1009,12 @@ class Client:
         return self._send(_Calls.put_schedule(name, body))
 
     def delete_schedule(self, name: str) -> Schedule:
-        """Remove it (the tasks it created stay); answers with it as it was."""
+        """Remove it (the tasks it created stay); answers with it as it was.
+
+        Raises NotFound when there is no such schedule. If an attempt's answer was lost
+        (a dropped connection, a 503) and the resend finds none, the earlier attempt may
+        have deleted it, and the schedule it answered with is lost: NotFound still, its
+        message saying so. Either way the schedule is gone."""
         return self._send(_Calls.delete_schedule(name))
 
     def pause_schedule(self, name: str) -> Schedule:
@@ -990,6 +1058,7 @@ class AsyncClient:
 
     async def _send(self, call: _Call[T]) -> T:
         attempts = self._s.attempts()
+        ambiguous = False  # an earlier attempt may have reached the server and acted
         while True:
             try:
                 response = await self._http.request(
@@ -997,11 +1066,18 @@ class AsyncClient:
                 )
             except httpx.TransportError as exc:
                 error, safe = _after_transport_error(exc, call, self._s.base_url)
+                ambiguous = ambiguous or not _never_sent(exc)
             else:
                 try:
                     return _decode(call, response)
                 except Unavailable as exc:
                     error, safe = exc, call.resend_safe
+                    ambiguous = ambiguous or exc.status == 503
+                except ApiError as refusal:
+                    if call.settle is None or not call.settle.applies(refusal, ambiguous):
+                        raise
+                    read = None if call.settle.read is None else await self._send(call.settle.read)
+                    return call.settle.result(refusal, read)
             delay = attempts.delay(error, safe)
             if delay is None:
                 raise error

@@ -1,7 +1,8 @@
 """shared.client against the real API app on a real Redis (served by uvicorn on loopback):
 every method of `Client` and `AsyncClient`, every error class from a real error answer, lists
 paged by cursor, and `wait()` for tasks a real consumer runs. What a healthy API never does
-on demand (a 503 then a 201) comes from a scripted loopback server."""
+on demand (a 503 then a 201) comes from a scripted loopback server; an answer lost after the
+API acted, from a transport that drops it on the way back."""
 
 from __future__ import annotations
 
@@ -369,6 +370,205 @@ def test_503_retries_are_bounded_and_never_resend_a_trigger() -> None:
         with Client(url, retries=1) as client, pytest.raises(Unavailable) as dated:
             client.stats()
         assert dated.value.retry_after == 0 and len(script.seen) == 2
+
+
+# --- a resend after a lost answer -------------------------------------------------------------
+
+
+class _Lose:
+    """Loses the answer to the first `method` request; keeps every request in `seen`. `how`:
+    "dropped" (it reaches the API, then the connection drops), "503" (it reaches the API, then
+    a 503 comes in place of the answer, as when replicas did not confirm the write in time),
+    "503-unsent" (the 503 alone: the API never sees it) or "refused" (no connection opens)."""
+
+    def __init__(self, method: str, how: str) -> None:
+        self.method, self.how = method, how
+        self.seen: list[str] = []
+        self.lost = False
+
+    def intercepts(self, request: httpx.Request) -> bool:
+        self.seen.append(f"{request.method} {request.url.path}")
+        hit = request.method == self.method and not self.lost
+        self.lost = self.lost or hit
+        return hit
+
+    def reaches_the_api(self) -> bool:
+        return self.how in ("dropped", "503")
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        if self.how == "refused":
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.how == "dropped":
+            raise httpx.ReadError("connection reset by peer", request=request)
+        body = {"error": "redis unavailable: replicas did not confirm", "details": []}
+        return httpx.Response(503, json=body, headers={"Retry-After": "0"})
+
+
+class _LosingTransport(httpx.HTTPTransport):
+    def __init__(self, lose: _Lose) -> None:
+        super().__init__()
+        self.lose = lose
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.lose.intercepts(request):
+            return super().handle_request(request)
+        if self.lose.reaches_the_api():
+            acted = super().handle_request(request)
+            acted.read()
+            acted.close()
+        return self.lose.answer(request)
+
+
+class _AsyncLosingTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, lose: _Lose) -> None:
+        super().__init__()
+        self.lose = lose
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.lose.intercepts(request):
+            return await super().handle_async_request(request)
+        if self.lose.reaches_the_api():
+            acted = await super().handle_async_request(request)
+            await acted.aread()
+            await acted.aclose()
+        return self.lose.answer(request)
+
+
+def _resent_then_read(method: str, path: str, task_id: str) -> list[str]:
+    return [f"{method} {path}", f"{method} {path}", f"GET /api/tasks/{task_id}"]
+
+
+@pytest.mark.parametrize("how", ["dropped", "503"])
+def test_sync_cancel_and_retry_whose_answer_was_lost_return_what_that_attempt_did(
+    api: str, how: str
+) -> None:
+    with Client(api) as plain:
+        task = plain.enqueue("noop", {"n": 1}, scheduled_for=_later())
+    path = f"/api/tasks/{task.id}"
+    # The first cancel cancels it; its resend is refused (409: final), the read settles it.
+    lose = _Lose("DELETE", how)
+    with Client(api, transport=_LosingTransport(lose)) as client:
+        cancelled = client.cancel(task.id)
+    assert (cancelled.id, cancelled.status) == (task.id, "cancelled")
+    assert lose.seen == _resent_then_read("DELETE", path, task.id)
+    lose = _Lose("POST", how)
+    with Client(api, transport=_LosingTransport(lose)) as client:
+        assert client.retry(task.id) == RetryAccepted(task_id=task.id)
+        assert client.get(task.id).status in ("pending", "scheduled")
+    assert lose.seen[:3] == _resent_then_read("POST", f"{path}/retry", task.id)
+
+
+@pytest.mark.parametrize("how", ["dropped", "503"])
+async def test_async_cancel_and_retry_whose_answer_was_lost_return_what_that_attempt_did(
+    api: str, how: str
+) -> None:
+    async with AsyncClient(api) as plain:
+        task = await plain.enqueue("noop", {"n": 1}, scheduled_for=_later())
+    path = f"/api/tasks/{task.id}"
+    lose = _Lose("DELETE", how)
+    async with AsyncClient(api, transport=_AsyncLosingTransport(lose)) as client:
+        cancelled = await client.cancel(task.id)
+    assert (cancelled.id, cancelled.status) == (task.id, "cancelled")
+    assert lose.seen == _resent_then_read("DELETE", path, task.id)
+    lose = _Lose("POST", how)
+    async with AsyncClient(api, transport=_AsyncLosingTransport(lose)) as client:
+        assert await client.retry(task.id) == RetryAccepted(task_id=task.id)
+        assert (await client.get(task.id)).status in ("pending", "scheduled")
+    assert lose.seen[:3] == _resent_then_read("POST", f"{path}/retry", task.id)
+
+
+async def test_a_resend_refused_for_a_reason_of_its_own_still_raises_conflict(
+    api: str, conn: Conn, settings: Settings
+) -> None:
+    async with AsyncClient(api) as plain:
+        done = await plain.enqueue("noop", {"n": 1})
+        async with running(conn, settings, {"noop": _double}):
+            assert (await plain.wait(done.id, 10)).status == "completed"
+        held = await plain.enqueue("noop", {"n": 2}, unique_key="u", scheduled_for=_later())
+        await plain.cancel(held.id)
+        holder = await plain.enqueue("noop", {"n": 3}, unique_key="u", scheduled_for=_later())
+    path = f"/api/tasks/{done.id}"
+    # A 503 the API never sent leaves the first cancel in doubt, but the read finds the task
+    # completed, not cancelled: the 409 stands.
+    lose = _Lose("DELETE", "503-unsent")
+    with Client(api, transport=_LosingTransport(lose)) as client, pytest.raises(Conflict):
+        client.cancel(done.id)
+    assert lose.seen == _resent_then_read("DELETE", path, done.id)
+    lose = _Lose("DELETE", "503-unsent")
+    async with AsyncClient(api, transport=_AsyncLosingTransport(lose)) as client:
+        with pytest.raises(Conflict):
+            await client.cancel(done.id)
+    assert lose.seen == _resent_then_read("DELETE", path, done.id)
+    # Both retries are refused because another task holds the unique_key; it stays cancelled.
+    path = f"/api/tasks/{held.id}/retry"
+    for how in ("dropped", "503"):
+        lose = _Lose("POST", how)
+        async with AsyncClient(api, transport=_AsyncLosingTransport(lose)) as client:
+            with pytest.raises(Conflict) as taken:
+                await client.retry(held.id)
+        assert taken.value.details == [{"task_id": holder.id}]
+        assert lose.seen == _resent_then_read("POST", path, held.id)
+        lose = _Lose("POST", how)
+        with Client(api, transport=_LosingTransport(lose)) as sync, pytest.raises(Conflict):
+            sync.retry(held.id)
+        assert lose.seen == _resent_then_read("POST", path, held.id)
+
+
+async def test_without_an_attempt_that_may_have_acted_a_refusal_is_raised_as_it_came(
+    api: str,
+) -> None:
+    # A connection that did not open never reached the API: the resend's answer is the truth,
+    # even where the read would have settled it (cancelled; pending after a retry).
+    with Client(api) as plain:
+        cancelled = plain.enqueue("noop", {"n": 1}, scheduled_for=_later())
+        plain.cancel(cancelled.id)
+        pending = plain.enqueue("noop", {"n": 2})
+    lose = _Lose("DELETE", "refused")
+    with Client(api, transport=_LosingTransport(lose)) as client:
+        with pytest.raises(Conflict):
+            client.cancel(cancelled.id)
+        with pytest.raises(NotFound) as missing:
+            client.delete_schedule("never-made")
+    assert "earlier attempt" not in missing.value.message
+    assert lose.seen == [f"DELETE /api/tasks/{cancelled.id}"] * 2 + [
+        "DELETE /api/schedules/never-made"
+    ]
+    lose = _Lose("POST", "refused")
+    async with AsyncClient(api, transport=_AsyncLosingTransport(lose)) as client:
+        with pytest.raises(Conflict):
+            await client.retry(pending.id)
+        with pytest.raises(NotFound) as missing:
+            await client.delete_schedule("never-made")
+    assert "earlier attempt" not in missing.value.message
+    assert lose.seen == [f"POST /api/tasks/{pending.id}/retry"] * 2 + [
+        "DELETE /api/schedules/never-made"
+    ]
+
+
+@pytest.mark.parametrize("how", ["dropped", "503"])
+async def test_delete_schedule_whose_answer_was_lost_raises_not_found_saying_so(
+    api: str, how: str
+) -> None:
+    """The schedule is gone, as asked, but the lost answer held it: NotFound, which says an
+    earlier attempt may have deleted it (the documented behaviour)."""
+    task = {"type": "noop", "payload": 1}
+    lose = _Lose("DELETE", how)
+    with Client(api, transport=_LosingTransport(lose)) as client:
+        client.put_schedule("nightly", task, interval_seconds=3600)
+        with pytest.raises(NotFound) as gone:
+            client.delete_schedule("nightly")
+        with pytest.raises(NotFound):
+            client.schedule("nightly")
+    assert gone.value.status == 404 and "earlier attempt" in gone.value.message
+    assert lose.seen.count("DELETE /api/schedules/nightly") == 2
+    lose = _Lose("DELETE", how)
+    async with AsyncClient(api, transport=_AsyncLosingTransport(lose)) as client:
+        await client.put_schedule("hourly", task, interval_seconds=3600)
+        with pytest.raises(NotFound) as gone:
+            await client.delete_schedule("hourly")
+        assert [s.name for s in await client.schedules()] == []
+    assert gone.value.status == 404 and "earlier attempt" in gone.value.message
+    assert lose.seen.count("DELETE /api/schedules/hourly") == 2
 
 
 # --- queues, monitoring, schedules ------------------------------------------------------------
