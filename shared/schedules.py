@@ -30,10 +30,10 @@ import functools
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -47,7 +47,7 @@ from pydantic import (
 )
 
 from shared import codec, keys, queues, registry, transitions
-from shared.errors import ScheduleNotFound, ValidationFailed
+from shared.errors import RedisUnavailable, ScheduleNotFound, ValidationFailed
 from shared.models import Task, TaskCreate
 from shared.redis import Conn, guarded
 from shared.settings import Settings
@@ -455,12 +455,32 @@ async def _create_ticks(
     is answered, not created)."""
     for _, _, args in ticks.calls:
         args[0] = now
-    replies = await transitions.run_pipelined(conn, ticks.calls, what="schedule tick")
+    if conn.wait_replicas:
+        replies = await _create_replicated(conn, ticks.calls)
+    else:
+        replies = await transitions.run_pipelined(conn, ticks.calls, what="schedule tick")
     answers: list[str | None] = [None] * len(records)
     for chunk, reply in zip(ticks.members, replies, strict=True):
         for position, index in enumerate(chunk):
             answers[index] = _tick_task(records[index], ticks.ids[index], reply, position)
     return answers, sum(a == new for a, new in zip(answers, ticks.ids, strict=True))
+
+
+async def _create_replicated(
+    conn: Conn, calls: Sequence[tuple[str, list[Any], list[Any]]]
+) -> list[Any]:
+    """With REDIS_WAIT_REPLICAS, each tick call as a create is made: the script and WAIT on
+    one connection (ScriptRunner). A tick whose task the replicas do not confirm is not
+    advanced: a failover now could lose the task while the schedule, in another slot, says
+    the tick fired. It is sent again shortly, and its fence answers with the same task.
+    Each reply is the call's result or its error; RedisUnavailable when none reached Redis."""
+    replies = await asyncio.gather(
+        *(guarded(conn.scripts[name](keys_, args)) for name, keys_, args in calls),
+        return_exceptions=True,
+    )
+    if replies and all(isinstance(reply, RedisUnavailable) for reply in replies):
+        raise cast(RedisUnavailable, replies[0])
+    return list(replies)
 
 
 def _tick_task(fields: dict[str, str], new_id: str, reply: Any, position: int) -> str | None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from services.scheduler import wake
 from shared import codec, schedules
+from shared.errors import RedisUnavailable
 from shared.redis import Conn
 from shared.settings import Settings
 
@@ -57,6 +58,9 @@ async def schedule_loop(
                 if fired.more:
                     continue
                 next_due = fired.next_due_ms
+            except RedisUnavailable as exc:  # an outage, or replicas behind: no traceback
+                logger.warning("cannot fire schedules (%s); retrying", exc)
+                next_due = clock() + ERROR_RETRY_MS
             except Exception:
                 logger.exception("firing schedules failed; retrying")
                 next_due = clock() + ERROR_RETRY_MS

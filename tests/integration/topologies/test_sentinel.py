@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from shared import queries, transitions
+from shared import queries, schedules, transitions
 from shared.errors import ReplicationTimeout
 from shared.producer import Producer
 from shared.redis import Conn, create_redis
@@ -155,6 +155,44 @@ async def test_a_replayed_or_repeated_create_waits_for_the_replica_too(
             await resender.aclose()
         replayed = keyed_create(api, 1, "stalled-1")
         assert replayed.status_code == 200 and replayed.json()["payload"] == 1
+
+
+async def test_a_schedule_tick_is_advanced_only_once_the_replica_holds_its_task(
+    sentinel_setup: SentinelSetup, sentinel_settings: Settings
+) -> None:
+    """With REDIS_WAIT_REPLICAS, a tick's task is a create like any other: while the replica
+    confirms nothing, the tick is not advanced (a failover then would lose the task while
+    the schedule said it fired). Once the replica is back, the next pass advances it, and
+    the tick's fence gives the task it made the first time: still one task per tick."""
+    ensure_test_types()
+    settings = sentinel_settings.model_copy(
+        update={"redis_wait_replicas": 1, "redis_wait_timeout_ms": 300}
+    )
+    conn = create_redis(settings)
+    replica = sentinel_setup.replica.process
+    t0 = 1_900_000_000_000
+    try:
+        await conn.load_scripts()
+        body = schedules.ScheduleBody.model_validate(
+            {"task": {"type": "noop", "payload": 1, "queue": "ticks"}, "interval_seconds": 1}
+        )
+        await schedules.put(conn, "beat", body, settings, now_ms=t0)
+        replica.send_signal(signal.SIGSTOP)
+        try:
+            # Every tick of the pass unconfirmed: the scheduler's loop backs off and retries.
+            with pytest.raises(ReplicationTimeout):
+                await schedules.fire_due(conn, now_ms=t0 + 1000)
+        finally:
+            replica.send_signal(signal.SIGCONT)
+        assert (await schedules.get(conn, "beat")).last_task_id is None
+        assert await conn.redis.zcard(conn.queue("ticks").index_all) == 1  # made, not promised
+        again = await schedules.fire_due(conn, now_ms=t0 + 1100)
+        assert (again.fired, again.created) == (1, 0)  # the same task, found by its fence
+        ids = await conn.redis.zrange(conn.queue("ticks").index_all, 0, -1)
+        assert len(ids) == 1
+        assert (await schedules.get(conn, "beat")).last_task_id == ids[0]
+    finally:
+        await conn.aclose()
 
 
 async def test_a_worker_and_a_producer_ride_a_failover_without_a_restart(
