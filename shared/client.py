@@ -878,7 +878,11 @@ class Client:
         limit: int | None = None,
         cursor: str | None = None,
     ) -> BulkResult:
-        """Retry, cancel or purge many tasks, by `ids` or by `filter` (status, queue, type)."""
+        """Retry, cancel or purge many tasks, by `ids` or by `filter` (status, queue, type).
+
+        Each task moves by its own transition, so a call sent again after a lost answer (a
+        dropped connection, a 503) moves nothing twice; the tasks the lost attempt moved are
+        then counted in `skipped` (by reason) instead of `acted`."""
         return self._send(_Calls.bulk(action, ids, filter, limit, cursor))
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task:
