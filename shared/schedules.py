@@ -469,8 +469,8 @@ async def _create_ticks(
 async def _create_replicated(
     conn: Conn, calls: Sequence[tuple[str, list[Any], list[Any]]]
 ) -> list[Any]:
-    """With REDIS_WAIT_REPLICAS, each tick call as a create is made: the script and WAIT on
-    one connection (ScriptRunner). A tick whose task the replicas do not confirm is not
+    """With REDIS_WAIT_REPLICAS, each tick call is made the way a create is: the script and
+    WAIT on one connection (ScriptRunner). A tick whose task the replicas do not confirm is not
     advanced: a failover now could lose the task while the schedule, in another slot, says
     the tick fired. It is sent again shortly, and its fence answers with the same task.
     Each reply is the call's result or its error; RedisUnavailable when none reached Redis."""
