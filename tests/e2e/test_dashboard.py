@@ -90,6 +90,10 @@ class Watched:
         return [url for url in self.requests if urlsplit(url).netloc != host]
 
 
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
+LOAD_ATTEMPTS = 3
+
+
 async def open_page(browser: Any, origin: str, **context: Any) -> Watched:
     ctx = await browser.new_context(**{"viewport": DESKTOP, **context})
     page = await ctx.new_page()
@@ -98,7 +102,14 @@ async def open_page(browser: Any, origin: str, **context: Any) -> Watched:
     page.on("pageerror", lambda e: watched.errors.append(f"uncaught: {e}"))
     page.on("request", lambda r: watched.requests.append(r.url))
     page.on("requestfailed", lambda r: watched.errors.append(f"failed: {r.url} {r.failure}"))
-    await page.goto(origin + "/")
+    for _ in range(LOAD_ATTEMPTS):
+        await page.goto(origin + "/")
+        if not any(NETWORK_CHANGED in error for error in watched.errors):
+            break
+        # Chromium drops the requests in flight when a network interface of this host
+        # changes (a test container's veth coming up): no fault of the page. Load it again.
+        watched.errors.clear()
+        watched.requests.clear()
     return watched
 
 

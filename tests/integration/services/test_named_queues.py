@@ -293,10 +293,11 @@ async def test_an_idle_worker_on_five_queues_is_handed_a_task_of_any_of_them(
     names = ["q1", "q2", "q3", "q4", "q5"]
     for name in names:
         await queues.register(conn, name)
-    done = asyncio.Event()
+    done, release = asyncio.Event(), asyncio.Event()
 
     async def finish(payload: Any, ctx: TaskContext) -> str:
         done.set()
+        await release.wait()  # held, so the status read below cannot race its completion
         return ctx.task.queue
 
     selection = QueueSelection.parse(",".join(names))
@@ -312,6 +313,7 @@ async def test_an_idle_worker_on_five_queues_is_handed_a_task_of_any_of_them(
         record = await conn.redis.hget(Keys("q4").task(task.id), "status")
         assert record == "processing"
         await asyncio.wait_for(done.wait(), 5)
+        release.set()
         await wait_until(status_is(conn, task.id, "completed"), message="completion")
 
 
