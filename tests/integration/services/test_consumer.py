@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared import heartbeats, queries, transitions
-from shared.consumer import INBOX_WAIT_SECONDS, Consumer
+from shared.consumer import Consumer
 from shared.queue_selection import QueueSelection
 from shared.redis import Conn
 from shared.registry import Handler, TaskContext
@@ -402,10 +402,9 @@ async def test_a_consumer_whose_sealed_inbox_is_taken_back_still_stops(
         await wait_until(lambda: _offered(conn, consumer.instance_id, 1), message="an offer")
         await asyncio.sleep(0.05)  # let its reader block on the inbox
         monkeypatch.setattr(heartbeats, "withdraw_offers", seal_taken_back)
-        started = time.monotonic()
-    # running() waited for the stop: one silent inbox wait (1 s); the reader was not left to
-    # time out and be cancelled (2 s and a warning before).
-    assert time.monotonic() - started < INBOX_WAIT_SECONDS + 0.8
+    # running() waited for the stop: the reader ended after one silent inbox wait, and was
+    # not left to time out and be cancelled (that logs "its inbox reader did not stop").
+    # No bound on the time: a loaded CI box made one silent wait take 1.95 s.
     assert "did not stop" not in caplog.text
 
 
