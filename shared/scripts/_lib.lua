@@ -99,6 +99,13 @@ local function call_chunked(command, key, values)
   end
 end
 
+-- LMPOP (Redis 7) pops from the first non-empty list of several in one call; Redis 6.2, which
+-- has no redis.REDIS_VERSION_NUM either, pops list by list. Asked at call time: a Functions
+-- library is loaded in a sandbox that has no redis.REDIS_VERSION_NUM.
+local function has_lmpop()
+  return (redis.REDIS_VERSION_NUM or 0) >= 0x070000
+end
+
 -- Queue controls (SPEC section 9): configure_queue.lua writes them to the queue's config
 -- HASH (paused, rate_tasks, rate_seconds, rate_tat, max_concurrency), claim.lua and
 -- hand_over enforce them where tasks start, and changes go out on QUEUE_CONTROL_CHANNEL as
@@ -176,10 +183,10 @@ end
 
 -- Tasks of a queue stop processing; `before` is its processing count before they did (read
 -- when nil). A queue that was at its max_concurrency has room again: consumers waiting for it
--- (claim.lua sent them away until much later) hear "slot" and claim again. One HGET of the
--- config when the queue has no cap.
+-- (claim.lua sent them away until much later) hear "slot" and claim again. One HMGET of the
+-- config (controls) when the queue has no cap.
 local function announce_slots(Q, before)
-  local max = positive(redis.call('HGET', Q.config, 'max_concurrency'))
+  local max = controls(Q).max  -- the read a claim in the same call then reuses
   if not max then return end
   before = before or tonumber(redis.call('HGET', Q.counts, 'processing')) or 0
   if before >= max then publish_control(Q, 'slot') end
@@ -315,7 +322,17 @@ local function note_claims(Q, owner, ids, by_created, leased)
   call_chunked('ZADD', Q.leases, leased)
   call_chunked('SADD', Q:held(owner), ids)
   redis.call('HINCRBY', Q.counts, 'pending', -n)
-  redis.call('HINCRBY', Q.counts, 'processing', n)
+  local change = n + (Q.processing_owed or 0)
+  Q.processing_owed = nil
+  if change ~= 0 then redis.call('HINCRBY', Q.counts, 'processing', change) end
+end
+
+-- The processing count's decrement that complete_runs left to the claim of the same call
+-- (complete_claim.lua), written now if no claim took it up.
+local function settle_processing(Q)
+  local owed = Q.processing_owed
+  Q.processing_owed = nil
+  if owed and owed ~= 0 then redis.call('HINCRBY', Q.counts, 'processing', owed) end
 end
 
 -- Which task types a consumer runs: a set from its comma-separated list (a type name has no
@@ -548,9 +565,11 @@ end
 
 -- Count n final outcomes ('c' completed, 'f' failed) in the per-second throughput histogram
 -- the dashboard charts; key is Keys.throughput of the minute of `now` (ms).
+-- The key's TTL is set by each second's first count (a new field), not by every call: the key
+-- still outlives its minute's last count by an hour, less than a second.
 local function count_throughput(key, now, outcome, n)
-  redis.call('HINCRBY', key, string.format('%d:%s', math.floor(now / 1000), outcome), n)
-  redis.call('EXPIRE', key, 3600)
+  local field = string.format('%d:%s', math.floor(now / 1000), outcome)
+  if redis.call('HINCRBY', key, field, n) == n then redis.call('EXPIRE', key, 3600) end
 end
 
 -- Prometheus histograms and counters (SPEC section 13), kept by the scripts that end a run in
@@ -648,9 +667,15 @@ local function complete_runs(Q, K, A, first)
     call_chunked('ZREM', K[2], done)
     call_chunked('ZADD', K[3], purge)
     for owner, ids in pairs(held) do call_chunked('SREM', Q:held(owner), ids) end
-    local left = redis.call('HINCRBY', K[1], 'processing', -#done)
     redis.call('HINCRBY', K[1], 'completed', #done)
-    announce_slots(Q, left + #done)
+    if Q.net_processing and not controls(Q).max then
+      -- complete_claim.lua: the claim that follows writes processing once for its starts and
+      -- these ends together (note_claims, settle_processing); with no cap, no slot to announce.
+      Q.processing_owed = (Q.processing_owed or 0) - #done
+    else
+      local left = redis.call('HINCRBY', K[1], 'processing', -#done)
+      announce_slots(Q, left + #done)
+    end
     count_throughput(K[5], tonumber(A[first]), 'c', #done)
     flush_tally(Q, tally)
   end
@@ -688,38 +713,42 @@ local function claim_tasks(Q, K, A)
   local by_rate, by_cap = start_room(Q, c)
   local limit = math.min(wanted, by_rate, by_cap)
 
-  -- Take ids from one list (a ready list, or with `parked` the parked list of that name) until
-  -- `limit` are claimed or it runs dry. A list is popped again while dropped or parked ids took
-  -- places in the last pop, so a lower priority never runs ahead of a task that sat behind them.
+  -- admit claims the ids just popped from one list (a ready list, or with `parked` the parked
+  -- list of that name); take pops a list until `limit` are claimed or it runs dry. A list is
+  -- popped again while dropped or parked ids took places in the last pop, so a lower priority
+  -- never runs ahead of a task that sat behind them.
+  local function admit(list, priority, parked, ids)
+    for _, id in ipairs(ids) do
+      local f = redis.call('HMGET', Q:task(id), 'status', 'created', 'attempt', 'run_at', 'type')
+      if f[1] ~= 'pending' then
+        -- Cancelled where it waited (and maybe purged since): dropped, not run, and no longer
+        -- counted as skipped.
+        if tonumber(redis.call('HGET', K[12], list) or 0) > 0 then
+          redis.call('HINCRBY', K[12], list, -1)
+        end
+      elseif f[5] and f[5] ~= '' and not runs_type(runs, f[5]) then
+        -- (A record without a type is corrupt: claimed, so its consumer fails it clearly.)
+        redis.call('RPUSH', Q:parked(lane, priority, f[5]), id)
+        redis.call('HINCRBY', K[14], lane .. ':' .. priority .. ':' .. f[5], 1)
+        redis.call('HSET', Q:task(id), 'parked', '1')
+      else
+        n = n + 1
+        if parked then redis.call('HDEL', Q:task(id), 'parked') end
+        local record, created = claim_record(Q, id, now, worker, owner, f[2], f[3], f[4])
+        reply[n + 4] = record
+        ids_taken[n] = id
+        by_created[2 * n - 1], by_created[2 * n] = created, id
+        leased[2 * n - 1], leased[2 * n] = lease_until, id
+      end
+    end
+    if parked and redis.call('HINCRBY', K[14], parked, -#ids) <= 0 then
+      redis.call('HDEL', K[14], parked)
+    end
+  end
   local function take(list, priority, parked)
     local ids = n < limit and redis.call('LPOP', list, limit - n)
     while ids do
-      for _, id in ipairs(ids) do
-        local f = redis.call('HMGET', Q:task(id), 'status', 'created', 'attempt', 'run_at', 'type')
-        if f[1] ~= 'pending' then
-          -- Cancelled where it waited (and maybe purged since): dropped, not run, and no longer
-          -- counted as skipped.
-          if tonumber(redis.call('HGET', K[12], list) or 0) > 0 then
-            redis.call('HINCRBY', K[12], list, -1)
-          end
-        elseif f[5] and f[5] ~= '' and not runs_type(runs, f[5]) then
-          -- (A record without a type is corrupt: claimed, so its consumer fails it clearly.)
-          redis.call('RPUSH', Q:parked(lane, priority, f[5]), id)
-          redis.call('HINCRBY', K[14], lane .. ':' .. priority .. ':' .. f[5], 1)
-          redis.call('HSET', Q:task(id), 'parked', '1')
-        else
-          n = n + 1
-          if parked then redis.call('HDEL', Q:task(id), 'parked') end
-          local record, created = claim_record(Q, id, now, worker, owner, f[2], f[3], f[4])
-          reply[n + 4] = record
-          ids_taken[n] = id
-          by_created[2 * n - 1], by_created[2 * n] = created, id
-          leased[2 * n - 1], leased[2 * n] = lease_until, id
-        end
-      end
-      if parked and redis.call('HINCRBY', K[14], parked, -#ids) <= 0 then
-        redis.call('HDEL', K[14], parked)
-      end
+      admit(list, priority, parked, ids)
       ids = n < limit and redis.call('LPOP', list, limit - n)
     end
   end
@@ -736,10 +765,23 @@ local function claim_tasks(Q, K, A)
     end
   end
 
-  for k = 7, 11 do
-    local priority = tostring(12 - k)
-    for _, entry in ipairs(parked_at[priority] or {}) do take(entry[1], priority, entry[2]) end
-    take(K[k], priority, nil)
+  if next(parked_at) == nil and has_lmpop() then
+    -- No parked list to look at first: one LMPOP takes from the most urgent ready list that
+    -- has tasks, where an LPOP per priority paid a call for each empty list above it.
+    local priority_of = {}
+    for k = 7, 11 do priority_of[K[k]] = tostring(12 - k) end
+    while n < limit do
+      local popped = redis.call('LMPOP', 5, K[7], K[8], K[9], K[10], K[11], 'LEFT', 'COUNT',
+        limit - n)
+      if not popped then break end
+      admit(popped[1], priority_of[popped[1]], nil, popped[2])
+    end
+  else
+    for k = 7, 11 do
+      local priority = tostring(12 - k)
+      for _, entry in ipairs(parked_at[priority] or {}) do take(entry[1], priority, entry[2]) end
+      take(K[k], priority, nil)
+    end
   end
 
   if n > 0 then

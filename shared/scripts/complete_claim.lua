@@ -21,6 +21,10 @@
 --              result JSON per task
 --
 -- Returns {codes, claim reply}: complete.lua's reply, then claim.lua's.
+-- The processing count moves once for the ends and the starts together (Q.net_processing).
 local Q = queue_keys(KEYS[1])
+Q.net_processing = true
 local codes = complete_runs(Q, {KEYS[1], KEYS[2], KEYS[15], KEYS[16], KEYS[17]}, ARGV, 9)
-return {codes, claim_tasks(Q, KEYS, ARGV)}
+local claimed = claim_tasks(Q, KEYS, ARGV)
+settle_processing(Q)
+return {codes, claimed}
