@@ -44,3 +44,19 @@ def test_bench_smoke_runs_every_workload_and_writes_the_report(tmp_path: Path) -
         assert row["median"] is not None and row["median"] > 0, row
     assert document["machine"]["cores"] and document["versions"]["ours"]
     assert (tmp_path / "smoke.md").read_text().startswith("# Benchmark results")
+
+
+@pytest.mark.timeout(120)
+def test_drain_cost_reports_the_rate_the_cpu_and_the_commands_per_task() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.harness.drain_cost", "--n", "600",
+         "--processes", "1", "--concurrency", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    first, per_task, *commands = done.stdout.splitlines()
+    assert first.startswith("ours 1 x 1: ") and "worker CPU" in first and "Redis CPU" in first
+    # A single-slot worker's call: the report, the claim and the task body's own RPUSH.
+    assert float(per_task.rsplit(" ", 1)[1]) > 10
+    assert any(line.split()[0] == "fcall" for line in commands), commands
