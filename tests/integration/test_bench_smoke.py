@@ -60,3 +60,20 @@ def test_drain_cost_reports_the_rate_the_cpu_and_the_commands_per_task() -> None
     # A single-slot worker's call: the report, the claim and the task body's own RPUSH.
     assert float(per_task.rsplit(" ", 1)[1]) > 10
     assert any(line.split()[0] == "fcall" for line in commands), commands
+
+
+def test_the_cpu_window_opens_once_every_worker_process_has_started_a_task() -> None:
+    from benchmarks.harness import workloads
+    from benchmarks.harness.redisd import fresh_redis
+
+    with fresh_redis() as server:
+        # Three tasks started by process 11, then two by process 12: with two worker
+        # processes the window opens now, after the five starts seen so far.
+        server.client.rpush(workloads.RESULTS_KEY, "1 1.0 11", "1 1.1 11", "1 1.2 11")
+        server.client.rpush(workloads.RESULTS_KEY, "1 1.3 12", "1 1.4 12")
+        assert workloads._at_work(server, 2, 20, timeout=5) == 5
+        # Out of 8 tasks, the second process came in after more than half: no window.
+        assert workloads._at_work(server, 2, 8, timeout=5) is None
+        # A process that never starts one: the drain's budget runs out.
+        with pytest.raises(TimeoutError):
+            workloads._at_work(server, 3, 20, timeout=0.2)
