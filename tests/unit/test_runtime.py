@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from shared.runtime import end_within, first_of
+from shared.runtime import GC_YOUNG_THRESHOLD, end_within, first_of
 
 
 async def _stubborn(stop_after: asyncio.Event) -> None:
@@ -88,3 +88,30 @@ def test_a_service_process_exits_though_a_task_ignores_its_cancellation(tmp_path
     assert done.returncode == 0, done.stderr
     assert "exiting with 1 tasks that ignored their cancellation" in done.stderr
     assert time.monotonic() - started < 10  # one second for the cancel, plus start-up
+
+
+def test_every_service_tunes_the_collector_before_it_serves() -> None:
+    """The gateway and the dashboard (uvicorn) freeze their start-up objects as the workers,
+    scheduler and notifier (shared.runtime.run) do: their entry points are run with
+    uvicorn.run stubbed to report the collector's state instead of serving."""
+    probe = textwrap.dedent(
+        """
+        import gc, runpy, sys, uvicorn
+        def report(app, **options):
+            print(gc.get_freeze_count(), gc.get_threshold()[0], type(app).__name__)
+        uvicorn.run = report
+        runpy.run_module(sys.argv[1], run_name="__main__")
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_")}
+    for service in ("services.api", "services.dashboard"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, service],
+            cwd=root, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        frozen, young_threshold, app = done.stdout.split()
+        assert int(frozen) > 10_000, (service, frozen)  # the imports and the app, frozen
+        assert int(young_threshold) == GC_YOUNG_THRESHOLD, (service, young_threshold)
+        assert app == "FastAPI", (service, app)
