@@ -116,3 +116,17 @@ def test_new_ids_are_random_uuid4s() -> None:
     for text in list(ids)[:50]:
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_batch_of_ids_from_one_random_read_is_as_random() -> None:
+    batch = transitions._new_ids(4000)
+    assert len(set(batch)) == 4000 and not set(batch) & set(transitions._new_ids(4000))
+    for text in batch:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # The variant digit keeps its two random bits: each of 8, 9, a, b about a quarter.
+    for digit in "89ab":
+        assert 800 < sum(1 for text in batch if text[19] == digit) < 1200
+    # Every other hex digit but the version's is uniform too (a slicing slip would pin one).
+    for position in (0, 7, 9, 15, 20, 35):
+        assert len({text[position] for text in batch}) == 16, position
