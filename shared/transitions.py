@@ -150,6 +150,9 @@ def _spec(create: TaskCreate, settings: Settings, task_id: str) -> dict[str, Any
     return spec
 
 
+_VARIANT_DIGITS = "89ab"  # the RFC 4122 variant digit (10xx) for each of its two free bits
+
+
 def _new_id() -> str:
     """A random UUID (version 4) as text, like `str(uuid.uuid4())`."""
     return _new_ids(1)[0]
@@ -170,9 +173,6 @@ def _new_ids(count: int) -> list[str]:
         variant = _VARIANT_DIGITS[raw[at + 8] >> 4 & 3]
         ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
     return ids
-
-
-_VARIANT_DIGITS = "89ab"
 
 
 def _created(
