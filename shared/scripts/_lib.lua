@@ -17,22 +17,7 @@ local EVENTS_MODE = 'classic'
 -- (Plain tables, no metatables: a Redis Functions library has no setmetatable.)
 local QueueKeys = {}
 
--- The keys of the queue `key` belongs to (its prefix is 'tq:{<queue>}:'; a queue name has
--- no '}').
-local function queue_keys(key)
-  local prefix = string.match(key, '^tq:{[^}]+}:')
-  local Q = {prefix = prefix, queue = string.sub(prefix, 5, -3)}
-  for name, method in pairs(QueueKeys) do Q[name] = method end
-  Q.counts, Q.leases, Q.delayed = prefix .. 'counts', prefix .. 'leases', prefix .. 'delayed'
-  Q.expiry, Q.outbox, Q.config = prefix .. 'expiry', prefix .. 'outbox', prefix .. 'config'
-  Q.index_all, Q.skips = prefix .. 'index:all', prefix .. 'ready:skip'
-  Q.parked_lists = prefix .. 'parked'
-  Q.cascade = prefix .. 'cascade'
-  Q.metrics = prefix .. 'metrics'
-  Q.events_channel = prefix .. 'events'
-  return Q
-end
-
+-- Key builders of a queue (Q:task(id), ...). Each takes the queue's table as `self`.
 function QueueKeys:task(id) return self.prefix .. 'task:' .. id end
 function QueueKeys:events(id) return self.prefix .. 'task:' .. id .. ':events' end
 function QueueKeys:deliveries(id) return self.prefix .. 'task:' .. id .. ':deliveries' end
@@ -52,6 +37,31 @@ function QueueKeys:idempotency(key) return self.prefix .. 'idem:' .. key end
 function QueueKeys:unique(key) return self.prefix .. 'unique:' .. key end
 function QueueKeys:throughput(minute) return self.prefix .. 'tp:' .. minute end
 function QueueKeys:schedule_fence(name) return self.prefix .. 'schedule:' .. name end
+
+-- The keys of the queue `key` belongs to (its prefix is 'tq:{<queue>}:'), and its key
+-- builders: a queue name has no '}'. Every script call starts here, so the table is made by
+-- one constructor, sized once: filled field by field (the builders copied in a loop), it
+-- was rehashed six times, about a twentieth of a one-task complete-and-claim's time.
+-- Every QueueKeys builder is listed (tests/unit/test_key_contract.py checks).
+local function queue_keys(key)
+  local prefix = string.match(key, '^tq:{[^}]+}:')
+  local K = QueueKeys
+  return {
+    prefix = prefix, queue = string.sub(prefix, 5, -3),
+    counts = prefix .. 'counts', leases = prefix .. 'leases', delayed = prefix .. 'delayed',
+    expiry = prefix .. 'expiry', outbox = prefix .. 'outbox', config = prefix .. 'config',
+    index_all = prefix .. 'index:all', skips = prefix .. 'ready:skip',
+    parked_lists = prefix .. 'parked', cascade = prefix .. 'cascade',
+    metrics = prefix .. 'metrics', events_channel = prefix .. 'events',
+    task = K.task, events = K.events, deliveries = K.deliveries, dependents = K.dependents,
+    index = K.index, ready = K.ready, parked = K.parked, wake = K.wake, idle = K.idle,
+    offers = K.offers, inbox = K.inbox, held = K.held, delivery = K.delivery,
+    idempotency = K.idempotency, unique = K.unique, throughput = K.throughput,
+    schedule_fence = K.schedule_fence,
+    -- Per-call state, set as the script runs (nil here, named for the reader):
+    -- controls, offer_cache, processing_owed, net_processing.
+  }
+end
 
 -- The keys of the recurring schedules (SPEC section 12), from any one of them (a schedule
 -- script's KEYS[1]): they share the hash tag '{_schedules}', no queue's (keys.SCHEDULES_*).
@@ -87,6 +97,20 @@ local function claim_token(attempt)
     token_suffix = '.' .. t[1] .. string.format('%06d', tonumber(t[2]))
   end
   return attempt .. token_suffix
+end
+
+-- Integers as command arguments. redis.call writes a Lua number with a float printf
+-- ('%.17g'), which cost a one-task complete-and-claim a dozen formattings, about 4% of its
+-- time: small integers (counts, increments, attempts) are formatted once and kept, and a
+-- script formats its clock's ms once (now_text). Larger values are not kept: the table
+-- lives as long as the library.
+local INT_TEXT = {}
+local function int_text(n)
+  local text = INT_TEXT[n]
+  if text then return text end
+  text = string.format('%d', n)
+  if n >= -1024 and n <= 1024 then INT_TEXT[n] = text end
+  return text
 end
 
 -- Lua's unpack() fails past ~8,000 values, and Redis does not roll back a script that
@@ -284,20 +308,22 @@ end
 -- A task promoted ahead of its due time (SCHEDULE_LEAD_SECONDS) is started by its consumer
 -- at that time, so that is its 'started'.
 local function claim_record(Q, id, now, worker, owner, created, attempt, run_at)
-  local key, events = Q:task(id), Q:events(id)
+  local key, events, now_text = Q:task(id), Q:events(id), int_text(tonumber(now))
   if created and not string.match(created, '^%d+$') then
-    created = now
-    redis.call('HSET', key, 'created', now, 'corrupt', 'created')
+    created = now_text
+    redis.call('HSET', key, 'created', now_text, 'corrupt', 'created')
   end
   if attempt and not string.match(attempt, '^%d+$') then
     attempt = '0'
     redis.call('HSET', key, 'corrupt', 'attempt')
   end
   local n = (tonumber(attempt) or 0) + 1
-  local started = now
+  local started = now_text
   if tonumber(run_at) and tonumber(run_at) > tonumber(now) then started = run_at end
-  redis.call('HSET', key, 'status', 'processing', 'attempt', n, 'token', claim_token(n),
-    'started', started, 'updated', now, 'worker', worker, 'owner', owner)
+  local attempt_text = int_text(n)
+  redis.call('HSET', key, 'status', 'processing', 'attempt', attempt_text, 'token',
+    claim_token(attempt_text), 'started', started, 'updated', now_text, 'worker', worker,
+    'owner', owner)
   local event = cjson.encode({event = 'task.claimed', task_id = id, status = 'processing',
     attempt = n, worker = worker, at_ms = tonumber(now)})
   -- pcall: an events key that is not a LIST is replaced, not a script error half-way.
@@ -310,7 +336,7 @@ local function claim_record(Q, id, now, worker, owner, created, attempt, run_at)
     redis.call('LTRIM', events, -MAX_EVENTS, -1)
   end
   publish_event(Q, event)
-  return redis.call('HGETALL', key), created or now
+  return redis.call('HGETALL', key), created or now_text
 end
 
 -- Book claims of one consumer: status index, lease deadlines, its held set and the counters,
@@ -321,10 +347,10 @@ local function note_claims(Q, owner, ids, by_created, leased)
   call_chunked('ZADD', Q:index('processing'), by_created)
   call_chunked('ZADD', Q.leases, leased)
   call_chunked('SADD', Q:held(owner), ids)
-  redis.call('HINCRBY', Q.counts, 'pending', -n)
+  redis.call('HINCRBY', Q.counts, 'pending', int_text(-n))
   local change = n + (Q.processing_owed or 0)
   Q.processing_owed = nil
-  if change ~= 0 then redis.call('HINCRBY', Q.counts, 'processing', change) end
+  if change ~= 0 then redis.call('HINCRBY', Q.counts, 'processing', int_text(change)) end
 end
 
 -- The processing count's decrement that complete_runs left to the claim of the same call
@@ -332,7 +358,7 @@ end
 local function settle_processing(Q)
   local owed = Q.processing_owed
   Q.processing_owed = nil
-  if owed and owed ~= 0 then redis.call('HINCRBY', Q.counts, 'processing', owed) end
+  if owed and owed ~= 0 then redis.call('HINCRBY', Q.counts, 'processing', int_text(owed)) end
 end
 
 -- Which task types a consumer runs: a set from its comma-separated list (a type name has no
@@ -569,7 +595,7 @@ end
 -- still outlives its minute's last count by an hour, less than a second.
 local function count_throughput(key, now, outcome, n)
   local field = string.format('%d:%s', math.floor(now / 1000), outcome)
-  if redis.call('HINCRBY', key, field, n) == n then redis.call('EXPIRE', key, 3600) end
+  if redis.call('HINCRBY', key, field, int_text(n)) == n then redis.call('EXPIRE', key, '3600') end
 end
 
 -- Prometheus histograms and counters (SPEC section 13), kept by the scripts that end a run in
@@ -578,11 +604,16 @@ end
 local METRIC_BOUNDS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
   300000}
 
+-- A bucket's number as the field names carry it (a literal: a number in a concatenation
+-- costs a float printf per use; and on Redis 6.2 the library's top level runs per call).
+local BUCKET_TEXT = {'1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12', '13', '14',
+  '15'}
+
 local function metric_bucket(ms)
   for i, bound in ipairs(METRIC_BOUNDS_MS) do
-    if ms <= bound then return i end
+    if ms <= bound then return BUCKET_TEXT[i] end
   end
-  return #METRIC_BOUNDS_MS + 1  -- +Inf
+  return BUCKET_TEXT[#METRIC_BOUNDS_MS + 1]  -- +Inf
 end
 
 local function tally_add(tally, field, n)
@@ -605,7 +636,7 @@ local function tally_run(tally, task_type, outcome, now, created, run_at, due, s
 end
 
 local function flush_tally(Q, tally)
-  for field, n in pairs(tally) do redis.call('HINCRBY', Q.metrics, field, n) end
+  for field, n in pairs(tally) do redis.call('HINCRBY', Q.metrics, field, int_text(n)) end
 end
 
 -- complete.lua's work: processing -> completed for a batch of runs. K: {counts, leases,
@@ -617,6 +648,7 @@ local function complete_runs(Q, K, A, first)
   -- read its clock earlier could start its dependent before another dependency's completion.
   -- At least the caller's time, which names the throughput histogram's minute in KEYS.
   local now, purge_at = math.max(tonumber(A[first]), server_ms()), A[first + 1]
+  local now_text = int_text(now)
   -- The sorted-set and held-set updates of the whole batch go in one variadic call each.
   local codes, done, by_created, purge, held = {}, {}, {}, {}, {}
   local awaited = {}  -- completed ids with dependents (has_dependents), released at the end
@@ -647,7 +679,7 @@ local function complete_runs(Q, K, A, first)
         table.insert(held[f[3]], id)
       end
       -- An empty error and owner read as none (codec.py); cheaper than a second call to HDEL.
-      redis.call('HSET', task_key, 'status', 'completed', 'completed', now, 'updated', now,
+      redis.call('HSET', task_key, 'status', 'completed', 'completed', now_text, 'updated', now_text,
         'result', result, 'error', '', 'owner', '')
       release_unique(Q, id, f[7])
       if f[8] == '1' then awaited[#awaited + 1] = id end
@@ -667,13 +699,13 @@ local function complete_runs(Q, K, A, first)
     call_chunked('ZREM', K[2], done)
     call_chunked('ZADD', K[3], purge)
     for owner, ids in pairs(held) do call_chunked('SREM', Q:held(owner), ids) end
-    redis.call('HINCRBY', K[1], 'completed', #done)
+    redis.call('HINCRBY', K[1], 'completed', int_text(#done))
     if Q.net_processing and not controls(Q).max then
       -- complete_claim.lua: the claim that follows writes processing once for its starts and
       -- these ends together (note_claims, settle_processing); with no cap, no slot to announce.
       Q.processing_owed = (Q.processing_owed or 0) - #done
     else
-      local left = redis.call('HINCRBY', K[1], 'processing', -#done)
+      local left = redis.call('HINCRBY', K[1], 'processing', int_text(-#done))
       announce_slots(Q, left + #done)
     end
     count_throughput(K[5], tonumber(A[first]), 'c', #done)
@@ -684,6 +716,9 @@ local function complete_runs(Q, K, A, first)
   return codes
 end
 
+-- The priorities 1 .. 5 as text, as ready and parked lists' names carry them.
+local PRIORITY_TEXT = {'1', '2', '3', '4', '5'}
+
 -- claim.lua's work (see its header for K, the KEYS, and A, the ARGV): pending -> processing
 -- for up to A[2] tasks of lane A[7], the slots left unfilled offered. complete_claim.lua runs
 -- it after a batch of completions, in the same call.
@@ -691,7 +726,7 @@ local function claim_tasks(Q, K, A)
   local now, lease_ms, wanted = server_ms(), tonumber(A[1]), tonumber(A[2])
   local worker, owner, lane, types = A[3], A[4], A[7], A[8]
   local runs = type_set(types)
-  local lease_until = tonumber(now) + lease_ms
+  local lease_until = int_text(tonumber(now) + lease_ms)
   local withdrawn = redis.call('LREM', K[4], 0, owner)
   -- Without A[6], A[2] leaves out the caller's offers and the withdrawn ones are added.
   -- With it (a consumer of several queues offers the same slots in each), A[2] counts every
@@ -769,16 +804,16 @@ local function claim_tasks(Q, K, A)
     -- No parked list to look at first: one LMPOP takes from the most urgent ready list that
     -- has tasks, where an LPOP per priority paid a call for each empty list above it.
     local priority_of = {}
-    for k = 7, 11 do priority_of[K[k]] = tostring(12 - k) end
+    for k = 7, 11 do priority_of[K[k]] = PRIORITY_TEXT[12 - k] end
     while n < limit do
-      local popped = redis.call('LMPOP', 5, K[7], K[8], K[9], K[10], K[11], 'LEFT', 'COUNT',
-        limit - n)
+      local popped = redis.call('LMPOP', '5', K[7], K[8], K[9], K[10], K[11], 'LEFT', 'COUNT',
+        int_text(limit - n))
       if not popped then break end
       admit(popped[1], priority_of[popped[1]], nil, popped[2])
     end
   else
     for k = 7, 11 do
-      local priority = tostring(12 - k)
+      local priority = PRIORITY_TEXT[12 - k]
       for _, entry in ipairs(parked_at[priority] or {}) do take(entry[1], priority, entry[2]) end
       take(K[k], priority, nil)
     end

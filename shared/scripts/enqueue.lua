@@ -33,6 +33,7 @@
 -- ZADD indexes, HINCRBY counts once; then hand-overs to idle consumers and RPUSH ready.
 local Q = queue_keys(KEYS[1])
 local now = tonumber(ARGV[1])
+local now_text = int_text(now)  -- as the records and indexes take it (int_text in _lib.lua)
 
 if ARGV[3] == '1' then
   local seen = redis.call('GET', KEYS[4])
@@ -107,8 +108,8 @@ for _, spec in ipairs(specs) do
   local status = spec.status
   local fields = {'id', id, 'queue', spec.queue, 'type', spec.type, 'payload', spec.payload,
     'status', status,
-    'priority', spec.priority, 'max_retries', spec.max_retries, 'retry_count', 0,
-    'attempt', 0, 'lane', spec.lane, 'created', now, 'updated', now}
+    'priority', spec.priority, 'max_retries', spec.max_retries, 'retry_count', '0',
+    'attempt', '0', 'lane', spec.lane, 'created', now_text, 'updated', now_text}
   if run_at > 0 then table.insert(fields, 'run_at'); table.insert(fields, run_at) end
   if spec.webhook and spec.webhook ~= cjson.null then
     table.insert(fields, 'webhook'); table.insert(fields, spec.webhook)
@@ -137,9 +138,9 @@ for _, spec in ipairs(specs) do
     end
     reply[#reply + 1], reply[#reply + 2] = status, spec.ended or ''
   end
-  all[#all + 1], all[#all + 2] = now, id
+  all[#all + 1], all[#all + 2] = now_text, id
   indexed[status] = indexed[status] or {}
-  table.insert(indexed[status], now)
+  table.insert(indexed[status], now_text)
   table.insert(indexed[status], id)
   counted[status] = (counted[status] or 0) + 1
   -- The created event is published but not stored: queries.py derives it from the record.
@@ -165,9 +166,9 @@ end
 call_chunked('ZADD', KEYS[2], all)
 for status, members in pairs(indexed) do
   call_chunked('ZADD', Q:index(status), members)
-  redis.call('HINCRBY', KEYS[1], status, counted[status])
+  redis.call('HINCRBY', KEYS[1], status, int_text(counted[status]))
 end
-redis.call('HINCRBY', KEYS[1], 'total', #ids)
+redis.call('HINCRBY', KEYS[1], 'total', int_text(#ids))
 make_ready_many(Q, pending, now)
 
 if ARGV[3] == '1' then

@@ -62,6 +62,20 @@ def test_drain_cost_reports_the_rate_the_cpu_and_the_commands_per_task() -> None
     assert any(line.split()[0] == "fcall" for line in commands), commands
 
 
+def test_script_cost_times_complete_claim_as_a_single_slot_worker_runs_it() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.harness.script_cost", "--iterations", "200",
+         "--reps", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    # It exits non-zero when the loop did not report and claim one task per iteration.
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    line = done.stdout.strip()
+    assert line.startswith("complete_claim, one task reported and one claimed"), line
+    assert float(line.rsplit("min ", 1)[1].rstrip(" us)")) > 1
+
+
 def test_the_cpu_window_opens_once_every_worker_process_has_started_a_task() -> None:
     from benchmarks.harness import workloads
     from benchmarks.harness.redisd import fresh_redis

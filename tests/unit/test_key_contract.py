@@ -116,6 +116,17 @@ async def test_lua_builds_the_schedule_keys_as_keys_py_does(conn: Conn) -> None:
     assert all(key.startswith("tq:{_schedules}:") for key in expected)
 
 
+def test_the_contract_covers_every_key_builder() -> None:
+    """queue_keys lists the QueueKeys builders one by one (one table constructor per script
+    call): a builder added to _lib.lua but left out of it, or out of CONTRACT, fails here or
+    in the test above, not in some script that calls it."""
+    builders = set(
+        re.findall(r"^function QueueKeys:(\w+)\(", (SCRIPTS / "_lib.lua").read_text(), re.M)
+    )
+    covered = {m for expression, _ in CONTRACT for m in re.findall(r"^Q:(\w+)\(", expression)}
+    assert builders and builders == covered
+
+
 def test_every_queue_key_carries_the_queue_hash_tag() -> None:
     for queue in QUEUES:
         k = Keys(queue)
