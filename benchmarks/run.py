@@ -41,7 +41,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 SMOKE = Sizes(
     drain=200, enqueue=200, rate=100, rate_seconds=0.5, rate_warmup=0.1, scheduled=20,
     schedule_delay=0.3,
-    rest_requests=200, rest_batch=10, recovery_trials=1, warm_burst=20, settle=0.2,
+    rest_requests=200, rest_batch=10, rest_batch_requests=20, recovery_trials=1, warm_burst=20,
+    settle=0.2,
     ours_env=(("HEARTBEAT_SECONDS", "0.2"), ("DEAD_AFTER_SECONDS", "0.6")),
     limited_seconds=1.0, limited_tasks=150, failover_rate=100, failover_trials=2,
     failover_warmup=0.5, failover_quiet=0.2, control_pairs=20, control_cancels=3,
