@@ -228,6 +228,11 @@ class Consumer:
         self.offers: dict[str, int] = {}
         self.waiting: dict[str, int] = {}
         self.resync = False  # the inbox was silent: claim (re-sync the offers) even if busy
+        # The last run ended well and nothing else runs: no other slot will free up to
+        # gather, so the claim loop re-offers the slot at once and the report rides on that
+        # call (complete_claim.lua). At a quiet rate a wide consumer otherwise made two
+        # script calls per task: the flusher's report, then the re-offer a gather later.
+        self.claim_now = False
         self.closing = False  # shutting down: the inbox is sealed
         # Claim in batches when busy: wait for this many free slots (or CLAIM_GATHER_SECONDS)
         # instead of one claim round trip per finished task. Small batches refill slots
@@ -330,7 +335,8 @@ class Consumer:
         while not stop.is_set():
             free = self._free()
             on_offer = self._on_offer()
-            if not self.resync and free < self.claim_batch and (self.running or on_offer):
+            gather = (self.running or on_offer) and not self.claim_now
+            if not self.resync and free < self.claim_batch and gather:
                 # Busy, or the free slots are on offer: gather finished slots into one claim.
                 # A free slot not on offer waits at most CLAIM_GATHER_SECONDS (then the claim
                 # offers it), so neither long tasks nor hand-overs leave it idle for long.
@@ -341,7 +347,7 @@ class Consumer:
                     continue  # woken: look again
                 except TimeoutError:
                     pass  # gathered long enough: claim (and offer) what is free
-            self.resync = False
+            self.resync = self.claim_now = False
             try:
                 await self._refresh_served()
                 await self._claim_round()
@@ -630,22 +636,24 @@ class Consumer:
                 if only is None:
                     self.reading = names
                 inboxes = {self.conn.queue(name).inbox(self.instance_id): name for name in names}
-                reply = await guarded(redis.blpop(list(inboxes), timeout=INBOX_WAIT_SECONDS))
-                if reply is None:
+                popped = await self._wait_for_handovers(inboxes)
+                if popped is None:
                     if self.closing:
                         return  # sealed, and the seals were taken back with the inboxes
                     if self._on_offer() and not stop.is_set():
                         self.resync = True  # nothing handed over for a while: re-sync
                         self.slot_free.set()
                     continue
-                inbox, queue = str(reply[0]), inboxes[str(reply[0])]
-                if not await self._receive(str(reply[1]), queue, stop, names):
-                    return
+                inbox, messages = popped
+                queue = inboxes[inbox]
+                for message in messages:
+                    if not await self._receive(message, queue, stop, names):
+                        return
+                # The tasks just started run first, up to their own first await: their starts
+                # would otherwise wait for the next call's write (enqueue->start latency).
+                await asyncio.sleep(0)
                 more = self.offers.get(queue, 0) + self.waiting.get(queue, 0)
-                if more > 0:  # a burst: the rest in one round trip
-                    # The task just started runs first, up to its own first await: its start
-                    # would otherwise wait for this LPOP's write (enqueue->start latency).
-                    await asyncio.sleep(0)
+                if more > 0 and not self.conn.use_functions:  # Redis 6.2: a burst's rest
                     burst = await guarded(redis.lpop(inbox, more))
                     for message in cast("list[str]", burst or []):
                         if not await self._receive(message, queue, stop, names):
@@ -662,6 +670,25 @@ class Consumer:
                 self.resync = True
                 self.slot_free.set()
                 await asyncio.sleep(pause)
+
+    async def _wait_for_handovers(self, inboxes: dict[str, str]) -> tuple[str, list[str]] | None:
+        """Wait up to INBOX_WAIT_SECONDS for tasks handed over in these inboxes (name ->
+        queue): one inbox and what was popped from it, or None.
+
+        On Redis 7 one BLMPOP takes a burst with its first task: up to all an inbox can hold
+        (a task per slot, as only offered slots are handed tasks, and the seal): its count is
+        set as it starts to wait, when the offers it will serve may not be made yet. On
+        Redis 6.2 a BLPOP takes the first and the reader pops the rest with an LPOP, which at
+        a quiet rate comes back empty: a round trip per task that BLMPOP saves."""
+        redis = self.conn.redis
+        if self.conn.use_functions:
+            names, most = list(inboxes), self.concurrency + 1
+            reply = await guarded(
+                redis.blmpop(INBOX_WAIT_SECONDS, len(names), *names, direction="LEFT", count=most)
+            )
+            return None if reply is None else (str(reply[0]), [str(m) for m in reply[1]])
+        reply = await guarded(redis.blpop(list(inboxes), timeout=INBOX_WAIT_SECONDS))
+        return None if reply is None else (str(reply[0]), [str(reply[1])])
 
     async def _receive(
         self, message: str, queue: str, stop: asyncio.Event, reading: list[str]
@@ -748,6 +775,8 @@ class Consumer:
             if run.writer is not None:
                 run.writer.closed = True
         self.finished.add(claim)
+        if not self.running and outcome.ok:
+            self.claim_now = True
         if self._free() >= self.claim_batch or not self.running:
             self.slot_free.set()
         self.outcomes.put_nowait((claim, outcome))

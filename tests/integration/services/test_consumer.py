@@ -19,7 +19,7 @@ from shared.redis import Conn
 from shared.registry import Handler, TaskContext
 from shared.settings import Settings
 from tests.integration.scripts.test_transitions import forget_scripts
-from tests.support.commandstats import script_calls
+from tests.support.commandstats import command_calls, script_calls
 from tests.support.seed import assert_consistent, ensure_test_types, seed_tasks
 from tests.support.waiting import wait_until
 
@@ -298,6 +298,56 @@ async def test_idle_consumer_is_handed_tasks_and_offers_its_slots_again(
     # Stopped: no offer, no inbox left behind.
     assert await conn.redis.llen(conn.keys.idle("work")) == 0
     assert not await conn.redis.exists(conn.keys.inbox(me), conn.keys.offers("work"))
+    await assert_consistent(conn)
+
+
+async def test_a_wide_consumer_at_a_quiet_rate_reports_with_its_re_offer(
+    conn: Conn, settings: Settings
+) -> None:
+    """Handed one task at a time, a consumer of many slots reports each in the call that
+    offers its slot again (complete_claim.lua): two script calls per task, its create and
+    that one. It used to report at once and re-offer a claim gather later: three."""
+    async with running(conn, settings, {"noop": lambda p, c: 1}, concurrency=32) as consumer:
+        me = consumer.instance_id
+        await wait_until(lambda: _offered(conn, me, 32), message="every slot on offer")
+        calls, lpops = await script_calls(conn), await command_calls(conn, "lpop")
+        for _ in range(20):
+            [task] = await seed_tasks(conn, settings)
+            await wait_until(status_is(conn, task.id, "completed"), message="hand-over run")
+            await wait_until(lambda: _offered(conn, me, 32), message="offers renewed")
+        spent = await script_calls(conn) - calls
+        lpops = await command_calls(conn, "lpop") - lpops
+    # 20 creates and 20 reports riding on re-offers, and a few heartbeats around them.
+    assert 40 <= spent <= 48, spent
+    if conn.use_functions:
+        # Each create pops the consumer's offer. The reader's BLMPOP takes a burst with its
+        # first task: no LPOP of the inbox after each task (on Redis 6.2, an empty one).
+        assert lpops == 20, lpops
+    await assert_consistent(conn)
+
+
+async def test_tasks_handed_over_together_are_popped_together(
+    conn: Conn, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Redis 7 one BLMPOP waits for hand-overs and takes a burst with its first task; on
+    6.2 a BLPOP takes the first and an LPOP the rest (at a quiet rate an empty one)."""
+    popped: list[int] = []
+    wait_for_handovers = Consumer._wait_for_handovers
+
+    async def recording(self: Consumer, inboxes: dict[str, str]) -> Any:
+        got = await wait_for_handovers(self, inboxes)
+        if got is not None:
+            popped.append(len(got[1]))
+        return got
+
+    monkeypatch.setattr(Consumer, "_wait_for_handovers", recording)
+    async with running(conn, settings, {"noop": lambda p, c: 1}, concurrency=8) as consumer:
+        me = consumer.instance_id
+        await wait_until(lambda: _offered(conn, me, 8), message="every slot on offer")
+        tasks = await seed_tasks(conn, settings, count=5)  # one create hands over all five
+        for task in tasks:
+            await wait_until(status_is(conn, task.id, "completed"), message="burst run")
+    assert popped[0] == (5 if conn.use_functions else 1), popped
     await assert_consistent(conn)
 
 
