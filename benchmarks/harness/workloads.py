@@ -296,8 +296,9 @@ def live(system: System, server: RedisServer, sizes: Sizes) -> Outcome:
     config = config_label(processes, concurrency)
     server.flush()
     with Group(server.url, f"{system.name}-live") as group:
-        start_system(group, system, processes, concurrency, sizes)
+        pids = start_system(group, system, processes, concurrency, sizes)
         warm_up(system, server, group, sizes)
+        cpu0, redis0 = group_cpu(pids), server.cpu_seconds()
         sent = drive(
             system, group, "rate", "--rate", str(sizes.rate), "--seconds",
             str(sizes.rate_seconds), "--warmup", str(sizes.rate_warmup),
@@ -305,6 +306,12 @@ def live(system: System, server: RedisServer, sizes: Sizes) -> Outcome:
         )  # fmt: skip
         total = int(sent["sent"]) + int(sent["warmup"])
         wait_for(lambda: results_len(server) >= total, 60, f"{system.name} rate tasks")
+        # What a task costs a quiet system (every process sleeps between tasks): the workers'
+        # processes (our scheduler included) and Redis, over the whole steady rate.
+        out.diagnostics["cpu_at_rate_us_per_task"] = {
+            "workers": round((group_cpu(pids) - cpu0) / total * 1e6),
+            "redis": round((server.cpu_seconds() - redis0) / total * 1e6),
+        }
         lat = [(s.at - s.arg) * 1000 for s in read_results(server) if s.arg > 0]
         rate_label = f"{sizes.rate:g}/s"
         out.add("latency_p99", rate_label, stats.percentile(lat, 99), "ms")

@@ -42,6 +42,10 @@ def test_bench_smoke_runs_every_workload_and_writes_the_report(tmp_path: Path) -
         row = rows[name]
         assert {"system", "metric", "config", "median", "min", "max", "unit"} <= set(row)
         assert row["median"] is not None and row["median"] > 0, row
+    diagnostics = document["diagnostics"]
+    [live] = [d for d in diagnostics if (d["system"], d["workload"]) == ("ours", "live")]
+    quiet = live["cpu_at_rate_us_per_task"]  # what a task costs at the latency row's rate
+    assert quiet["workers"] > 0 and quiet["redis"] > 0, quiet
     assert document["machine"]["cores"] and document["versions"]["ours"]
     assert (tmp_path / "smoke.md").read_text().startswith("# Benchmark results")
 
