@@ -652,9 +652,9 @@ class Consumer:
                 # The tasks just started run first, up to their own first await: their starts
                 # would otherwise wait for the next call's write (enqueue->start latency).
                 await asyncio.sleep(0)
-                more = self.offers.get(queue, 0) + self.waiting.get(queue, 0)
-                if more > 0 and not self.conn.use_functions:  # Redis 6.2: a burst's rest
-                    burst = await guarded(redis.lpop(inbox, more))
+                if not self.conn.use_functions:  # Redis 6.2: a burst's rest, in one LPOP
+                    more = self.offers.get(queue, 0) + self.waiting.get(queue, 0)
+                    burst = await guarded(redis.lpop(inbox, more)) if more > 0 else None
                     for message in cast("list[str]", burst or []):
                         if not await self._receive(message, queue, stop, names):
                             return
