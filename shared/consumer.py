@@ -213,6 +213,7 @@ class Consumer:
         self.early_cancels: dict[ClaimKey, None] = {}
         self.controls: Fanout | None = None
         self.cancel_check: asyncio.Task[None] | None = None
+        self.cancels_unchecked = False  # a drop came while cancel_check was reading: again
         self.outcomes: asyncio.Queue[tuple[ClaimKey, Outcome] | None] = asyncio.Queue()
         # On a cluster, outcomes of a queue whose shard could not be reached, with the task
         # reporting them as soon as it can: they must not hold back the other queues'.
@@ -504,6 +505,8 @@ class Consumer:
             self._wake()
             if self.cancel_check is None or self.cancel_check.done():
                 self.cancel_check = asyncio.create_task(self._check_cancels())
+            else:  # the check under way may have read the flags before the missed cancel
+                self.cancels_unchecked = True
             return
         try:
             message = codec.loads(raw)
@@ -587,15 +590,18 @@ class Consumer:
         try:
             async with asyncio.timeout(60):
                 await self.controls.ready()
-            by_queue: dict[str, list[ClaimKey]] = {}
-            for claim in list(self.runs):
-                by_queue.setdefault(self.runs[claim].item.task.queue, []).append(claim)
-            for queue, claims in by_queue.items():
-                ids = [task_id for task_id, _ in claims]
-                asked = set(await queries.cancels_requested(self.conn, ids, queue=queue))
-                for claim in claims:
-                    if claim[0] in asked:
-                        self._cancel_run(claim)
+            self.cancels_unchecked = True
+            while self.cancels_unchecked:  # once more for each drop during a pass
+                self.cancels_unchecked = False
+                by_queue: dict[str, list[ClaimKey]] = {}
+                for claim in list(self.runs):
+                    by_queue.setdefault(self.runs[claim].item.task.queue, []).append(claim)
+                for queue, claims in by_queue.items():
+                    ids = [task_id for task_id, _ in claims]
+                    asked = set(await queries.cancels_requested(self.conn, ids, queue=queue))
+                    for claim in claims:
+                        if claim[0] in asked:
+                            self._cancel_run(claim)
         except Exception as exc:
             logger.warning("%s cannot check for missed cancels: %s", self.name, describe(exc))
 

@@ -341,6 +341,40 @@ async def test_a_cancel_missed_while_the_control_subscription_was_down_is_caught
         await wait_until(status_is(conn, task.id, "cancelled"), timeout=CANCEL_WITHIN_SECONDS)
 
 
+async def test_a_drop_while_the_catch_up_is_reading_gets_a_catch_up_of_its_own(
+    conn: Conn, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catch-up that read the cancel flags just before a missed cancel must not stand for
+    the drop that came after it: it reads them again (CI caught the race on a slow Redis)."""
+    started = asyncio.Event()
+    read, go_on = asyncio.Event(), asyncio.Event()
+    cancels_requested = queries.cancels_requested
+
+    async def slow(payload: Any, ctx: TaskContext) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    async def held_after_reading(*args: Any, **kwargs: Any) -> list[str]:
+        asked = await cancels_requested(*args, **kwargs)
+        if not read.is_set():  # the first read, made before the cancel below
+            read.set()
+            await go_on.wait()
+        return asked
+
+    [task] = await seed_tasks(conn, settings)
+    async with running(conn, settings, {"noop": slow}) as consumer:
+        await asyncio.wait_for(started.wait(), 5)
+        assert consumer.cancel_check is not None
+        await asyncio.wait_for(consumer.cancel_check, 5)  # the start-up catch-up is done
+        monkeypatch.setattr(queries, "cancels_requested", held_after_reading)
+        consumer._on_control(None)  # a drop: a catch-up reads the flags (none set) ...
+        await asyncio.wait_for(read.wait(), 5)
+        await conn.redis.hset(conn.keys.task(task.id), "cancel_requested", "1")
+        consumer._on_control(None)  # ... and a second drop, with a cancel missed meanwhile
+        go_on.set()
+        await wait_until(status_is(conn, task.id, "cancelled"), timeout=CANCEL_WITHIN_SECONDS)
+
+
 async def test_progress_is_coalesced_and_the_last_value_is_kept(
     conn: Conn, settings: Settings
 ) -> None:
