@@ -95,3 +95,25 @@ def test_the_cpu_window_opens_once_every_worker_process_has_started_a_task() -> 
         # A process that never starts one: the drain's budget runs out.
         with pytest.raises(TimeoutError):
             workloads._at_work(server, 3, 20, timeout=0.2)
+
+
+def test_schedule_bytes_count_every_field_of_a_schedule_not_a_sample() -> None:
+    from benchmarks.harness.redisd import fresh_redis
+    from benchmarks.harness.schedule_workloads import bytes_per_schedule
+    from shared import keys
+
+    with fresh_redis() as server:
+        # Ten fields, one of them large: an estimate from 5 sampled fields counts the large
+        # one twice or not at all (which, depends on the server's hash seed).
+        names = [f"bench-{index:05d}" for index in range(3)]
+        for name in names:
+            fields = {f"field{n}": "x" for n in range(9)} | {"def": "d" * 4000}
+            server.client.hset(keys.schedule(name), mapping=fields)
+            server.client.zadd(keys.SCHEDULES_ALL, {name: 0})
+        exact = sum(
+            int(server.client.execute_command("MEMORY", "USAGE", keys.schedule(n), "SAMPLES", 0))
+            for n in names
+        ) + int(server.client.execute_command("MEMORY", "USAGE", keys.SCHEDULES_ALL))
+        measured = bytes_per_schedule(server, len(names))
+        assert measured == exact / len(names)
+        assert 4000 < measured < 8000  # the large field once, with the hash's overhead
