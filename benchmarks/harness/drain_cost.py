@@ -7,7 +7,9 @@
 Starts a fresh Redis (REDIS_SERVER_BIN picks the binary, e.g. one built with symbols),
 preloads N no-op tasks, starts the workers and, once they are running, measures until the
 queue is drained: the rate, the workers' CPU per task (/proc), Redis's CPU per task
-(INFO cpu) and INFO commandstats per task, including every command the scripts run.
+(INFO cpu) and INFO commandstats per task, including every command the scripts run; and
+how busy the whole machine was (cores busy, context switches per task): idle cores in a
+drain mean its processes wait on each other, not on the CPU.
 
 With --perf FILE, `perf record --call-graph dwarf` samples Redis (or, with --perf-worker,
 the first worker) for 3 s of the drain; read it with `perf report -i FILE --children`.
@@ -45,7 +47,8 @@ def main() -> None:
         raise SystemExit("perf not found: apt-get install linux-perf")
     system = BY_NAME[ns.system]
     with fresh_redis() as server, Group(server.url, "drain-cost") as group:
-        run_json(system.driver("enqueue", "--n", str(ns.n), "--bulk"), group.base_env(), 600)
+        bulk = ["--bulk"] if system.has_bulk else []  # Huey and others: one at a time
+        run_json(system.driver("enqueue", "--n", str(ns.n), *bulk), group.base_env(), 600)
         workers = [group.start(proc) for proc in system.workers(ns.processes, ns.concurrency)]
         workloads.wait_for(
             lambda: workloads.results_len(server) >= STARTED_AFTER, 120, "workers to start"
@@ -54,6 +57,7 @@ def main() -> None:
         done_before = workloads.results_len(server)
         server.client.config_resetstat()
         redis_before = _redis_cpu_seconds(server.client)
+        box_before = workloads.box_counters()
         started = time.monotonic()
         if ns.perf:
             pid = workers[0].pid if ns.perf_worker else server.client.info("server")["process_id"]
@@ -69,12 +73,18 @@ def main() -> None:
             for proc, before in zip(workers, cpu_before, strict=True)
         )
         redis_us = _redis_cpu_seconds(server.client) - redis_before
+        busy, switches = workloads.cores_busy(box_before)
         stats = server.client.info("commandstats")
         group.stop()
     print(
         f"{ns.system} {ns.processes} x {ns.concurrency}: {done / took:,.0f} tasks/s, "
         f"worker CPU {worker_us * 1e6 / done:.0f} us/task, Redis CPU {redis_us * 1e6 / done:.0f} "
         f"us/task{' (perf attached)' if ns.perf else ''}"
+    )
+    cores = os.cpu_count() or 1
+    print(
+        f"the box: {busy:.2f} of {cores} cores busy, {100 * (1 - busy / cores):.0f} % idle "
+        f"over the drain, {switches / done:.1f} context switches per task"
     )
     rows = sorted(stats.items(), key=lambda item: -int(item[1]["usec"]))
     inner = sum(int(row["calls"]) for name, row in rows if not _is_script(name)) / done

@@ -48,6 +48,10 @@ METRICS = [
     Metric("worker_cpu_high", "worker CPU per task, drain 2 x high", False, "<= best peer",
            budget=WORKER_CPU_BUDGET_HIGH),
     Metric("redis_cpu_high", "Redis CPU per task, drain 2 x high", False, "<= best peer"),
+    # The machine's cores at work during each drain (all processes): the rest sat idle, the
+    # workers and Redis waiting on each other. Rate = cores busy / CPU per task.
+    Metric("cores_busy_3x1", "cores busy, drain 3 x 1", True, "reported", decimals=2),
+    Metric("cores_busy_high", "cores busy, drain 2 x high", True, "reported", decimals=2),
     Metric("memory_queued", "Redis bytes per queued task", False, "<= 1024 B"),
     Metric("memory_finished", "Redis bytes per finished task", False, "<= 2048 B"),
     Metric("rest_trivial", "REST trivial route (GET /docs)", True, "", peers=False),

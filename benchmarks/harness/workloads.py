@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import stats
@@ -84,6 +85,22 @@ def wait_for(probe: Callable[[], bool], timeout: float, what: str, poll: float =
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(poll)
+
+
+def box_counters() -> tuple[int, int, int]:
+    """The whole machine so far (/proc/stat): busy and idle time of every core together
+    (iowait counts as idle), and context switches."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, lines[0].split()[1:9])
+    [switches] = [int(line.split()[1]) for line in lines if line.startswith("ctxt ")]
+    return user + nice + system + irq + softirq + steal, idle + iowait, switches
+
+
+def cores_busy(since: tuple[int, int, int]) -> tuple[float, int]:
+    """How many cores were busy on average since `since` (box_counters), and the switches."""
+    busy, idle, switches = (now - then for now, then in zip(box_counters(), since, strict=True))
+    cores = os.cpu_count() or 1
+    return cores * busy / max(busy + idle, 1), switches
 
 
 def results_len(server: RedisServer) -> int:
@@ -200,18 +217,20 @@ def drain(
         # CPU per task over the same window as the drain rate: from the moment every worker
         # process is at work to the last task. Start-up (imports, connecting) is left out
         # for every system alike: a process pays it once, not per task.
-        cpu0, redis0, done0 = 0.0, launched_redis, 0
+        cpu0, redis0, done0, box0 = 0.0, launched_redis, 0, box_counters()
         note = ""
         try:
             at_work = _at_work(server, processes, n, sizes.drain_budget)
             if at_work is not None:
                 cpu0, redis0, done0 = group_cpu(pids), server.cpu_seconds(), at_work
+                box0 = box_counters()
             left = deadline - time.monotonic()
             wait_for(lambda: results_len(server) >= n, left, f"{system.name} drain")
         except TimeoutError:
             note = f"stopped after {sizes.drain_budget:.0f} s, {results_len(server)} of {n} done"
         redis_cpu = server.cpu_seconds() - redis0
         cpu = group_cpu(pids) - cpu0
+        busy, switches = cores_busy(box0)
         starts = read_results(server)
         rate, window = stats.drain_rate(starts)
         measured = max(len(starts) - done0, 1)
@@ -220,6 +239,10 @@ def drain(
         # and Redis's own.
         out.add("worker_cpu", config, cpu / measured * 1e6, "us/task", note)
         out.add("redis_cpu", config, redis_cpu / measured * 1e6, "us/task", note)
+        # How much of the machine the drain kept at work: what is idle, the system's
+        # processes spent waiting on each other (the harness itself only polls).
+        out.add("cores_busy", config, busy, "cores", note)
+        out.diagnostics["switches_per_task"] = round(switches / measured, 1)
         out.diagnostics["window_tasks"] = window
         out.diagnostics["cpu_window_tasks"] = measured
         # What the CPU rows leave out: every process's start-up, and the first tasks.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +38,16 @@ def test_bench_smoke_runs_every_workload_and_writes_the_report(tmp_path: Path) -
         "dependency_release_p99", "cancel_running_p50", "cancel_running_p99",
         "worker_cpu_3x1", "redis_cpu_3x1", "worker_cpu_high", "redis_cpu_high",
     }  # fmt: skip
-    assert expected <= set(rows), sorted(rows)
+    assert expected | {"cores_busy_3x1", "cores_busy_high"} <= set(rows), sorted(rows)
     for name in expected:
         row = rows[name]
         assert {"system", "metric", "config", "median", "min", "max", "unit"} <= set(row)
         assert row["median"] is not None and row["median"] > 0, row
+    # Cores busy during a drain: a share of this machine's cores, never more (a smoke drain
+    # can end within one 10 ms tick of /proc/stat, so none busy is possible here).
+    for name in ("cores_busy_3x1", "cores_busy_high"):
+        assert rows[name]["unit"] == "cores"
+        assert 0 <= rows[name]["min"] <= rows[name]["max"] <= document["machine"]["cores"]
     diagnostics = document["diagnostics"]
     [live] = [d for d in diagnostics if (d["system"], d["workload"]) == ("ours", "live")]
     quiet = live["cpu_at_rate_us_per_task"]  # what a task costs at the latency row's rate
@@ -59,8 +65,13 @@ def test_drain_cost_reports_the_rate_the_cpu_and_the_commands_per_task() -> None
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=110, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    first, per_task, *commands = done.stdout.splitlines()
+    first, box, per_task, *commands = done.stdout.splitlines()
     assert first.startswith("ours 1 x 1: ") and "worker CPU" in first and "Redis CPU" in first
+    # How much of the box the drain kept busy: idle cores point at waits, not at CPU.
+    busy = re.match(r"the box: ([\d.]+) of (\d+) cores busy, ", box)
+    assert busy is not None, box
+    assert 0 < float(busy[1]) <= int(busy[2]), box
+    assert box.endswith(" context switches per task") and "% idle over the drain" in box, box
     # A single-slot worker's call: the report, the claim and the task body's own RPUSH.
     assert float(per_task.rsplit(" ", 1)[1]) > 10
     assert any(line.split()[0] == "fcall" for line in commands), commands
