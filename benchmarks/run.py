@@ -100,10 +100,14 @@ def git_commit(root: Path = ROOT) -> str:
     return done.stdout.strip() + (" + uncommitted changes" if dirty else "")
 
 
+# What a drain measures over its window besides the rate: named after its shape too.
+_DRAIN_COSTS = ("worker_cpu", "redis_cpu", "cores_busy")
+
+
 def _named(out: workloads.Outcome, shape: str) -> workloads.Outcome:
     """A drain's samples named after its shape: drain_high, worker_cpu_high, ..."""
     for s in out.samples:
-        if s.metric in ("drain", "worker_cpu", "redis_cpu", "cores_busy"):
+        if s.metric == "drain" or s.metric in _DRAIN_COSTS:
             s.metric = f"{s.metric}_{shape}"
     return out
 
@@ -123,9 +127,7 @@ def run_one(
         out = workloads.drain(
             system, server, high_p, high_c, sizes, preload_bulk=False, worker_queues=QUEUE_WEIGHTS
         )
-        out.samples = [
-            s for s in out.samples if s.metric not in ("worker_cpu", "redis_cpu", "cores_busy")
-        ]
+        out.samples = [s for s in out.samples if s.metric not in _DRAIN_COSTS]
         return _named(out, "queues")
     if workload == "rate_limited":
         return workloads.rate_limited(system, server, sizes)
@@ -301,12 +303,10 @@ def render(source: Path, chart: bool = True) -> int:
 def _failed_metrics(failures: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
     produced = {
         "drain_high": [
-            "drain_high", "enqueue", "memory_queued", "memory_finished", "worker_cpu_high",
-            "redis_cpu_high", "cores_busy_high",
+            "drain_high", "enqueue", "memory_queued", "memory_finished",
+            *(f"{metric}_high" for metric in _DRAIN_COSTS),
         ],
-        "drain_3x1": [
-            "drain_3x1", "enqueue_bulk", "worker_cpu_3x1", "redis_cpu_3x1", "cores_busy_3x1",
-        ],
+        "drain_3x1": ["drain_3x1", "enqueue_bulk", *(f"{m}_3x1" for m in _DRAIN_COSTS)],
         "live": ["latency_p99", "latency_p50", "lateness_p99"],
         "drain_queues": ["drain_queues", "drain_queues_ratio"],
         "drain_shards": [
