@@ -47,7 +47,7 @@ def test_a_paused_queue_waits_while_another_runs_and_starts_at_once_on_resume(
         queues = {q["name"]: q for q in api.get("/api/queues").json()}
         return bool(queues["mail"]["workers"] == 3)
 
-    wait_until_sync(all_three_serve_mail, timeout=5, message="three workers serving mail")
+    wait_until_sync(all_three_serve_mail, timeout=20, message="three workers serving mail")
 
 
 def test_limits_hold_across_three_worker_processes(stack: Stack) -> None:
