@@ -55,6 +55,9 @@ CHROMIUM_ARGS = [
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 WAIT_MS = 15_000
+# Every `expect` waits up to 10 s, not Playwright's 5: Chromium, the dashboard, the API and
+# the workers share two cores in CI. The modules that import this one get it too.
+playwright_api.expect.set_options(timeout=10_000)
 
 
 def chromium_path() -> str:

@@ -88,8 +88,9 @@ def test_scheduled_task_never_starts_early_and_starts_on_time(stack: Stack) -> N
 
 
 def test_priority_five_overtakes_queued_priority_one(stack: Stack) -> None:
-    # 3 workers x 16 slots: 60 one-second tasks keep every slot busy and leave 12 queued.
-    body = {"tasks": [{"type": "sleep", "payload": {"seconds": 1}, "priority": 1}] * 60}
+    # 3 workers x 16 slots: 60 three-second tasks keep every slot busy and leave 12 queued
+    # (three seconds: the window in which all 48 run must outlast a slow box's polling).
+    body = {"tasks": [{"type": "sleep", "payload": {"seconds": 3}, "priority": 1}] * 60}
     with stack.api.stream("GET", "/api/events") as events:
         lines = events.iter_lines()
         next(lines)

@@ -117,10 +117,12 @@ def test_the_dashboard_cancel_route_stops_a_running_task(stack: Stack) -> None:
         reply = dash.post(f"/api/tasks/{task['id']}/cancel")
     assert reply.status_code == 200, reply.text
     assert reply.json()["task"]["cancel_requested"] is True
-    stack.wait_status(task["id"], "cancelled", timeout=5)
+    # Dashboard process -> Redis -> one of three worker processes: generous on a loaded box
+    # (SPEC section 10's 2 s bound is asserted on the API route's cancel above).
+    stack.wait_status(task["id"], "cancelled", timeout=20)
     wait_until_sync(
         lambda: stack.api.get("/api/stats").json()["processing_count"] == 0,
-        timeout=5,
+        timeout=20,
         message="no task left processing",
     )
 

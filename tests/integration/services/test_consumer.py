@@ -82,8 +82,10 @@ async def test_async_and_plain_handlers_complete_with_results(
 
 
 async def test_plain_handler_does_not_block_the_loop(conn: Conn, settings: Settings) -> None:
+    release = threading.Event()
+
     def slow(payload: Any, ctx: TaskContext) -> str:
-        time.sleep(0.5)
+        release.wait(30)  # held until the fast one has run: no race with a slow box
         return "slow"
 
     async def fast(payload: Any, ctx: TaskContext) -> str:
@@ -94,6 +96,7 @@ async def test_plain_handler_does_not_block_the_loop(conn: Conn, settings: Setti
     async with running(conn, settings, {"noop": slow, "image": fast}):
         await wait_until(lambda: _count(conn, "completed", 1), timeout=2, message="fast task")
         assert (await queries.get_task(conn, s.id)).status == "processing"
+        release.set()
         await wait_until(status_is(conn, s.id, "completed"), message="slow task")
 
 
