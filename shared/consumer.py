@@ -180,8 +180,12 @@ class Consumer:
         lookup: HandlerLookup,
         queues: QueueSelection | None = None,
         types: Collection[str] | None = None,
+        on_backlog: Callable[[bool], None] | None = None,
     ) -> None:
         self.conn, self.settings, self.service, self.lane = conn, settings, service, lane
+        # Told True when a claim takes tasks and offers no slot (a backlog to drain), False
+        # when one offers slots (waiting for hand-overs); the worker's scheduling policy.
+        self.on_backlog = on_backlog
         self.name, self.concurrency, self.lookup = name, concurrency, lookup
         # The task types this consumer runs (default: every registered type `lookup` has a
         # handler for, read when it starts). Claims and offers carry them: it never takes a
@@ -474,6 +478,8 @@ class Consumer:
     def _take(self, queue: str, reply: transitions.ClaimReply) -> int:
         """Start what a claim took and note the queue's offers and limits; how many started."""
         self.offers[queue], self.waiting[queue] = reply.offered, reply.waiting
+        if self.on_backlog is not None and (reply.offered or reply.claimed):
+            self.on_backlog(not reply.offered)
         if reply.paused:
             self.paused.add(queue)
         elif reply.retry_at_ms is not None:

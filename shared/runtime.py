@@ -100,6 +100,55 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+# Linux CPU scheduling policies a worker can run under (WORKER_SCHED_POLICY). SCHED_BATCH
+# keeps a process's CPU share (its nice level) but gives up wake-up preemption: woken by a
+# Redis reply, it waits for its turn instead of preempting the process that woke it, most
+# often Redis itself, which on a shared box then sits behind the worker with the next
+# worker's call while another core idles (docs/benchmarks.md, "Wake-up preemption").
+SCHED_POLICIES = {"batch": "SCHED_BATCH", "normal": "SCHED_OTHER"}
+
+
+def set_sched_policy(policy: str) -> bool:
+    """Put the calling thread under `policy` ("batch" or "normal"); threads it starts later
+    inherit it. False where this platform has no such policy or forbids the change (a
+    seccomp profile): the thread then runs as the system schedules it."""
+    chosen = getattr(os, SCHED_POLICIES[policy], None)
+    if chosen is None or not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(0, chosen, os.sched_param(0))
+    except OSError:
+        return False
+    return True
+
+
+def use_sched_policy(setting: str) -> Callable[[bool], None] | None:
+    """Apply WORKER_SCHED_POLICY at start-up, before any thread starts.
+
+    "batch" and "normal" hold for the process's life. "auto" starts normal and returns the
+    switch a consumer calls after each claim: batch while it has a backlog (its claims take
+    tasks and leave no slot on offer: throughput, where preempting Redis costs the most),
+    normal while it waits for hand-overs (a woken idle worker should start its task at
+    once). Only the event loop's thread switches; a task thread keeps what it started with."""
+    if setting not in ("auto", *SCHED_POLICIES):
+        raise ValueError(f"unknown scheduling policy {setting!r} (auto, batch, normal)")
+    if not set_sched_policy("normal" if setting == "auto" else setting):
+        logger.warning("scheduling policy %s is not available here; left as it is", setting)
+        return None
+    logger.info("scheduling policy: %s", setting)
+    if setting != "auto":
+        return None
+    current = "normal"
+
+    def backlogged(yes: bool) -> None:
+        nonlocal current
+        wanted = "batch" if yes else "normal"
+        if wanted != current and set_sched_policy(wanted):
+            current = wanted
+
+    return backlogged
+
+
 def run(main: Coroutine[Any, Any, None]) -> None:
     """asyncio.run with uvloop when it is installed, after tune_gc."""
     tune_gc()

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1, le=1000)
     # Queues a worker serves (SPEC section 9): "*", "a,b,c" (strict order) or "a:3,b:1".
     worker_queues: str = "*"
+    # The Linux CPU scheduling policy of a worker process (shared/runtime.py): "batch"
+    # (SCHED_BATCH: woken by a Redis reply, it does not preempt the process that woke it,
+    # often Redis itself), "normal" (SCHED_OTHER, the system default), or "auto": batch
+    # while it drains a backlog, normal while it waits for work.
+    worker_sched_policy: Literal["auto", "batch", "normal"] = "auto"
     api_keys: str = ""
     api_read_keys: str = ""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

@@ -2,9 +2,10 @@
 
 from services.worker.runner import main
 from shared.logging import configure_logging
-from shared.runtime import run
+from shared.runtime import run, use_sched_policy
 from shared.settings import get_settings
 
 settings = get_settings()
 configure_logging("worker", settings)
-run(main(settings))
+backlogged = use_sched_policy(settings.worker_sched_policy)  # before any thread starts
+run(main(settings, on_backlog=backlogged))

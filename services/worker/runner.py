@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 from shared import health, plugins, registry, tracing
 from shared.consumer import Consumer
@@ -21,7 +22,7 @@ def handler_for(task_type: str) -> Handler | None:
     return entry.handler if entry is not None and entry.lane == Lane.WORK else None
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: Settings, on_backlog: Callable[[bool], None] | None = None) -> None:
     plugins.load_task_modules(settings)
     stop = stop_event_on_signals()
     name = settings.instance_name or f"Worker {socket.gethostname()}"
@@ -36,6 +37,7 @@ async def main(settings: Settings) -> None:
             concurrency=settings.worker_concurrency,
             lookup=handler_for,
             queues=QueueSelection.parse(settings.worker_queues),
+            on_backlog=on_backlog,
         )
         with tracing.configured(settings, SERVICE):  # SPEC section 13: with OTEL_* set
             await consumer.run(stop)

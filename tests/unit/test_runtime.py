@@ -11,7 +11,11 @@ import textwrap
 import time
 from pathlib import Path
 
-from shared.runtime import GC_YOUNG_THRESHOLD, end_within, first_of
+import pytest
+from pydantic import ValidationError
+
+from shared.runtime import GC_YOUNG_THRESHOLD, end_within, first_of, use_sched_policy
+from shared.settings import Settings
 
 
 async def _stubborn(stop_after: asyncio.Event) -> None:
@@ -115,3 +119,57 @@ def test_every_service_tunes_the_collector_before_it_serves() -> None:
         assert int(frozen) > 10_000, (service, frozen)  # the imports and the app, frozen
         assert int(young_threshold) == GC_YOUNG_THRESHOLD, (service, young_threshold)
         assert app == "FastAPI", (service, app)
+
+
+def _policy_probe(setting: str, *switches: bool) -> list[str]:
+    """`use_sched_policy(setting)` in a fresh interpreter (the test process keeps its own),
+    then each of `switches` given to the switch it returned. Prints the policy of the main
+    thread after start-up and after each switch, then that of a thread started last, and
+    how many times the policy was set."""
+    probe = textwrap.dedent(
+        f"""
+        import os, threading
+        calls = []
+        real = os.sched_setscheduler
+        os.sched_setscheduler = lambda *a: (calls.append(a), real(*a))[1]
+        from shared.runtime import use_sched_policy
+        switch = use_sched_policy({setting!r})
+        seen = [os.sched_getscheduler(0)]
+        for backlogged in {list(switches)!r}:
+            switch(backlogged)
+            seen.append(os.sched_getscheduler(0))
+        thread = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))
+        thread.start(); thread.join()
+        print(switch is None, *seen, len(calls))
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+BATCH, NORMAL = str(os.SCHED_BATCH), str(os.SCHED_OTHER)
+
+
+def test_batch_and_normal_hold_for_the_process_and_the_threads_it_starts() -> None:
+    assert _policy_probe("batch") == ["True", BATCH, BATCH, "1"]
+    assert _policy_probe("normal") == ["True", NORMAL, NORMAL, "1"]
+
+
+def test_auto_starts_normal_and_switches_only_when_the_backlog_comes_or_goes() -> None:
+    # normal at start; a backlog: batch (once, however often told); none: normal again; a
+    # thread started then inherits what the loop's thread has at that moment.
+    seen = _policy_probe("auto", True, True, False, False, True)
+    assert seen == ["False", NORMAL, BATCH, BATCH, NORMAL, NORMAL, BATCH, BATCH, "4"]
+
+
+def test_an_unknown_policy_is_refused_by_the_settings_and_the_helper() -> None:
+    with pytest.raises(ValidationError, match="worker_sched_policy"):
+        Settings(worker_sched_policy="fifo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown scheduling policy 'fifo'"):
+        use_sched_policy("fifo")
+    assert Settings.model_fields["worker_sched_policy"].default == "auto"

@@ -5,10 +5,6 @@ and a server too old to run the project is refused at once with a message saying
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,59 +19,10 @@ from shared.settings import Settings
 from tests.conftest import make_settings
 from tests.support.redis_server import free_port, redis_binaries, run_binary
 from tests.support.seed import ensure_test_types
+from tests.support.service_process import Service
 from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[3]
 SERVICES = ("worker", "scheduler", "notifier")
-
-
-class Service:
-    """`python -m services.<name>` with its output collected line by line."""
-
-    def __init__(self, name: str, redis_url: str, folder: Path) -> None:
-        environ = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("REDIS_", "HEARTBEAT_", "LIVENESS_", "TASK_MODULES"))
-        }
-        environ.update(
-            PYTHONPATH=str(ROOT),
-            REDIS_URL=redis_url,
-            LIVENESS_DIR=str(folder),
-            HEARTBEAT_SECONDS="0.5",
-            IMAGE_TASK_SECONDS="0.1",
-        )
-        self.name = name
-        self.lines: list[str] = []
-        # cwd: a folder of its own, so no stray .env is read.
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            cwd=folder,
-            env=environ,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def said(self, text: str) -> bool:
-        return any(text in line for line in self.lines)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"{self.name} ignored SIGTERM:\n{''.join(self.lines)}") from None
 
 
 @pytest.fixture
