@@ -56,17 +56,19 @@ async def _policies_of_tasks(conn: Conn, settings: Settings, worker: Service) ->
     _register_probe_types()
     probes = [TaskCreate(type=name, payload={}) for name in ("policy.in_thread", "policy.on_loop")]
     created, _ = await transitions.enqueue(conn, probes, settings)
-    policies = []
-    for task in created:
+    return [await _policy_ran_under(conn, task.id, worker) for task in created]
 
-        async def completed(task_id: str = task.id) -> bool:
-            return (await queries.get_task(conn, task_id)).status == "completed"
 
-        await wait_until(completed, timeout=30, message=f"{task.type} run: {worker.lines}")
-        result = (await queries.get_task(conn, task.id)).result
-        assert isinstance(result, dict), result
-        policies.append(result["policy"])
-    return policies
+async def _policy_ran_under(conn: Conn, task_id: str, worker: Service) -> int:
+    """Wait for a probe task to complete; the policy its handler reported."""
+
+    async def completed() -> bool:
+        return (await queries.get_task(conn, task_id)).status == "completed"
+
+    await wait_until(completed, timeout=30, message=f"{task_id} run: {worker.lines}")
+    result = (await queries.get_task(conn, task_id)).result
+    assert isinstance(result, dict), result
+    return int(result["policy"])
 
 
 def _thread_policies(pid: int) -> set[int]:
@@ -99,13 +101,7 @@ async def test_auto_drains_a_backlog_under_batch_and_waits_for_work_under_normal
     )
     worker = _start_worker(settings, tmp_path, WORKER_CONCURRENCY="2")
     try:
-        for task in backlog:
-
-            async def completed(task_id: str = task.id) -> bool:
-                return (await queries.get_task(conn, task_id)).status == "completed"
-
-            await wait_until(completed, timeout=30, message=f"backlog run: {worker.lines}")
-        ran_under = [(await queries.get_task(conn, t.id)).result["policy"] for t in backlog]
+        ran_under = [await _policy_ran_under(conn, task.id, worker) for task in backlog]
         assert ran_under[-10:] == [os.SCHED_BATCH] * 10, ran_under
         # Drained, the worker offers its slots and waits: the loop's thread is normal again,
         # and a task handed over now starts under it.
