@@ -44,7 +44,8 @@ ClaimKey = tuple[str, str]  # (task id, claim token): one run of a task (Claimed
 CLAIM_GATHER_SECONDS = 0.002  # longest a free slot waits for others before a claim
 INBOX_WAIT_SECONDS = 1.0  # an inbox silent this long re-syncs the offers (a safety net)
 MAX_REPORT_BATCH = 500  # outcomes reported in one call at most (by the flusher or with a claim)
-MAX_EARLY_SECONDS = 1.0  # the longest a consumer waits for a promoted task's due time
+# The longest a consumer waits for a promoted task's due time (_lib.lua's MAX_EARLY_MS).
+MAX_EARLY_SECONDS = 1.0
 SERVED_REFRESH_SECONDS = 1.0
 # The longest pause before a queue whose shard could not be reached is tried again (its
 # claims and, on a cluster, its inbox reader): each try at a shard that is down makes

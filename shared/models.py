@@ -43,6 +43,7 @@ DEFAULT_MAX_RETRIES = 2
 # SPEC section 11: dependencies one create may name (a 1,000-task fan-in is one join).
 MAX_DEPENDENCIES = 1000
 REF_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"  # a batch item's name for depends_on
+RFC3339_START = re.compile(r"\d{4}-\d\d-\d\d[Tt ]")  # a date, then its time
 
 
 def task_id_or_404(task_id: str) -> str:
@@ -63,7 +64,7 @@ class TaskCreate(BaseModel):
     max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=10, strict=True)
     scheduled_for: datetime | None = None
     webhook: str | None = Field(default=None, max_length=2048)
-    timeout_seconds: float | None = Field(default=None, gt=0, le=86_400)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=86_400, strict=True)
     queue: str | None = Field(
         default=None,
         pattern=QUEUE_NAME_PATTERN,
@@ -87,6 +88,15 @@ class TaskCreate(BaseModel):
         pattern=REF_PATTERN,
         description="In a batch: this item's name, for later items' depends_on",
     )
+
+    @field_validator("scheduled_for", mode="before")
+    @classmethod
+    def _require_rfc3339(cls, value: Any) -> Any:
+        # Left lax, pydantic would also read a number (or a text of digits) as Unix seconds.
+        readable = value is None or isinstance(value, datetime)
+        if not (readable or (isinstance(value, str) and RFC3339_START.match(value))):
+            raise ValueError("scheduled_for must be RFC 3339 text, e.g. 2025-12-06T18:30:00Z")
+        return value
 
     @field_validator("scheduled_for")
     @classmethod

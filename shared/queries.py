@@ -159,7 +159,9 @@ async def _list_queue(
             if not status or task.status == status
         ]
         if len(entries) < chunk and walked == len(candidates):
-            return Page(found, _encode_cursor(*last) if len(found) == limit and last else None)
+            # The index is walked to its end: nothing is left for a next page, even when
+            # this one filled on its last entry (a cursor would only lead to an empty page).
+            return Page(found, None)
     if len(found) < limit and scanned < MAX_SCAN_FOR_FILTER:
         return Page(found, None)
     return Page(found, _encode_cursor(*last) if last else None)

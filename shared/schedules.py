@@ -80,7 +80,7 @@ class ScheduleBody(BaseModel):
     interval_seconds: int | None = Field(default=None, ge=1, le=MAX_INTERVAL_SECONDS, strict=True)
     timezone: str = Field(default="UTC", max_length=64, description="IANA name, e.g. Europe/Berlin")
     task: TaskCreate = Field(description="A create body, as POST /api/tasks takes it")
-    paused: bool = False
+    paused: bool = Field(default=False, strict=True)
 
     @field_validator("cron")
     @classmethod

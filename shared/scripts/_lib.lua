@@ -299,6 +299,10 @@ local function emit(Q, id, event)
   publish_event(Q, encoded)
 end
 
+-- How long before its scheduled_for a consumer waits for a task it claimed (its
+-- MAX_EARLY_SECONDS): the scheduler promotes tasks SCHEDULE_LEAD_SECONDS early.
+local MAX_EARLY_MS = 1000
+
 -- pending -> processing for one record, claimed by consumer `owner` (shown as `worker`).
 -- `created` and `attempt` are the record's raw fields. A hand-edited record (a non-numeric
 -- 'created' or 'attempt', an events key that is not a LIST) would make the script fail
@@ -306,7 +310,8 @@ end
 -- marked 'corrupt', so the consumer fails it clearly. Returns the record (HGETALL, with the
 -- claim's fencing 'token') and its created ms; the caller books the claim with note_claims.
 -- A task promoted ahead of its due time (SCHEDULE_LEAD_SECONDS) is started by its consumer
--- at that time, so that is its 'started'.
+-- at that time, so that is its 'started'; one further ahead than MAX_EARLY_MS is not waited
+-- for (a task retried by hand before its time, a skewed clock), so it starts now.
 local function claim_record(Q, id, now, worker, owner, created, attempt, run_at)
   local key, events, now_text = Q:task(id), Q:events(id), int_text(tonumber(now))
   if created and not string.match(created, '^%d+$') then
@@ -319,7 +324,8 @@ local function claim_record(Q, id, now, worker, owner, created, attempt, run_at)
   end
   local n = (tonumber(attempt) or 0) + 1
   local started = now_text
-  if tonumber(run_at) and tonumber(run_at) > tonumber(now) then started = run_at end
+  local early = (tonumber(run_at) or 0) - tonumber(now)
+  if early > 0 and early <= MAX_EARLY_MS then started = run_at end
   local attempt_text = int_text(n)
   redis.call('HSET', key, 'status', 'processing', 'attempt', attempt_text, 'token',
     claim_token(attempt_text), 'started', started, 'updated', now_text, 'worker', worker,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -325,6 +326,46 @@ async def test_retry_failed_gives_fresh_budget_and_keeps_history(
         await transitions.retry_failed(conn, task.id)
     events = [e.event for e in (await queries.get_details(conn, task.id)).events]
     assert events == ["task.created", "task.claimed", "task.failed", "task.retried"]
+    await assert_consistent(conn)
+
+
+async def test_a_retried_task_cancelled_before_its_time_runs_now_and_says_so(
+    conn: Conn, settings: Settings
+) -> None:
+    """A retry runs the task now, whatever its scheduled_for: it starts now, not 'at' a
+    time still to come (started after completed, as it was)."""
+    when = datetime.now(UTC) + timedelta(hours=1)
+    [task] = await seed_tasks(conn, settings, scheduled_for=when)
+    await transitions.cancel(conn, task.id, settings)
+    assert (await transitions.retry_failed(conn, task.id)).status == "pending"
+    [c] = await claim(conn)
+    assert c.task.id == task.id and c.task.started_at is not None
+    assert c.task.started_at < when - timedelta(minutes=59)
+    await transitions.report_outcomes(conn, [Outcome(task.id, c.token, True)], settings)
+    done = await queries.get_task(conn, task.id)
+    assert done.started_at and done.completed_at and done.started_at <= done.completed_at
+    await assert_consistent(conn)
+
+
+async def test_started_is_the_due_time_only_for_a_task_claimed_just_ahead_of_it(
+    conn: Conn, settings: Settings
+) -> None:
+    """A task promoted ahead of its time starts at that time (its consumer waits for it, up
+    to MAX_EARLY_SECONDS); one due further off is not waited for and starts now."""
+    from shared.consumer import MAX_EARLY_SECONDS
+
+    lib = (Path(codec.__file__).parent / "scripts" / "_lib.lua").read_text()
+    assert f"local MAX_EARLY_MS = {round(MAX_EARLY_SECONDS * 1000)}\n" in lib
+    soon, late = await seed_tasks(conn, settings, count=2)
+    now = await conn.server_ms()
+    # As promote_due leaves them: pending, with a scheduled time still to come.
+    await conn.redis.hset(conn.keys.task(soon.id), "run_at", now + 500)
+    await conn.redis.hset(conn.keys.task(late.id), "run_at", now + 3_600_000)
+    claimed = {c.task.id: c.task for c in await claim(conn, 2)}
+    assert claimed[soon.id].started_at == codec.from_ms(now + 500)
+    started_late = claimed[late.id].started_at
+    assert started_late is not None
+    assert abs(started_late.timestamp() * 1000 - now) < 60_000
     await assert_consistent(conn)
 
 

@@ -123,3 +123,36 @@ async def test_a_long_walk_past_other_types_ends_with_a_cursor(
     assert first.tasks == [] and first.next_cursor  # the walk stopped at its cap
     second = await queries.list_tasks(conn, task_type="image", limit=5, cursor=first.next_cursor)
     assert [task.id for task in second.tasks] == [image] and second.next_cursor is None
+
+
+async def test_a_cursor_is_given_only_when_more_tasks_remain(
+    conn: Conn, settings: Settings
+) -> None:
+    """SPEC section 3: the next-page cursor comes 'when more remain'. A page that ends on the
+    last task, filled or not, has none, so no client follows it to an empty page."""
+    now = codec.now_ms()
+    images = await _enqueue(conn, settings, 6, now - 1000, type="image")
+    others = await _enqueue(conn, settings, 6, now, queue="other")
+    for limit, filters in [
+        (1, {}),
+        (3, {}),
+        (4, {}),
+        (12, {}),
+        (2, {"task_type": "image"}),
+        (3, {"task_type": "image", "status": TaskStatus.PENDING}),
+        (6, {"queue": "other"}),
+        (3, {"queue": "other"}),
+    ]:
+        pages: list[int] = []
+        cursor: str | None = None
+        while True:
+            page = await queries.list_tasks(conn, limit=limit, cursor=cursor, **filters)
+            pages.append(len(page.tasks))
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        expected = len(others) if "queue" in filters else len(images)
+        if not filters:  # every queue
+            expected = len(images) + len(others)
+        assert sum(pages) == expected, (limit, filters, pages)
+        assert 0 not in pages, f"an empty page after a cursor: {limit=} {filters=} {pages}"
