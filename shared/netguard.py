@@ -12,16 +12,20 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def parse_webhook_url(url: str) -> tuple[str, str, int]:
     """Split a webhook URL into (scheme, host, port), refusing anything but http and https."""
+    if not url:
+        raise ValidationFailed("webhook URL is empty: give an http:// or https:// URL")
     if not url.isprintable() or any(char.isspace() for char in url):
         raise ValidationFailed("webhook URL contains spaces or control characters")
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. "http://[::1" (an unclosed IPv6 literal)
         raise ValidationFailed(f"webhook URL cannot be parsed: {exc}") from exc
-    if parts.scheme not in ("http", "https"):
+    if not parts.scheme:
         raise ValidationFailed(
-            f"webhook URL must use http or https, not {parts.scheme or 'none'!r}"
+            f"webhook URL {url!r} has no scheme: it must start with http:// or https://"
         )
+    if parts.scheme not in ("http", "https"):
+        raise ValidationFailed(f"webhook URL must use http or https, not {parts.scheme!r}")
     try:
         port = parts.port
     except ValueError as exc:
@@ -54,10 +58,9 @@ def is_public_address(address: IPAddress) -> bool:
     NAT64 addresses for IPv4-only receivers); 6to4, Teredo and the other ranges above are
     refused outright."""
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return is_public_address(address.ipv4_mapped)
-        if address in _NAT64:
-            return is_public_address(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        inside = embedded_ipv4(address)
+        if inside is not None:
+            return is_public_address(inside)
         if any(address in network for network in _REFUSED_V6):
             return False
     return not (
@@ -69,6 +72,15 @@ def is_public_address(address: IPAddress) -> bool:
         or address.is_unspecified
         or not address.is_global
     )
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped or well-known NAT64 address carries, else None."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 class NotAnAddress(ValueError):
@@ -133,19 +145,30 @@ def _is_localhost(host: str) -> bool:
 def check_webhook_url(url: str, *, allow_private: bool) -> None:
     """Validate a webhook URL at creation: scheme, host, and a literal address's range."""
     _, host, _ = parse_webhook_url(url)
-    try:
-        parse_ipv4(host)  # browsers and httpx refuse such a host; resolvers may read it
-    except NotAnAddress as exc:
-        raise ValidationFailed(
-            f"webhook URL host {host} ends in a number but is not an IPv4 address"
-        ) from exc
+    if ":" in host:
+        # Only a bracketed IPv6 literal has a colon here (urlsplit took the port off), and its
+        # dotted tail (::ffff:8.8.8.8) is IPv6 notation: it must not be read as an IPv4 host.
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ValidationFailed(f"webhook URL host [{host}] is not an IPv6 address") from exc
+    else:
+        try:
+            parse_ipv4(host)  # browsers and httpx refuse such a host; resolvers may read it
+        except NotAnAddress as exc:
+            raise ValidationFailed(
+                f"webhook URL host {host} ends in a number but is not an IPv4 address"
+            ) from exc
     if allow_private:
         return
     address = literal_address(host)
     if address is not None and not is_public_address(address):
+        # An IPv4-mapped or NAT64 address is named by the IPv4 address it was judged by.
+        inside = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+        judged = inside or address
         raise ValidationFailed(
             f"webhook target {host} is a loopback, private, link-local or reserved address"
-            + (f" ({address})" if str(address) != host else "")
+            + (f" ({judged})" if str(judged) != host else "")
             + "; set WEBHOOK_ALLOW_PRIVATE_NETWORKS=true to allow it"
         )
     if _is_localhost(host):

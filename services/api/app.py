@@ -1,4 +1,5 @@
-"""The REST gateway: FastAPI app factory, lifespan (Redis), body limit, routers, probes."""
+"""The REST gateway: FastAPI app factory, lifespan (Redis, heartbeat), key gate, body limit,
+routers, probes."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api.deps import ConnDep, require_api_key
+from services.api import heartbeat
+from services.api.auth import KeyGate
+from services.api.deps import ConnDep
 from services.api.fast_create import FastCreate
 from services.api.routes import bulk, events, queues, schedules, stats, tasks
 from services.api.schemas import ERROR_RESPONSES
 from shared import health, http_errors, plugins, tracing
+from shared.auth import auth_enabled
 from shared.models import Stats
 from shared.producer import Producer
 from shared.redis import create_redis
@@ -96,7 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception as exc:  # Redis may come later: routes answer 503 until it does
             logger.warning("scripts not loaded at start (%s); they load on first use", exc)
         with tracing.configured(settings, "api"):  # SPEC section 13: with OTEL_* set
-            yield
+            async with heartbeat.beating(app.state.conn, settings):
+                yield
         await app.state.events.aclose()
         await app.state.producer.aclose()
         await app.state.conn.aclose()
@@ -110,35 +115,24 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.open_streams = 0
     http_errors.install(app)
-    protected = [Depends(require_api_key)]
     for prefix, in_schema in (("/api", True), ("", False)):
-        app.include_router(
-            tasks.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
-        )
-        app.include_router(
-            bulk.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
-        )
-        app.include_router(
-            events.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
-        )
-        app.include_router(
-            queues.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
-        )
-        app.include_router(
-            schedules.router, prefix=prefix, dependencies=protected, include_in_schema=in_schema
-        )
+        for router in (tasks.router, bulk.router, events.router, queues.router, schedules.router):
+            app.include_router(router, prefix=prefix, include_in_schema=in_schema)
         app.include_router(_stats_router(), prefix=prefix, include_in_schema=in_schema)
     app.add_api_route(
         "/metrics",
         stats.metrics,
         methods=["GET"],
-        dependencies=protected,
         tags=["monitoring"],
         response_class=PlainTextResponse,
     )
     _add_probes(app)
     app.add_middleware(FastCreate, settings=settings)  # inside BodyLimit: added first
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if auth_enabled(settings):  # no keys, no gate: not one more layer on every request
+        # In front of both create paths and of the body limit: a client without a key gets
+        # its 401 whatever its body, and no body is buffered for it (SPEC section 2).
+        app.add_middleware(KeyGate, settings=settings, open_paths=_open_paths(app))
     # Outermost: in front of both create paths (FastCreate and the routes), body unread.
     app.add_middleware(RequestGuard, settings=settings)
     _document_errors_as_400(app)
@@ -164,7 +158,7 @@ def _document_errors_as_400(app: FastAPI) -> None:
 
 
 def _stats_router() -> APIRouter:
-    """Health stays open; stats needs a key like every other route."""
+    """Health (open, see _open_paths) and stats."""
     router = APIRouter()
     router.add_api_route("/health", stats.health, methods=["GET"], tags=["monitoring"])
     router.add_api_route(
@@ -172,11 +166,17 @@ def _stats_router() -> APIRouter:
         stats.stats,
         methods=["GET"],
         response_model=Stats,
-        dependencies=[Depends(require_api_key)],
         tags=["monitoring"],
         responses=ERROR_RESPONSES,
     )
     return router
+
+
+def _open_paths(app: FastAPI) -> set[str]:
+    """The paths that need no API key: health (SPEC section 2), the probes (they carry no
+    key) and the OpenAPI pages. Every other path needs one, unknown paths included."""
+    docs = (app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url)
+    return {"/api/health", "/health", "/livez", "/readyz", *(path for path in docs if path)}
 
 
 def _add_probes(app: FastAPI) -> None:

@@ -1,17 +1,17 @@
-"""FastAPI dependencies: the Redis connection, settings, and the API-key check."""
+"""FastAPI dependencies: the Redis connection and settings; the list filters' query types.
+
+The API key is checked before any of these, in services/api/auth.py."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, Query, Request
+from pydantic import BeforeValidator, StringConstraints
 
-from shared.auth import auth_enabled, role_for_key
 from shared.models import QUEUE_NAME_PATTERN
 from shared.redis import Conn
 from shared.settings import Settings
-
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def get_conn(request: Request) -> Conn:
@@ -26,34 +26,18 @@ async def get_app_settings(request: Request) -> Settings:
 
 ConnDep = Annotated[Conn, Depends(get_conn)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def _empty_as_absent(value: object) -> object:
+    return None if value == "" else value
+
+
+# SPEC section 3 spells a list query `?status=&type=&limit=...`: a filter given with an empty
+# value filters nothing, as if it were absent (it is not a 400).
+EmptyIsNone = BeforeValidator(_empty_as_absent)
 # A `?queue=` filter (SPEC section 9): a bad name is a 400 like any invalid query.
-QueueName = Annotated[str | None, Query(pattern=QUEUE_NAME_PATTERN, max_length=64)]
-
-
-async def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """With API_KEYS set, every route needs `Authorization: Bearer KEY` (SPEC section 2).
-
-    Keys in API_READ_KEYS may only read (GET), for dashboards and monitoring.
-    """
-    refusal = key_refusal(settings, request.headers.get("authorization", ""), request.method)
-    if refusal is not None:
-        raise refusal
-
-
-def key_refusal(settings: Settings, authorization: str, method: str) -> HTTPException | None:
-    """Why a request with this Authorization header may not go on, or None when it may."""
-    if not auth_enabled(settings):
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return HTTPException(
-            401,
-            "missing API key: send Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    role = role_for_key(settings, token)
-    if role == "admin" or (role == "read" and method in READ_METHODS):
-        return None
-    if role == "read":
-        return HTTPException(403, "this API key may only read")
-    return HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+QueueName = Annotated[
+    Annotated[str, StringConstraints(pattern=QUEUE_NAME_PATTERN, max_length=64)] | None,
+    EmptyIsNone,
+    Query(),
+]

@@ -3,9 +3,10 @@
 Through FastAPI a single create spends more Python on the framework than on the task: the
 dependency graph is solved, the body parsed and validated, and the returned Task validated
 again against `response_model` before it is serialised. This middleware takes only the plain
-success path of that route: a JSON body that validates as a TaskCreate, no Idempotency-Key,
-and a key allowed to write. Every other request, valid or not, goes on to the FastAPI route
-unchanged, so the answers to bad requests are still FastAPI's and the routes' own.
+success path of that route: a JSON body that validates as a TaskCreate and no
+Idempotency-Key. Every other request, valid or not, goes on to the FastAPI route unchanged,
+so the answers to bad requests are still FastAPI's and the routes' own. The API key was
+checked in front of it (services/api/auth.py), so a request that reaches it may write.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api.deps import key_refusal
 from shared import http_errors, tracing
 from shared.errors import TaskQueueError
 from shared.models import Task, TaskCreate
@@ -68,12 +68,10 @@ class FastCreate:
         when this request takes the plain path, else None."""
         if message["type"] != "http.request":
             return None
-        content_type = authorization = traceparent = None
+        content_type = traceparent = None
         for name, value in scope["headers"]:  # the first of repeated headers, as Starlette
             if name == b"content-type" and content_type is None:
                 content_type = value
-            elif name == b"authorization" and authorization is None:
-                authorization = value
             elif name == b"idempotency-key":
                 return None
             elif name == b"traceparent" and traceparent is None:
@@ -82,8 +80,6 @@ class FastCreate:
         if content_type is None or content_type.partition(b";")[0].strip().lower() != (
             b"application/json"
         ):
-            return None
-        if key_refusal(self.settings, _latin1(authorization), "POST") is not None:
             return None
         try:
             # The stdlib parser, as FastAPI's: orjson reads big integers and some numbers
@@ -94,10 +90,6 @@ class FastCreate:
             return None
         except Exception:  # not JSON, too deep, or invalid: the route gives its own answer
             return None
-
-
-def _latin1(value: bytes | None) -> str:
-    return "" if value is None else value.decode("latin-1")  # as Starlette decodes headers
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

@@ -5,7 +5,9 @@ those two start services (`python -m services.stack`, `python -m services.worker
 
 Exit codes: 0 ok; 1 the task failed (it ended failed or cancelled) or the API refused the
 action (409, 401, 403, ...); 2 usage (bad arguments, or a 400: invalid input); 3 not found;
-4 unavailable (the API cannot be reached, or answers 503); 5 `wait` timed out.
+4 unavailable (the API cannot be reached, or answers 503); 5 `wait` timed out; 141 stdout
+was closed early (`taskqueue list | head -2`): the command stops quietly, as a tool that
+SIGPIPE stopped does (128 + 13), with no traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from shared.client import (
 )
 
 OK, FAILED, USAGE, NOT_FOUND, UNAVAILABLE, TIMED_OUT = 0, 1, 2, 3, 4, 5
+BROKEN_PIPE = 141  # what a shell reports for a tool killed by SIGPIPE (128 + 13)
 STATUSES = (
     "waiting",
     "scheduled",
@@ -41,7 +44,7 @@ STATUSES = (
 EPILOG = f"""\
 environment: TASKQUEUE_URL (default {DEFAULT_URL}), TASKQUEUE_API_KEY.
 exit codes: 0 ok, 1 the task failed or the action was refused, 2 usage or invalid input,
-3 not found, 4 API unavailable, 5 wait timed out.
+3 not found, 4 API unavailable, 5 wait timed out, 141 stdout closed early.
 """
 
 
@@ -187,6 +190,21 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; its exit code (see the module's docstring)."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+    except BrokenPipeError:
+        # As the Python docs advise (signal module, "Note on SIGPIPE"): point stdout at
+        # devnull so the interpreter's own flush at exit does not fail again and print.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on a usage error
     if args.handler is None:

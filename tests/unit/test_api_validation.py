@@ -151,3 +151,51 @@ def test_api_keys_required_when_set() -> None:
         assert client.get("/api/health").status_code == 503  # open, but Redis is down
         assert client.get("/metrics").status_code == 401
         assert "error" in client.get("/api/stats").json()
+
+
+# Every route that reads a body, with and without the /api prefix (SPEC section 3).
+BODY_ROUTES = [
+    ("POST", "/api/tasks"),
+    ("POST", "/tasks"),
+    ("POST", "/api/tasks/batch"),
+    ("POST", "/api/tasks/bulk"),
+    ("PUT", "/api/queues/x/limits"),
+    ("PUT", "/queues/x/limits"),
+    ("PUT", "/api/schedules/nightly"),
+]
+UNREADABLE_BODIES = [b"garbage", b'{"type": "noop", ', b"\xff\xfe{}", b'{"type": 5}']
+
+
+@pytest.fixture
+def keyed_client() -> Iterator[TestClient]:
+    ensure_test_types()
+    settings = Settings(redis_url=UNREACHABLE, api_keys="k1", api_read_keys="ro", _env_file=None)  # type: ignore[call-arg]
+    with TestClient(create_app(settings), base_url=LOOPBACK, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES)
+@pytest.mark.parametrize("body", UNREADABLE_BODIES)
+def test_the_key_is_checked_before_the_body_is_read(
+    keyed_client: TestClient, method: str, path: str, body: bytes
+) -> None:
+    def send(**headers: str) -> Any:
+        headers["content-type"] = "application/json"
+        return keyed_client.request(method, path, content=body, headers=headers)
+
+    for refused in (send(), send(authorization="Bearer wrong"), send(authorization="k1")):
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
+        assert refused.json()["error"] and refused.json()["details"] == []
+    read_only = send(authorization="Bearer ro")
+    assert read_only.status_code == 403, read_only.text
+    admitted = send(authorization="Bearer k1")
+    assert admitted.status_code == 400, admitted.text  # now the body's own answer
+    assert admitted.json()["error"]
+
+
+def test_the_key_is_checked_before_the_query_is_read(keyed_client: TestClient) -> None:
+    assert keyed_client.get("/api/tasks?limit=abc").status_code == 401
+    assert keyed_client.get("/api/stats?queue=Not%20A%20Queue").status_code == 401
+    ok_key = {"authorization": "Bearer ro"}
+    assert keyed_client.get("/api/tasks?limit=abc", headers=ok_key).status_code == 400

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from services.api.app import create_app
-from shared import metrics, queries, transitions
+from shared import heartbeats, metrics, queries, transitions
 from shared.redis import Conn
 from shared.registry import TaskContext
 from shared.settings import Settings
@@ -179,3 +179,26 @@ async def test_every_grafana_query_names_a_metric_we_export(conn: Conn, settings
             # series before anything adds them up, or N scraped replicas count N times.
             expr = target["expr"]
             assert expr.count(DEDUP) == len(METRIC_NAME.findall(expr)), expr
+
+
+async def test_a_serving_api_counts_itself_as_a_live_api_instance(
+    conn: Conn, settings: Settings
+) -> None:
+    """taskqueue_instances{service="api"} counts live API processes by heartbeat, as the other
+    services' gauges do; /api/health keeps the four services SPEC section 3 shows."""
+
+    async def live_apis() -> int:
+        return (await heartbeats.live_counts(conn, settings.dead_after_seconds))["api"]
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await wait_until(live_apis, message="the api's heartbeat")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            scraped = _samples((await client.get("/metrics")).text)
+            health = (await client.get("/api/health")).json()
+    assert _value(scraped["taskqueue_instances"], "taskqueue_instances", service="api") == 1
+    assert set(health["services"]) == {"worker", "scheduler", "notifier", "dashboard"}
+    # A clean shutdown leaves at once, as the other services do.
+    assert await live_apis() == 0
+    assert await conn.redis.zcard(conn.keys.heartbeats("api")) == 0
