@@ -462,12 +462,30 @@ local function hand_over(Q, id, lane, task_type, now)
   return true
 end
 
+-- A task cancelled while pending keeps its id in its ready or parked list (cancel.lua counts
+-- it in the list's skips and names the list in the record's stale_in; a claim drops it when
+-- it comes up). When that task is pending again and not handed over, the entry it left is
+-- made live again instead of a second one pushed: of two entries of one task, a claim or a
+-- park can take either first, and the skip then stays on a list that no longer holds the
+-- stale one, so the ready depth (length - skips) drifts, below zero too. The entry keeps its
+-- old place in its list.
+local function revive(Q, id, list)
+  if tonumber(redis.call('HGET', Q.skips, list) or 0) > 0 then
+    redis.call('HINCRBY', Q.skips, list, -1)
+  end
+  redis.call('HDEL', Q:task(id), 'stale_in')
+  if string.sub(list, #Q.prefix + 1, #Q.prefix + 7) == 'parked:' then
+    redis.call('HSET', Q:task(id), 'parked', '1')  -- as claim.lua marks a parked task
+  end
+end
+
 -- A task that just became pending (its status, index and counters already say so): hand it
 -- to an idle consumer, or put it on its ready list (at the front to keep its place).
 -- Callers emit their own event first, so the history reads in order.
 local function make_ready(Q, id, at_front, now)
-  local f = redis.call('HMGET', Q:task(id), 'lane', 'priority', 'type')
+  local f = redis.call('HMGET', Q:task(id), 'lane', 'priority', 'type', 'stale_in')
   if hand_over(Q, id, f[1], f[3], now) then return end
+  if f[4] then return revive(Q, id, f[4]) end
   local list = Q:ready(f[1], f[2])
   if at_front then redis.call('LPUSH', list, id) else redis.call('RPUSH', list, id) end
 end
@@ -475,8 +493,9 @@ end
 -- make_ready for several tasks that just became pending, in their order: handed over while
 -- their lane has offers for their type (once a lane has none, or none for a type, it has none
 -- for the rest of the script; nor does a queue's limit that held one back let a later one
--- through), the rest appended to their ready lists with one RPUSH per list.
--- tasks: {{id, lane, priority, type}, ...}.
+-- through), the rest appended to their ready lists with one RPUSH per list (or, for one
+-- cancelled while pending, its old entry revived).
+-- tasks: {{id, lane, priority, type, stale_in}, ...}.
 local function make_ready_many(Q, tasks, now)
   local no_offer, ready, lists = {}, {}, {}
   for _, t in ipairs(tasks) do
@@ -488,7 +507,9 @@ local function make_ready_many(Q, tasks, now)
         if others_idle then no_offer[lane .. '|' .. task_type] = true else no_offer[lane] = true end
       end
     end
-    if not handed then
+    if not handed and t[5] then
+      revive(Q, id, t[5])
+    elseif not handed then
       local list = Q:ready(lane, priority)
       if not ready[list] then
         ready[list] = {}
@@ -763,9 +784,12 @@ local function claim_tasks(Q, K, A)
       local f = redis.call('HMGET', Q:task(id), 'status', 'created', 'attempt', 'run_at', 'type')
       if f[1] ~= 'pending' then
         -- Cancelled where it waited (and maybe purged since): dropped, not run, and no longer
-        -- counted as skipped.
+        -- counted as skipped; its record no longer names a stale entry (see revive).
         if tonumber(redis.call('HGET', K[12], list) or 0) > 0 then
           redis.call('HINCRBY', K[12], list, -1)
+        end
+        if f[1] and redis.call('HGET', Q:task(id), 'stale_in') == list then
+          redis.call('HDEL', Q:task(id), 'stale_in')
         end
       elseif f[5] and f[5] ~= '' and not runs_type(runs, f[5]) then
         -- (A record without a type is corrupt: claimed, so its consumer fails it clearly.)

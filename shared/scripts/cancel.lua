@@ -35,6 +35,7 @@ if status == 'pending' then
     redis.call('HDEL', KEYS[1], 'parked')
   end
   redis.call('HINCRBY', KEYS[6], list, 1)
+  redis.call('HSET', KEYS[1], 'stale_in', list)  -- revived if the task is retried (_lib.lua)
 elseif status == 'scheduled' or status == 'retrying' then
   redis.call('ZREM', KEYS[4], id)
 elseif status == 'waiting' then

@@ -18,14 +18,14 @@ local left, pending, promoted = {scheduled = {}, retrying = {}}, {}, {}
 if #due > 0 then call_chunked('ZREM', KEYS[1], due) end
 for _, id in ipairs(due) do
   local key = Q:task(id)
-  local f = redis.call('HMGET', key, 'status', 'created', 'lane', 'priority', 'type')
+  local f = redis.call('HMGET', key, 'status', 'created', 'lane', 'priority', 'type', 'stale_in')
   local status = f[1]
   if status == 'scheduled' or status == 'retrying' then
     local from = left[status]
     from[#from + 1] = id
     pending[#pending + 1] = f[2]
     pending[#pending + 1] = id
-    promoted[#promoted + 1] = {id, f[3], f[4], f[5] or ''}
+    promoted[#promoted + 1] = {id, f[3], f[4], f[5] or '', f[6]}
     redis.call('HSET', key, 'status', 'pending', 'updated', now)
     emit(Q, id, {event = 'task.pending', task_id = id,
       status = 'pending', at_ms = now})

@@ -67,6 +67,7 @@ async def assert_consistent(conn: Conn, *, queue: str | None = None) -> dict[str
         for key in k.ready_all(lane):
             # Cancelled ids wait in their list, counted as skipped, until a claim drops them.
             skipped = int(await conn.redis.hget(k.ready_skips, key) or 0)
+            assert 0 <= skipped <= await conn.redis.llen(key), (key, skipped)
             ready += await conn.redis.llen(key) - skipped
             in_lane += await conn.redis.lrange(key, 0, -1)
         # Offers exist only while nothing ready is of a type their consumer runs: a hand-over
@@ -86,7 +87,9 @@ async def assert_consistent(conn: Conn, *, queue: str | None = None) -> dict[str
         lane, priority, task_type = member.split(":", 2)
         key = k.parked(lane, priority, task_type)
         assert await conn.redis.llen(key) == int(n), (member, n)
-        ready += int(n) - int(await conn.redis.hget(k.ready_skips, key) or 0)
+        skipped = int(await conn.redis.hget(k.ready_skips, key) or 0)
+        assert 0 <= skipped <= int(n), (key, skipped)
+        ready += int(n) - skipped
     assert ready == statuses["pending"], (ready, statuses)
     assert await conn.redis.zcard(k.delayed) == statuses["scheduled"] + statuses["retrying"]
     assert await conn.redis.zcard(k.leases) == statuses["processing"]
