@@ -186,6 +186,7 @@ class Producer:
                 self.settings,
                 idempotency_key=idempotency_key,
                 traceparent=traceparent,
+                batch=False,
             )
             return tasks[0]
         return await self.submit(create, traceparent=traceparent)

@@ -104,10 +104,14 @@ def prepare_all(
 ) -> list[NewTask]:
     """`prepare` for the creates of one call, their `depends_on` and refs resolved into ids
     (`workflows.link`, SPEC section 11)."""
-    specs = [
-        _spec(create, settings, task_id)
-        for create, task_id in zip(creates, _new_ids(len(creates)), strict=True)
-    ]
+    specs = []
+    for index, (create, task_id) in enumerate(zip(creates, _new_ids(len(creates)), strict=True)):
+        try:
+            specs.append(_spec(create, settings, task_id))
+        except ValidationFailed as exc:
+            if not batch:
+                raise
+            raise _in_item(exc, index) from None
     if traceparent and (traceparent := valid_traceparent(traceparent)):
         for spec in specs:  # absent, not null: a create without one stays as short
             spec["traceparent"] = traceparent
@@ -117,6 +121,19 @@ def prepare_all(
             if "depends_on" in spec:  # one may end cancelled at once: its purge time
                 spec["purge_ms"] = settings.result_ttl_seconds * 1000
     return [NewTask(spec, _encode_input(spec, "webhook")) for spec in specs]
+
+
+def _in_item(exc: ValidationFailed, index: int) -> ValidationFailed:
+    """`exc` for item `index` of a batch: its message and each detail's loc name the item, as
+    the request's own validation does (["body", "tasks", index, field]), so a client can
+    tell which of up to 1,000 items to fix."""
+    details = [
+        {**detail, "loc": ["body", "tasks", index, *detail["loc"][1:]]}
+        if isinstance(detail, dict) and detail.get("loc", [None])[:1] == ["body"]
+        else detail
+        for detail in exc.details
+    ] or [{"loc": ["body", "tasks", index], "msg": exc.message}]
+    return ValidationFailed(f"tasks[{index}]: {exc.message}", details)
 
 
 def _spec(create: TaskCreate, settings: Settings, task_id: str) -> dict[str, Any]:
@@ -260,9 +277,13 @@ async def enqueue(
     idempotency_key: str | None = None,
     now_ms: int | None = None,
     traceparent: str | None = None,
+    batch: bool = True,
 ) -> tuple[list[Task], bool]:
-    """Create tasks atomically (all or nothing) in one round trip. Returns (tasks, replayed)."""
-    tasks = prepare_all(creates, settings, traceparent=traceparent)
+    """Create tasks atomically (all or nothing) in one round trip. Returns (tasks, replayed).
+
+    `batch=False`: one create of a single-create route (POST /api/tasks, `enqueue`), read as
+    `prepare` reads it: its errors name no batch item, and it has no batch to refer to."""
+    tasks = prepare_all(creates, settings, batch=batch, traceparent=traceparent)
     return await enqueue_prepared(conn, tasks, idempotency_key=idempotency_key, now_ms=now_ms)
 
 

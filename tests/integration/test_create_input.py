@@ -33,11 +33,11 @@ def client(settings: Settings, conn: Conn) -> Iterator[TestClient]:
         yield test_client
 
 
-def _refused(response: object, client: TestClient) -> None:
+def _refused(response: object, client: TestClient, *where: str | int) -> None:
     assert response.status_code == 400, response.text  # type: ignore[attr-defined]
     error = response.json()  # type: ignore[attr-defined]
     assert "NaN and Infinity are not JSON numbers" in error["error"], error
-    assert error["details"][0]["loc"] == ["body", "payload"], error
+    assert error["details"][0]["loc"] == ["body", *where, "payload"], error
     assert client.get("/api/stats").json()["total_tasks"] == 0
 
 
@@ -50,7 +50,7 @@ def test_rest_creates_refuse_a_non_finite_number(client: TestClient, number: str
     keyed = {**JSON, "idempotency-key": f"nan-{number}"}
     _refused(client.post("/api/tasks", content=single, headers=keyed), client)
     batch = '{"tasks": [{"type": "noop", "payload": 1}, ' + single + "]}"
-    _refused(client.post("/api/tasks/batch", content=batch, headers=JSON), client)
+    _refused(client.post("/api/tasks/batch", content=batch, headers=JSON), client, "tasks", 1)
     schedule = '{"interval_seconds": 60, "task": ' + single + "}"
     _refused(client.put("/api/schedules/nan", content=schedule, headers=JSON), client)
     assert client.get("/api/schedules").json() == []
@@ -129,3 +129,24 @@ def test_a_schedule_paused_flag_must_be_a_boolean(client: TestClient, paused: ob
     assert client.get("/api/schedules").json() == []
     ok = client.put("/api/schedules/strict", json={**body, "paused": True})
     assert ok.status_code == 201 and ok.json()["paused"] is True
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_batch_error_names_its_item_and_a_single_create_none(
+    client: TestClient, keyed: bool
+) -> None:
+    """Of up to 1,000 items, the one to fix is named, in the message and in `loc`, as the
+    request's own validation names it; a single create (with or without an Idempotency-Key,
+    which takes another path) is not called an item of a batch."""
+    headers = {"idempotency-key": "batch-item"} if keyed else {}
+    items = [{"type": "noop", "payload": 1}, {"type": "teleport", "payload": 1}]
+    response = client.post("/api/tasks/batch", json={"tasks": items}, headers=headers)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["error"].startswith("tasks[1]: unknown task type 'teleport'"), error
+    assert error["details"][0]["loc"] == ["body", "tasks", 1, "type"], error
+    single = client.post("/api/tasks", json=items[1], headers=headers)
+    assert single.status_code == 400, single.text
+    assert single.json()["error"].startswith("unknown task type 'teleport'")
+    assert single.json()["details"][0]["loc"] == ["body", "type"]
+    assert client.get("/api/stats").json()["total_tasks"] == 0

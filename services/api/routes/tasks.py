@@ -65,7 +65,7 @@ async def create_task(
             return await producer.submit(body, traceparent=trace)
         key = _idempotency(idempotency_key, request, settings)
         tasks, replayed = await transitions.enqueue(
-            conn, [body], settings, idempotency_key=key, traceparent=trace
+            conn, [body], settings, idempotency_key=key, traceparent=trace, batch=False
         )
     if replayed:
         response.status_code = status.HTTP_200_OK
