@@ -9,14 +9,13 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 from redis.exceptions import RedisError
 
 from shared import heartbeats
 from shared.errors import RedisUnavailable
 from shared.redis import Conn
-from shared.runtime import instance_id, wait_or_stop
+from shared.runtime import every, instance_id
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -30,8 +29,21 @@ async def beating(conn: Conn, settings: Settings) -> AsyncIterator[None]:
     so a stopped API stops counting at once."""
     iid = instance_id(SERVICE)
     info = {"pid": os.getpid(), "host": socket.gethostname()}
+    timeout = max(settings.heartbeat_seconds * 2, 1.0)
+
+    async def beat() -> None:
+        try:
+            # Cut short when Redis does not answer, so the beats go on through an outage.
+            async with asyncio.timeout(timeout):
+                await heartbeats.beat(conn, SERVICE, iid, info, settings.heartbeat_seconds * 5)
+        except (RedisUnavailable, RedisError, OSError, TimeoutError) as exc:
+            # Redis is down or not up yet: the routes answer 503 and say so; beat again later.
+            logger.debug("heartbeat failed: %s", exc)
+
     stop = asyncio.Event()
-    loop = asyncio.create_task(_beat_until(stop, conn, settings, iid, info), name="api-heartbeat")
+    loop = asyncio.create_task(
+        every(stop, settings.heartbeat_seconds, beat, "heartbeat"), name="api-heartbeat"
+    )
     try:
         yield
     finally:
@@ -40,26 +52,5 @@ async def beating(conn: Conn, settings: Settings) -> AsyncIterator[None]:
         # Bounded: a Redis that is down must not hold up the shutdown (the entry then
         # ages out after DEAD_AFTER_SECONDS, as a killed process's does).
         with contextlib.suppress(RedisUnavailable, RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(_beat_timeout(settings)):
+            async with asyncio.timeout(timeout):
                 await heartbeats.leave(conn, SERVICE, iid)
-
-
-async def _beat_until(
-    stop: asyncio.Event, conn: Conn, settings: Settings, iid: str, info: dict[str, Any]
-) -> None:
-    while not stop.is_set():
-        try:
-            # Cut short when Redis does not answer, so the beats go on through an outage.
-            async with asyncio.timeout(_beat_timeout(settings)):
-                await heartbeats.beat(conn, SERVICE, iid, info, settings.heartbeat_seconds * 5)
-        except (RedisUnavailable, RedisError, OSError, TimeoutError) as exc:
-            # Redis is down or not up yet: the routes answer 503 and say so; beat again later.
-            logger.debug("heartbeat failed: %s", exc)
-        except Exception:
-            logger.exception("heartbeat failed; trying again in %.1fs", settings.heartbeat_seconds)
-        if await wait_or_stop(stop, settings.heartbeat_seconds):
-            return
-
-
-def _beat_timeout(settings: Settings) -> float:
-    return max(settings.heartbeat_seconds * 2, 1.0)
