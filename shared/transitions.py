@@ -139,7 +139,7 @@ def _in_item(exc: ValidationFailed, index: int) -> ValidationFailed:
 def _spec(create: TaskCreate, settings: Settings, task_id: str) -> dict[str, Any]:
     """The checked fields of one new task, as enqueue.lua stores them."""
     task_type = registry.validate_payload(create.type, create.payload, settings)
-    payload = _encode_input(create.payload, "payload")
+    payload = _encode_payload(create.payload)
     if len(payload.encode()) > MAX_PAYLOAD_BYTES:
         raise ValidationFailed(
             f"payload is {len(payload.encode())} bytes serialised; "
@@ -224,23 +224,28 @@ def _created(
 
 def _encode_input(value: Any, field: str) -> str:
     """JSON text of client input; what JSON cannot carry (an integer beyond 64 bits, nesting
-    deeper than 254, a lone surrogate, NaN or an infinity) is a 400 for that field, not a
-    crash and not a changed value."""
+    deeper than 254, a lone surrogate) is a 400 for that field, not a crash."""
     try:
-        text = codec.dumps(value)
+        return codec.dumps(value)
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         raise ValidationFailed(
             f"{field} cannot be stored as JSON: {exc}",
             [{"loc": ["body", field], "msg": str(exc)}],
         ) from exc
-    # orjson writes NaN and the infinities as null, and the stdlib parser the API reads bodies
-    # with accepts NaN, Infinity and 1e400: stored, the task would run on other data. Only a
-    # text with a null in it can hide one, so most creates skip the walk.
-    if "null" in text and _has_non_finite(value):
+
+
+def _encode_payload(payload: Any) -> str:
+    """`_encode_input` for the payload, the one field of any JSON shape: NaN and the
+    infinities are a 400 too, not a changed value. orjson writes them as null, and the stdlib
+    parser the API reads bodies with accepts NaN, Infinity and 1e400: stored, the task would
+    run on other data. Only a text with a null in it can hide one, so most creates skip the
+    walk. (The other fields are typed and bounded by TaskCreate, where NaN cannot pass.)"""
+    text = _encode_input(payload, "payload")
+    if "null" in text and _has_non_finite(payload):
         message = "NaN and Infinity are not JSON numbers"
         raise ValidationFailed(
-            f"{field} cannot be stored as JSON: {message}",
-            [{"loc": ["body", field], "msg": message}],
+            f"payload cannot be stored as JSON: {message}",
+            [{"loc": ["body", "payload"], "msg": message}],
         )
     return text
 
